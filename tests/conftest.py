@@ -1,0 +1,50 @@
+"""Shared fixtures: a real IPython shell with the extension loaded, and small models."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def session_ip():
+    from IPython.testing.globalipapp import get_ipython
+
+    return get_ipython()
+
+
+@pytest.fixture
+def ip(session_ip):
+    """The shell with elana_magic loaded; HTML reprs captured too; namespace reset afterwards."""
+    session_ip.run_line_magic("load_ext", "elana_magic")
+    formatter = session_ip.display_formatter
+    saved = list(formatter.active_types)
+    formatter.active_types = ["text/plain", "text/html"]
+    yield session_ip
+    formatter.active_types = saved
+    session_ip.run_line_magic("reset", "-f")
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_threads():
+    """Every test must leave no thread of ours behind (samplers, loggers)."""
+    before = {t.ident for t in threading.enumerate()}
+    yield
+    leftover = [t for t in threading.enumerate() if t.ident not in before and t.name.startswith("elana")]
+    assert not leftover, f"threads left running: {[t.name for t in leftover]}"
+
+
+@pytest.fixture(scope="session")
+def tiny_llama():
+    from elana_magic.models import random_model
+
+    return random_model("tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def default_model():
+    """The embedded SmolLM2 (real weights) - loaded once per test session (~30 s on a CPU)."""
+    from elana_magic.models import default_model
+
+    return default_model()
