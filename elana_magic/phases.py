@@ -1,0 +1,399 @@
+"""Phase runners: the inputs, one prefill, one decode step, one request, on the model as loaded.
+
+``GenerationSession`` is what the latency and profile measurements drive. It builds the prompt
+(random ids from the vocabulary, seeded, or given ids), runs a prefill on a fresh cache with logits
+for the last position only, and decodes greedily with a growing context and correct positions.
+
+Decode engines:
+
+* ``"cuda-graph"`` (CUDA default): a ``StaticCache`` sized to prompt + generation, with one decode
+  step captured in a ``torch.cuda.CUDAGraph``. transformers 5.x static layers keep an on-device
+  ``cumulative_length`` that the captured step advances itself, so each replay writes the next slot
+  and the model derives the next position from it. The graph's logits are checked once against an
+  eager step from the same state; on a mismatch or a capture failure the session falls back to eager
+  and says why in ``note``.
+* ``"eager"`` (CPU, ``cuda_graph=False``): a ``DynamicCache`` grown one token per step.
+
+On exit the model's training flags, ``requires_grad``, generation config and cache attributes are
+put back, and the memory the session allocated (cache, graph pool) is released.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from typing import Any
+
+import torch
+
+
+class GenerationInputError(ValueError):
+    """Lengths, model or prompt that cannot be measured (one line, for UsageError)."""
+
+
+class GenerationOutOfMemory(RuntimeError):
+    """The batch and length did not fit in device memory (one line; memory already released)."""
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    for b in model.buffers():
+        return b.device
+    return torch.device("cpu")
+
+
+def model_dtype(model: torch.nn.Module) -> torch.dtype:
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return torch.float32
+
+
+def max_positions(model: torch.nn.Module) -> int | None:
+    config = getattr(model, "config", None)
+    if config is None:
+        return None
+    if hasattr(config, "get_text_config"):
+        config = config.get_text_config(decoder=True)
+    value = getattr(config, "max_position_embeddings", None)
+    return int(value) if isinstance(value, int) and value > 0 else None
+
+
+def vocab_size(model: torch.nn.Module) -> int:
+    config = getattr(model, "config", None)
+    if config is not None and hasattr(config, "get_text_config"):
+        config = config.get_text_config(decoder=True)
+    size = getattr(config, "vocab_size", None)
+    if not size:
+        emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+        size = getattr(emb, "num_embeddings", None)
+    if not size:
+        raise GenerationInputError(f"{type(model).__name__} has no vocabulary size in its config: pass input ids or --prompt")
+    return int(size)
+
+
+def check_can_generate(model: torch.nn.Module) -> None:
+    """A causal LM: an output embedding (LM head) that turns hidden states into logits."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is None:
+        raise GenerationInputError(
+            f"{type(model).__name__} has no LM head and cannot generate: pass a model of the "
+            "...ForCausalLM kind (e.g. AutoModelForCausalLM)"
+        )
+
+
+def random_prompt(model: torch.nn.Module, batch: int, prompt_len: int, seed: int = 0) -> torch.Tensor:
+    """``batch x prompt_len`` token ids drawn uniformly from the vocabulary (seeded, on CPU)."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(0, vocab_size(model), (batch, prompt_len), generator=gen, dtype=torch.long)
+
+
+def check_lengths(model: torch.nn.Module, batch: int, prompt_len: int, gen_len: int) -> None:
+    for name, value in (("batch", batch), ("prompt length", prompt_len), ("generated length", gen_len)):
+        if not isinstance(value, int) or value <= 0:
+            raise GenerationInputError(f"{name} must be a positive integer, got {value!r}")
+    limit = max_positions(model)
+    if limit is not None and prompt_len + gen_len > limit:
+        raise GenerationInputError(
+            f"prompt length {prompt_len} + generated length {gen_len} = {prompt_len + gen_len} exceeds the "
+            f"model's maximum of {limit} positions: shorten --prompt-len or --gen-len"
+        )
+
+
+def out_of_memory_message(batch: int, prompt_len: int, gen_len: int, device: Any) -> str:
+    return (
+        f"out of memory on {device} at batch {batch} x {prompt_len + gen_len} tokens (prompt {prompt_len} "
+        f"+ generated {gen_len}): try a smaller --batch, --prompt-len or --gen-len"
+    )
+
+
+class ModelState:
+    """What a measurement may change on a model, saved so that it can be put back exactly."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.model = model
+        self.training = {name: m.training for name, m in model.named_modules()}
+        self.requires_grad = {name: p.requires_grad for name, p in model.named_parameters()}
+        self.generation_config = copy.deepcopy(getattr(model, "generation_config", None))
+        config = getattr(model, "config", None)
+        self.use_cache = getattr(config, "use_cache", None)
+        self.cache_attrs = {k: v for k, v in vars(model).items() if "cache" in k.lower()}
+
+    def restore(self) -> None:
+        model = self.model
+        for name, m in model.named_modules():
+            if name in self.training:
+                m.training = self.training[name]
+        for name, p in model.named_parameters():
+            if name in self.requires_grad:
+                p.requires_grad_(self.requires_grad[name])
+        if self.generation_config is not None:
+            model.generation_config = self.generation_config
+        config = getattr(model, "config", None)
+        if config is not None and self.use_cache is not None:
+            config.use_cache = self.use_cache
+        for key in [k for k in vars(model) if "cache" in k.lower() and k not in self.cache_attrs]:
+            delattr(model, key)
+        for key, value in self.cache_attrs.items():
+            setattr(model, key, value)
+
+
+def _cache_kwarg(model: torch.nn.Module) -> str:
+    """transformers >= 5.20 names the cache argument ``cache``; earlier ``past_key_values``."""
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _accepts(model: torch.nn.Module, name: str) -> bool:
+    return name in inspect.signature(model.forward).parameters
+
+
+class GenerationSession:
+    """Prefill, decode steps and whole requests on ``model``, greedy, exactly ``gen_len`` tokens.
+
+    ``cuda_graph``: None = graph on CUDA, eager elsewhere; True = try the graph (fall back with a note);
+    False = eager. ``input_ids``: a ``(batch, prompt_len)`` or ``(prompt_len,)`` tensor to use instead of
+    random ids (its length then sets ``prompt_len``).
+    """
+
+    def __init__(self, model: torch.nn.Module, batch: int = 1, prompt_len: int = 512, gen_len: int = 128,
+                 cuda_graph: bool | None = None, input_ids: torch.Tensor | None = None, seed: int = 0,
+                 check: bool = True):
+        if not isinstance(model, torch.nn.Module):
+            raise GenerationInputError(f"expected a torch.nn.Module, got {type(model).__name__}")
+        check_can_generate(model)
+        if input_ids is not None:
+            input_ids = torch.as_tensor(input_ids, dtype=torch.long)
+            if input_ids.ndim == 1:
+                input_ids = input_ids.unsqueeze(0)
+            if input_ids.shape[0] == 1 and batch > 1:
+                input_ids = input_ids.expand(batch, -1)
+            batch, prompt_len = int(input_ids.shape[0]), int(input_ids.shape[1])
+        check_lengths(model, batch, prompt_len, gen_len)
+        self.model = model
+        self.batch, self.prompt_len, self.gen_len = batch, prompt_len, gen_len
+        self.device = model_device(model)
+        self.dtype = model_dtype(model)
+        self.seed = seed
+        self._input_ids_arg = input_ids
+        on_cuda = self.device.type == "cuda"
+        self.want_graph = on_cuda if cuda_graph is None else bool(cuda_graph)
+        self.check = check
+        self.engine = "eager"
+        self.note: str | None = None
+        if self.want_graph and not on_cuda:
+            self.note = f"CUDA graphs need a CUDA device (model is on {self.device}): eager decode"
+            self.want_graph = False
+        self.max_abs_diff: float | None = None
+        self.position = 0          # tokens in the cache (host-side count)
+        self.steps_done = 0        # decode steps since the last prefill
+        self._state: ModelState | None = None
+        self._cache = None
+        self._graph = None
+        self._next: torch.Tensor | None = None
+        self._logits: torch.Tensor | None = None
+        self._mask: torch.Tensor | None = None
+        self._open = False
+
+    # -- context -----------------------------------------------------------------------------------
+    def __enter__(self) -> "GenerationSession":
+        self.open()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def open(self) -> "GenerationSession":
+        """Save the model's state, build the inputs and the decode engine (capture and check the graph)."""
+        if self._open:
+            return self
+        self._state = ModelState(self.model)
+        self.model.eval()
+        self._open = True
+        try:
+            ids = self._input_ids_arg
+            if ids is None:
+                ids = random_prompt(self.model, self.batch, self.prompt_len, self.seed)
+            self.input_ids = ids.to(self.device).contiguous()
+            self._cache_kw = _cache_kwarg(self.model)
+            self._keep_kw = {"logits_to_keep": 1} if _accepts(self.model, "logits_to_keep") else {}
+            self._setup_engine()
+        except torch.OutOfMemoryError:
+            self.close()
+            raise GenerationOutOfMemory(
+                out_of_memory_message(self.batch, self.prompt_len, self.gen_len, self.device)) from None
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def close(self) -> None:
+        """Release the cache and graph memory and put the model back as it was (idempotent)."""
+        if not self._open:
+            return
+        self._open = False
+        self._graph = self._cache = self._next = self._logits = self._mask = None
+        self.input_ids = None
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.empty_cache()
+        if self._state is not None:
+            self._state.restore()
+            self._state = None
+
+    # -- engines -----------------------------------------------------------------------------------
+    def _setup_engine(self) -> None:
+        if self.want_graph:
+            try:
+                self._setup_graph()
+                self.engine = "cuda-graph"
+                return
+            except torch.OutOfMemoryError:
+                raise
+            except Exception as exc:  # capture or check failed: eager, visibly
+                self._graph = self._cache = None
+                torch.cuda.synchronize(self.device)
+                torch.cuda.empty_cache()
+                text = str(exc).strip().splitlines()
+                self.note = self.note or (
+                    f"CUDA graph capture failed ({type(exc).__name__}: {text[0] if text else ''}): eager decode")
+        self._setup_eager()
+        self.engine = "eager"
+
+    def _setup_eager(self) -> None:
+        self._mask = torch.ones(self.batch, self.prompt_len + self.gen_len, dtype=torch.long, device=self.device)
+        self._cache = None
+
+    def _new_dynamic_cache(self):
+        from transformers import DynamicCache
+
+        config = getattr(self.model, "config", None)
+        try:
+            return DynamicCache(config=config)
+        except Exception:  # noqa: BLE001 - an older or custom config
+            return DynamicCache()
+
+    def _forward(self, ids: torch.Tensor, cache, mask: torch.Tensor | None):
+        kwargs = {self._cache_kw: cache, "use_cache": True, **self._keep_kw}
+        if mask is not None:
+            kwargs["attention_mask"] = mask
+        out = self.model(input_ids=ids, **kwargs)
+        logits = getattr(out, "logits", None)
+        if logits is None:
+            raise GenerationInputError(f"{type(self.model).__name__} returns no logits: pass a ...ForCausalLM model")
+        return logits
+
+    def _setup_graph(self) -> None:
+        from transformers import StaticCache
+
+        self._cache = StaticCache(config=self.model.config, max_cache_len=self.prompt_len + self.gen_len)
+        self._next = torch.zeros(self.batch, 1, dtype=torch.long, device=self.device)
+        with torch.inference_mode():
+            self._prefill_static()
+            first = self._next.clone()
+            stream = torch.cuda.Stream(self.device)
+            stream.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(stream):
+                for _ in range(3):  # warm-up on a side stream, each step rewound so slot P is reused
+                    self._forward(self._next, self._cache, None)
+                    self._rewind(1)
+            torch.cuda.current_stream(self.device).wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                logits = self._forward(self._next, self._cache, None)
+                self._logits = logits[:, -1, :]
+                self._next.copy_(self._logits.argmax(-1, keepdim=True))
+            self._graph = graph
+            if self.check:
+                self._check_graph(first)
+            self._reset_static()
+
+    def _check_graph(self, first: torch.Tensor) -> None:
+        """One replay vs one eager step from the same state: same greedy token, logits within tolerance."""
+        self._next.copy_(first)
+        self._graph.replay()
+        graph_logits = self._logits.float().clone()
+        self._rewind(1)
+        eager_logits = self._forward(first, self._cache, None)[:, -1, :].float()
+        diff = (graph_logits - eager_logits).abs().max().item()
+        scale = max(1.0, eager_logits.abs().max().item())
+        tol = 1e-4 if self.dtype == torch.float32 else 2e-2
+        self.max_abs_diff = diff
+        same_token = torch.equal(graph_logits.argmax(-1), eager_logits.argmax(-1))
+        if diff > tol * scale or not same_token:
+            raise RuntimeError(f"graph logits differ from eager by {diff:.3g} (tolerance {tol * scale:.3g})")
+
+    def _static_layers(self):
+        return [layer for layer in getattr(self._cache, "layers", []) if torch.is_tensor(getattr(layer, "cumulative_length", None))]
+
+    def _rewind(self, n: int) -> None:
+        for layer in self._static_layers():
+            layer.cumulative_length.sub_(n)
+
+    def _reset_static(self) -> None:
+        # Slots past the current length are masked out, so rewinding the length is a fresh cache.
+        for layer in self._static_layers():
+            layer.cumulative_length.zero_()
+        self.position = 0
+        self.steps_done = 0
+
+    def _prefill_static(self) -> None:
+        self._reset_static()
+        logits = self._forward(self.input_ids, self._cache, None)
+        self._next.copy_(logits[:, -1, :].argmax(-1, keepdim=True))
+
+    # -- phases ------------------------------------------------------------------------------------
+    @property
+    def steps_left(self) -> int:
+        """Decode steps possible before the next prefill (``gen_len - 1`` after a prefill)."""
+        return max(0, self.gen_len - 1 - self.steps_done) if self.position else 0
+
+    def _require_open(self) -> None:
+        if not self._open:
+            raise RuntimeError("the session is closed: use it inside `with GenerationSession(...) as s:`")
+
+    def prefill(self) -> torch.Tensor:
+        """One prefill on a fresh cache, logits for the last position only; returns the first token ids."""
+        self._require_open()
+        with torch.inference_mode():
+            if self.engine == "cuda-graph":
+                self._prefill_static()
+            else:
+                self._cache = self._new_dynamic_cache()
+                logits = self._forward(self.input_ids, self._cache, self._mask[:, : self.prompt_len])
+                self._next = logits[:, -1, :].argmax(-1, keepdim=True)
+        self.position = self.prompt_len
+        self.steps_done = 0
+        return self._next
+
+    def decode_step(self) -> torch.Tensor:
+        """One greedy decode step, context growing by one; returns the new token ids (batch x 1)."""
+        self._require_open()
+        if self.position == 0:
+            raise RuntimeError("decode_step() needs a prefill() first")
+        if self.steps_done >= self.gen_len - 1:
+            raise RuntimeError(
+                f"the cache holds prompt {self.prompt_len} + {self.gen_len} tokens and is full: call prefill() again")
+        with torch.inference_mode():
+            if self.engine == "cuda-graph":
+                self._graph.replay()
+            else:
+                logits = self._forward(self._next, self._cache, self._mask[:, : self.position + 1])
+                self._next = logits[:, -1, :].argmax(-1, keepdim=True)
+        self.position += 1
+        self.steps_done += 1
+        return self._next
+
+    def request(self) -> torch.Tensor:
+        """Prefill + ``gen_len - 1`` decode steps: the ``batch x gen_len`` generated token ids."""
+        self._require_open()
+        out = torch.empty(self.batch, self.gen_len, dtype=torch.long, device=self.device)
+        out[:, :1].copy_(self.prefill())
+        for i in range(1, self.gen_len):
+            out[:, i : i + 1].copy_(self.decode_step())
+        return out
+
+    def synchronize(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)

@@ -1,0 +1,81 @@
+"""GenerationSession on CPU: greedy tokens equal generate()'s, positions grow, the model comes back as it was."""
+
+import pytest
+import torch
+
+from elana_magic.phases import GenerationInputError, GenerationSession, random_prompt
+
+
+def _generate(model, ids, gen_len):
+    out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=gen_len,
+                         min_new_tokens=gen_len, do_sample=False)
+    return out[:, ids.shape[1]:]
+
+
+def test_request_matches_generate(tiny_llama):
+    with GenerationSession(tiny_llama, batch=2, prompt_len=16, gen_len=12) as s:
+        assert s.engine == "eager"
+        tokens = s.request()
+        assert s.position == 16 + 11
+    assert tokens.shape == (2, 12)
+    assert torch.equal(tokens, _generate(tiny_llama, random_prompt(tiny_llama, 2, 16), 12))
+
+
+def test_given_ids_set_prompt_len(tiny_llama):
+    ids = torch.arange(5, 25)
+    with GenerationSession(tiny_llama, batch=3, gen_len=4, input_ids=ids) as s:
+        assert (s.batch, s.prompt_len) == (3, 20)
+        first = s.prefill()
+    assert first.shape == (3, 1)
+
+
+def test_decode_needs_prefill_and_stops_when_full(tiny_llama):
+    with GenerationSession(tiny_llama, prompt_len=8, gen_len=3) as s:
+        with pytest.raises(RuntimeError, match="prefill"):
+            s.decode_step()
+        s.prefill()
+        assert s.steps_left == 2
+        s.decode_step(), s.decode_step()
+        with pytest.raises(RuntimeError, match="full"):
+            s.decode_step()
+
+
+def test_cuda_graph_on_cpu_falls_back_with_note(tiny_llama):
+    with GenerationSession(tiny_llama, prompt_len=8, gen_len=2, cuda_graph=True) as s:
+        assert s.engine == "eager" and "CUDA" in s.note
+
+
+def test_state_restored(tiny_llama):
+    model = tiny_llama
+    model.train()
+    model.model.layers[0].mlp.eval()
+    model.lm_head.weight.requires_grad_(False)
+    model.generation_config.max_new_tokens = 77
+    try:
+        with GenerationSession(model, prompt_len=8, gen_len=4) as s:
+            assert not model.training
+            s.request()
+        assert model.training and not model.model.layers[0].mlp.training
+        assert model.lm_head.weight.requires_grad is False
+        assert model.model.embed_tokens.weight.requires_grad is True
+        assert model.generation_config.max_new_tokens == 77
+    finally:
+        model.eval()
+        model.lm_head.weight.requires_grad_(True)
+        model.generation_config.max_new_tokens = None
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(prompt_len=1000, gen_len=100), "exceeds the model's maximum of 1024 positions"),
+    (dict(prompt_len=0), "prompt length must be a positive integer"),
+    (dict(gen_len=0), "generated length must be a positive integer"),
+    (dict(batch=0), "batch must be a positive integer"),
+])
+def test_bad_lengths(tiny_llama, kwargs, match):
+    with pytest.raises(GenerationInputError, match=match):
+        GenerationSession(tiny_llama, **kwargs)
+
+
+def test_no_lm_head(tiny_llama):
+    with pytest.raises(GenerationInputError, match="no LM head"):
+        GenerationSession(tiny_llama.model)
