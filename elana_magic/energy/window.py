@@ -1,0 +1,310 @@
+"""The measurement window: sync edges, sensors read by the sampler, idle power, the report.
+
+How a window's energy is computed, per sensor:
+
+* coarse counter (NVML, ticks every ~100 ms): the sampler reads the counter with the instant power,
+  so it sees when the counter ticks. Energy = counter difference between the first and the last
+  tick seen in the window, plus the instant-power integral from the window's start to the first
+  tick and from the last tick to the window's end (scaled to agree with the counter). Each edge
+  is then uncertain by half a sampling period instead of a whole counter tick. A window with
+  fewer than two ticks has only the instant-power integral (and a warning).
+* fine counter (RAPL): the counter difference, interpolated to the window's edges.
+* power only (Jetson rails, pre-Volta GPUs): trapezoid integral of the raw samples.
+"""
+
+from __future__ import annotations
+
+import bisect
+import sys
+import time
+import warnings
+from typing import Any
+
+from .report import DeviceTimeline, EnergyReport
+from .sampler import Sampler, Series, integrate, interp
+from .sensor import Sensor
+
+IDLE_SECONDS = 0.5
+POWER_ONLY_REL_UNCERTAINTY = 0.05  # sampled power misses what happens between samples
+TIMELINE_ONLY_REL_UNCERTAINTY = 0.10  # NVML instant power covers ~25% of each period on A100/H100
+
+
+class ShortWindowWarning(UserWarning):
+    """The window is shorter than the energy counter can resolve."""
+
+
+def synchronize(cuda_indices: list[int] | None) -> None:
+    """Wait for queued CUDA work on the measured devices (nothing to wait for if CUDA never started)."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return
+    for index in cuda_indices if cuda_indices is not None else range(torch.cuda.device_count()):
+        torch.cuda.synchronize(index)
+
+
+def _ticks(series: Series) -> list[tuple[float, float, float]]:
+    """[(time, half-width, counter value)] where the counter changed between two reads."""
+    out = []
+    t, e = series.t, series.energy_j
+    for j in range(1, len(e)):
+        if e[j] != e[j - 1]:
+            out.append(((t[j - 1] + t[j]) / 2, (t[j] - t[j - 1]) / 2, e[j]))
+    return out
+
+
+def sensor_energy(series: Series, t0: float, t1: float) -> dict[str, Any]:
+    """Energy of one sensor over [t0, t1]: {energy_j, uncertainty_j, method, scale, warning}."""
+    sensor = series.sensor
+    ts, ps = series.power_series()
+    out: dict[str, Any] = {"scale": 1.0, "warning": None, "counter_delta_j": None}
+    if sensor.has_counter and len(series.energy_j) >= 2:
+        out["counter_delta_j"] = series.energy_j[-1] - series.energy_j[0]
+    if sensor.has_counter and sensor.counter_tick_s is None and len(series.energy_j) >= 2:
+        e0, e1 = interp(series.t, series.energy_j, t0), interp(series.t, series.energy_j, t1)
+        out.update(energy_j=e1 - e0, uncertainty_j=0.002 * abs(e1 - e0) + 1e-6, method=sensor.method)
+        return out
+    if sensor.has_counter and sensor.counter_tick_s is not None and len(series.energy_j) >= 2:
+        ticks = _ticks(series)
+        if len(ticks) >= 2 and ts:
+            (ta, half_a, va), (tb, half_b, vb) = ticks[0], ticks[-1]
+            core = vb - va
+            timeline_core = integrate(ts, ps, ta, tb)
+            scale = core / timeline_core if tb - ta >= 0.3 and timeline_core > 0 else 1.0
+            scale = min(max(scale, 0.5), 2.0)
+            energy = core + scale * (integrate(ts, ps, t0, ta) + integrate(ts, ps, tb, t1))
+            unc = half_a * interp(ts, ps, ta) + half_b * interp(ts, ps, tb) + 0.002
+            out.update(energy_j=energy, uncertainty_j=unc, method=sensor.method, scale=scale)
+            return out
+        if ts:
+            energy = integrate(ts, ps, t0, t1)
+            out.update(
+                energy_j=energy,
+                uncertainty_j=TIMELINE_ONLY_REL_UNCERTAINTY * abs(energy) + _edge_uncertainty(ts, ps, t0, t1),
+                method="NVML instant power integrated (window shorter than two counter ticks)",
+                warning=(f"{sensor.name}: the window ({t1 - t0:.3g} s) is shorter than the energy counter "
+                         f"resolves (ticks every ~{sensor.counter_tick_s:g} s); energy is from instant "
+                         "power - repeat the work for a longer window (%elana_energy STATEMENT does)"),
+            )
+            return out
+    if ts:
+        energy = integrate(ts, ps, t0, t1)
+        unc = POWER_ONLY_REL_UNCERTAINTY * abs(energy) + _edge_uncertainty(ts, ps, t0, t1)
+        out.update(energy_j=energy, uncertainty_j=unc, method=sensor.method)
+        return out
+    out.update(energy_j=None, uncertainty_j=None, method=sensor.method)
+    return out
+
+
+def _edge_uncertainty(ts: list[float], ps: list[float], t0: float, t1: float) -> float:
+    """Bound on the trapezoid's error: a step anywhere between two samples moves it by dt/2 x |dP|."""
+    lo, hi = max(bisect.bisect_right(ts, t0) - 1, 0), min(bisect.bisect_left(ts, t1) + 1, len(ts))
+    return sum((min(b, t1) - max(a, t0)) / 2 * abs(pb - pa) for a, b, pa, pb in
+               zip(ts[lo:hi], ts[lo + 1:hi], ps[lo:hi], ps[lo + 1:hi]) if min(b, t1) > max(a, t0))
+
+
+class EnergyWindow:
+    """``with meter.window() as win: ...`` then ``win.report`` (filled on exit, also on exceptions)."""
+
+    def __init__(self, meter: "EnergyMeter", label: str | None = None, sync: bool = True) -> None:
+        self.meter = meter
+        self.label = label
+        self.sync = sync
+        self.report: EnergyReport | None = None
+        self._sampler: Sampler | None = None
+        self.t_start: float | None = None
+
+    def __enter__(self) -> "EnergyWindow":
+        self.meter._check_open()
+        if self.meter.measure_idle:
+            self.meter.idle_power_w()
+        if self.sync:
+            synchronize(self.meter.cuda_indices)
+        self._sampler = Sampler(self.meter.sensors, self.meter.sample_hz)
+        self._sampler.read_all()
+        if self.meter.sensors:
+            self._sampler.start()
+        self.t_start = time.perf_counter()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        errors: list[str] = []
+        try:
+            if self.sync:
+                try:
+                    synchronize(self.meter.cuda_indices)
+                except Exception as sync_exc:  # noqa: BLE001 - reported; the cell's own error wins
+                    errors.append(f"CUDA synchronize failed: {type(sync_exc).__name__}: {sync_exc}")
+                    if exc is None:
+                        raise
+        finally:
+            t_end = time.perf_counter()
+            self._sampler.stop()
+            self._sampler.read_all()
+            self.report = build_report(self.meter, self._sampler.series, self.t_start, t_end,
+                                       self.label, errors, interrupted=exc_type is KeyboardInterrupt)
+            self._sampler = None
+        for text in self.report.warnings:
+            warnings.warn(text, ShortWindowWarning, stacklevel=2)
+        return False
+
+
+def build_report(meter, all_series: list[Series], t0: float, t1: float, label: str | None,
+                 errors: list[str] | None = None, interrupted: bool = False) -> EnergyReport:
+    """Turn what the sampler read into an EnergyReport."""
+    errors = list(errors or [])
+    devices, timelines, warns = [], [], []
+    for series in all_series:
+        sensor = series.sensor
+        end = t1
+        if series.error is not None:
+            errors.append(f"{series.error} (at +{series.error_t - t0:.3g} s; energy covers up to its last reading)")
+            end = min(t1, series.t[-1]) if series.t else t0
+        result = sensor_energy(series, t0, end)
+        if result["warning"]:
+            warns.append(result["warning"])
+        ts, ps = series.power_series()
+        in_window = [p for t, p in zip(ts, ps) if t0 <= t <= end]
+        idle = meter.idle_by_sensor.get(sensor.name)
+        energy = result["energy_j"]
+        devices.append({
+            "name": sensor.name,
+            "kind": sensor.kind,
+            "counted_in_total": sensor.counted_in_total,
+            "energy_j": energy,
+            "uncertainty_j": result["uncertainty_j"],
+            "avg_power_w": energy / (end - t0) if energy is not None and end > t0 else None,
+            "peak_power_w": max(in_window) if in_window else None,
+            "idle_power_w": idle,
+            "net_energy_j": energy - idle * (t1 - t0) if energy is not None and idle is not None else None,
+            "counter_delta_j": result["counter_delta_j"],
+            "method": result["method"],
+            "note": sensor.note or None,
+            "failed": series.error,
+        })
+        timelines.append(DeviceTimeline(sensor.name, ts, ps, _scale(result, ts, ps, t0, end),
+                                        sensor.counted_in_total))
+    return EnergyReport(
+        label=label, t_start=t0, t_end=t1, devices=devices, timelines=timelines,
+        idle_note=meter.idle_note, reason=meter.reason, warnings=warns, errors=errors,
+        sample_hz=meter.sample_hz, interrupted=interrupted,
+    )
+
+
+def _scale(result: dict, ts: list[float], ps: list[float], t0: float, t1: float) -> float:
+    """Factor that makes the timeline's integral over the window equal the window's energy."""
+    raw = integrate(ts, ps, t0, t1) if ts else 0.0
+    energy = result["energy_j"]
+    return energy / raw if energy is not None and raw > 0 else 1.0
+
+
+class EnergyMeter:
+    """The energy sensors of this machine, measured in windows.
+
+    ``devices``: CUDA-visible GPU indices (None = every visible GPU). Without an NVIDIA GPU the meter
+    falls back to Jetson INA3221 rails; RAPL (CPU package, DRAM) is added where readable, reported
+    apart from GPU energy. ``available`` / ``reason`` say whether anything can be measured.
+    """
+
+    def __init__(self, devices: list[int] | None = None, sample_hz: float = 50.0, *, cpu: bool = True,
+                 measure_idle: bool = True, sensors: list[Sensor] | None = None) -> None:
+        if sample_hz <= 0:
+            raise ValueError(f"sample_hz must be positive, got {sample_hz}")
+        self.sample_hz = float(sample_hz)
+        self.measure_idle = measure_idle
+        self.idle_by_sensor: dict[str, float] = {}
+        self.idle_note: str | None = None
+        self._idle_measured = False
+        self._nvml = None
+        self._closed = False
+        self.cuda_indices: list[int] | None = None
+        if sensors is not None:
+            self.sensors, self.reason = list(sensors), None if sensors else "no sensor given"
+        else:
+            self.sensors, self.reason = self._discover(devices, cpu)
+        self.available = any(s.counted_in_total for s in self.sensors)
+        if not self.available and self.reason is None:
+            self.reason = "no energy sensor"
+
+    def _discover(self, devices: list[int] | None, cpu: bool) -> tuple[list[Sensor], str | None]:
+        from . import jetson, nvml, rapl
+
+        sensors: list[Sensor] = []
+        gpus, why_gpu, self._nvml = nvml.discover(devices)
+        if devices is not None and not gpus:
+            raise ValueError(f"cannot measure GPU(s) {devices}: {why_gpu}")
+        sensors += gpus
+        self.cuda_indices = [g.cuda_index for g in gpus] if gpus else None
+        why_jetson = None
+        if not gpus:
+            rails, why_jetson = jetson.discover()
+            sensors += rails
+        why_cpu = None
+        if cpu:
+            zones, why_cpu = rapl.discover()
+            has_main = any(s.counted_in_total for s in sensors)
+            for zone in zones:
+                zone.counted_in_total = not has_main
+            sensors += zones
+        if any(s.counted_in_total for s in sensors):
+            return sensors, None
+        why = [f"no NVIDIA GPU ({why_gpu})"]
+        if why_jetson:
+            why.append(f"{why_jetson} (Jetson)")
+        why.append(f"no CPU RAPL ({why_cpu})" if cpu else "CPU RAPL not asked for")
+        return sensors, "; ".join(why)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this EnergyMeter is closed")
+
+    def window(self, label: str | None = None, sync: bool = True) -> EnergyWindow:
+        """A measurement window (context manager); CUDA devices are synchronized at both edges."""
+        self._check_open()
+        return EnergyWindow(self, label=label, sync=sync)
+
+    def idle_power_w(self) -> float | None:
+        """Idle power of the counted sensors (W), measured once over ~0.5 s and reused."""
+        self._check_open()
+        if not self._idle_measured and self.sensors:
+            self._measure_idle()
+        if not self.idle_by_sensor:
+            return None
+        return sum(self.idle_by_sensor.get(s.name, 0.0) for s in self.sensors if s.counted_in_total)
+
+    def _measure_idle(self) -> None:
+        self._idle_measured = True
+        synchronize(self.cuda_indices)
+        sampler = Sampler(self.sensors, self.sample_hz)
+        sampler.read_all()
+        sampler.start()
+        t0 = time.perf_counter()
+        try:
+            time.sleep(IDLE_SECONDS)
+        finally:
+            t1 = time.perf_counter()
+            sampler.stop()
+            sampler.read_all()
+        for series in sampler.series:
+            if series.error is not None:
+                continue
+            energy = sensor_energy(series, t0, t1)["energy_j"]
+            if energy is not None:
+                self.idle_by_sensor[series.sensor.name] = energy / (t1 - t0)
+        self.idle_note = f"measured once over {t1 - t0:.2g} s before the first window, reused"
+
+    def close(self) -> None:
+        """Release NVML (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._nvml is not None:
+            from . import nvml
+
+            nvml.release()
+            self._nvml = None
+
+    def __enter__(self) -> "EnergyMeter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

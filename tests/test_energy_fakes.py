@@ -1,0 +1,145 @@
+"""Test doubles for the energy sensors: a fake NVML module and fake sysfs trees (Jetson, RAPL).
+
+The fake NVML integrates a step-wise power profile exactly, so tests know the true energy of any
+interval; its counter ticks every ``tick`` seconds like the real one.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import threading
+import time
+
+import pytest
+
+
+class FakeNVMLError(Exception):
+    pass
+
+
+class FakeField:
+    def __init__(self, watts: float | None) -> None:
+        self.nvmlReturn = 0 if watts is not None else 3
+        self.valueType = 1  # unsigned int, mW
+
+        class _V:
+            uiVal = int(round((watts or 0) * 1000))
+
+        self.value = _V()
+
+
+class FakeGpu:
+    """A GPU whose power is a step function of perf_counter time."""
+
+    def __init__(self, name: str = "Fake H100", uuid: str = "GPU-1111aaaa-0000", idle_w: float = 60.0,
+                 tick: float = 0.1, counter: bool = True) -> None:
+        self.name, self.uuid, self.tick, self.counter = name, uuid, tick, counter
+        self.origin = time.perf_counter()
+        self.steps_t = [self.origin - 100.0]
+        self.steps_w = [idle_w]
+        self.fail = False
+        self.lock = threading.Lock()
+
+    def set_power(self, watts: float, at: float | None = None) -> float:
+        at = time.perf_counter() if at is None else at
+        with self.lock:
+            self.steps_t.append(at)
+            self.steps_w.append(watts)
+        return at
+
+    def power(self, t: float) -> float:
+        with self.lock:
+            return self.steps_w[bisect.bisect_right(self.steps_t, t) - 1]
+
+    def energy(self, a: float, b: float) -> float:
+        """Exact joules over [a, b]."""
+        with self.lock:
+            ts, ws = list(self.steps_t), list(self.steps_w)
+        total = 0.0
+        for i, (t, w) in enumerate(zip(ts, ws)):
+            end = ts[i + 1] if i + 1 < len(ts) else float("inf")
+            lo, hi = max(a, t), min(b, end)
+            if hi > lo:
+                total += w * (hi - lo)
+        return total
+
+    def counter_mj(self) -> int:
+        now = time.perf_counter()
+        last_tick = self.origin + ((now - self.origin) // self.tick) * self.tick
+        return int(self.energy(self.origin, last_tick) * 1000)
+
+
+class FakeNvml:
+    """The part of pynvml that elana_magic.energy.nvml uses."""
+
+    NVMLError = FakeNVMLError
+    NVML_FI_DEV_POWER_INSTANT = 186
+
+    def __init__(self, gpus: list[FakeGpu]) -> None:
+        self.gpus = gpus
+        self.inits = 0
+        self.shutdowns = 0
+
+    def nvmlInit(self):
+        self.inits += 1
+
+    def nvmlShutdown(self):
+        self.shutdowns += 1
+
+    def nvmlDeviceGetCount(self):
+        return len(self.gpus)
+
+    def nvmlDeviceGetHandleByIndex(self, i):
+        return self.gpus[i]
+
+    def nvmlDeviceGetUUID(self, h):
+        return h.uuid
+
+    def nvmlDeviceGetName(self, h):
+        return h.name
+
+    def _check(self, h):
+        if h.fail:
+            raise FakeNVMLError("GPU is lost")
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, h):
+        self._check(h)
+        if not h.counter:
+            raise FakeNVMLError("Not Supported")
+        return h.counter_mj()
+
+    def nvmlDeviceGetFieldValues(self, h, ids):
+        self._check(h)
+        return [FakeField(h.power(time.perf_counter())) for _ in ids]
+
+    def nvmlDeviceGetPowerUsage(self, h):
+        self._check(h)
+        return int(h.power(time.perf_counter()) * 1000)
+
+
+@pytest.fixture
+def fake_nvml(monkeypatch):
+    """Install a fake NVML with two GPUs; no Jetson rails and no RAPL on this 'machine'."""
+    from elana_magic.energy import jetson, nvml, rapl
+
+    fake = FakeNvml([FakeGpu(), FakeGpu(name="Fake H100 #2", uuid="GPU-2222bbbb-0000", idle_w=70.0)])
+    monkeypatch.setattr(nvml, "_module", fake)
+    monkeypatch.setattr(jetson, "SYSFS_ROOT", "/nonexistent-sys")
+    monkeypatch.setattr(rapl, "POWERCAP_ROOT", "/nonexistent-powercap")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    yield fake
+    assert nvml._refs == 0, "NVML left initialised"
+
+
+def write(path, text) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(str(text))
+
+
+def test_fake_gpu_counter_ticks():
+    gpu = FakeGpu(idle_w=100.0, tick=0.05)
+    first = gpu.counter_mj()
+    time.sleep(0.12)
+    assert gpu.counter_mj() - first in range(9000, 16000)
