@@ -129,6 +129,9 @@ def fake_nvml(monkeypatch):
     monkeypatch.setattr(rapl, "POWERCAP_ROOT", "/nonexistent-powercap")
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     yield fake
+    from elana_magic.magics.energy import close_meters
+
+    close_meters()
     assert nvml._refs == 0, "NVML left initialised"
 
 

@@ -54,7 +54,9 @@ def discover(root: str | None = None) -> tuple[list[RaplZone], str | None]:
     unreadable = []
     for package in packages:
         candidates = [(package, "cpu-package")]
-        for sub in sorted(glob.glob(package + ":*")):
+        subzones = {os.path.basename(p): p for p in glob.glob(package + ":*") +  # flat class links
+                    glob.glob(os.path.join(package, os.path.basename(package) + ":*"))}  # nested dirs
+        for sub in (subzones[k] for k in sorted(subzones)):
             try:
                 if _read(os.path.join(sub, "name")) == "dram":
                     candidates.append((sub, "dram"))

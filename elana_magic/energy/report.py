@@ -27,7 +27,7 @@ def _sum(values: list[float | None]) -> float | None:
     return sum(present) if present else None
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class EnergyReport(Report):
     """What one energy window measured. Energy in J, power in W, times in perf_counter seconds."""
 

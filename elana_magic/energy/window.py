@@ -52,16 +52,30 @@ def _ticks(series: Series) -> list[tuple[float, float, float]]:
     return out
 
 
+def window_samples(series: Series, t0: float, t1: float) -> tuple[list[float], list[float]]:
+    """The power samples inside [t0, t1]; the integral holds the first/last one out to the edges.
+
+    The reads just outside the window see the power before the work started / after it ended, so
+    interpolating towards them would shave a ramp off each edge of a window that brackets its work.
+    """
+    ts, ps = series.power_series()
+    lo, hi = bisect.bisect_left(ts, t0), bisect.bisect_right(ts, t1)
+    if hi > lo:
+        return ts[lo:hi], ps[lo:hi]
+    return ts, ps
+
+
 def sensor_energy(series: Series, t0: float, t1: float) -> dict[str, Any]:
     """Energy of one sensor over [t0, t1]: {energy_j, uncertainty_j, method, scale, warning}."""
     sensor = series.sensor
-    ts, ps = series.power_series()
+    ts, ps = window_samples(series, t0, t1)
     out: dict[str, Any] = {"scale": 1.0, "warning": None, "counter_delta_j": None}
     if sensor.has_counter and len(series.energy_j) >= 2:
         out["counter_delta_j"] = series.energy_j[-1] - series.energy_j[0]
     if sensor.has_counter and sensor.counter_tick_s is None and len(series.energy_j) >= 2:
-        e0, e1 = interp(series.t, series.energy_j, t0), interp(series.t, series.energy_j, t1)
-        out.update(energy_j=e1 - e0, uncertainty_j=0.002 * abs(e1 - e0) + 1e-6, method=sensor.method)
+        # read right at both edges (µs away): the plain difference, no interpolation
+        delta = series.energy_j[-1] - series.energy_j[0]
+        out.update(energy_j=delta, uncertainty_j=0.002 * abs(delta) + 1e-6, method=sensor.method)
         return out
     if sensor.has_counter and sensor.counter_tick_s is not None and len(series.energy_j) >= 2:
         ticks = _ticks(series)
@@ -162,8 +176,8 @@ def build_report(meter, all_series: list[Series], t0: float, t1: float, label: s
         result = sensor_energy(series, t0, end)
         if result["warning"]:
             warns.append(result["warning"])
-        ts, ps = series.power_series()
-        in_window = [p for t, p in zip(ts, ps) if t0 <= t <= end]
+        ts, ps = window_samples(series, t0, end)
+        in_window = [p for t, p in zip(ts, ps) if t0 <= t <= end] or ps
         idle = meter.idle_by_sensor.get(sensor.name)
         energy = result["energy_j"]
         devices.append({

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 def magic_classes() -> list[type]:
     """The Magics classes that ``%load_ext elana_magic`` registers."""
+    from .energy import EnergyMagics
+    from .latency import LatencyMagics
+    from .profile import ProfileMagics
     from .size import SizeMagics
 
-    return [SizeMagics]
+    return [SizeMagics, ProfileMagics, EnergyMagics, LatencyMagics]

@@ -1,0 +1,174 @@
+"""``%%elana_energy`` (a cell) and ``%elana_energy STATEMENT`` (repeated until the window is long enough).
+
+The cell runs as a normal cell would: its assignments land in the namespace, its last expression is
+the magic's value (shown as Out[n]), its exceptions and Ctrl-C reach the user. Measurement lives in
+``elana_magic.energy``; this module parses options, runs the code and shows the report.
+"""
+
+from __future__ import annotations
+
+import ast
+import atexit
+import re
+import warnings
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class, needs_local_scope, no_var_expand
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+
+from ._common import deliver, output_arguments
+
+_meters: dict[tuple[int, ...] | None, Any] = {}  # one meter per device set: idle power measured once
+_VALUED = {"--devices", "--label", "--min-time", "-v", "--var"}
+_FLAGS = {"-o", "--output", "-q", "--quiet", "--no-plot"}
+
+
+def meter_for(devices: tuple[int, ...] | None):
+    """The shell's meter for these devices (created once, so idle power is measured once)."""
+    from ..energy import EnergyMeter
+
+    if devices not in _meters:
+        try:
+            _meters[devices] = EnergyMeter(devices=list(devices) if devices is not None else None)
+        except ValueError as exc:
+            raise UsageError(f"--devices: {exc}") from None
+    return _meters[devices]
+
+
+@atexit.register
+def close_meters() -> None:
+    """Close every meter the magics opened (at exit, on unload, in tests)."""
+    while _meters:
+        _meters.popitem()[1].close()
+
+
+def parse_devices(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        devices = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise UsageError(f"--devices takes CUDA device indices like 0,1, got {text!r}") from None
+    if not devices or any(d < 0 for d in devices):
+        raise UsageError(f"--devices takes CUDA device indices like 0,1, got {text!r}")
+    return devices
+
+
+def split_options(line: str) -> tuple[str, str]:
+    """'--label x -o f(a, "b c")' -> ('--label x -o', 'f(a, "b c")'): the statement keeps its quoting."""
+    rest, opts = line.strip(), []
+    while rest.startswith("-"):
+        token = re.match(r"(\S+)\s*", rest)
+        name, after = token.group(1), rest[token.end():]
+        if name == "--":
+            rest = after
+            break
+        if name.split("=", 1)[0] in _FLAGS or ("=" in name and name.split("=", 1)[0] in _VALUED):
+            opts.append(name)
+            rest = after
+        elif name in _VALUED:
+            value = re.match(r"(\"[^\"]*\"|'[^']*'|\S+)\s*", after)
+            if value is None:
+                opts.append(name)
+                rest = ""
+                break
+            opts += [name, value.group(1)]
+            rest = after[value.end():]
+        else:
+            break  # not one of ours: the statement starts here (e.g. `-x`)
+    return " ".join(opts), rest
+
+
+@magics_class
+class EnergyMagics(Magics):
+    """Energy windows around notebook code."""
+
+    @magic_arguments()
+    @argument("--devices", metavar="0,1", default=None,
+              help="CUDA-visible GPU indices to measure (default: every visible GPU).")
+    @argument("--label", metavar="NAME", default=None, help="A name shown on the report.")
+    @argument("--no-plot", action="store_true", help="Show the figures without the power plot.")
+    @argument("--min-time", metavar="S", type=float, default=1.0,
+              help="Line form: repeat the statement until the window lasts S seconds (default 1).")
+    @output_arguments
+    @no_var_expand
+    @needs_local_scope
+    @line_cell_magic
+    def elana_energy(self, line: str = "", cell: str | None = None, local_ns: dict | None = None):
+        """Measure the energy of a cell, or of one statement repeated until the window is long enough.
+
+            %%elana_energy [--devices 0,1] [--label NAME] [--no-plot] [-o] [-v VAR] [-q]
+            %elana_energy [--min-time S] [options] STATEMENT
+
+        GPU devices are synchronized at both edges of the window. The report gives joules (gross and
+        net of idle), duration, average/peak/idle watts, per-device figures, the method and its
+        uncertainty, and a plot of power over time. Without a sensor the code still runs and is timed.
+        """
+        __tracebackhide__ = True  # noqa: F841 - IPython hides this frame in the user's traceback
+        if cell is None:
+            option_text, statement = split_options(line)
+        else:
+            option_text, statement = line, ""
+        args = parse_argstring(self.elana_energy, option_text)
+        if cell is None and not statement.strip():
+            raise UsageError("give a statement to measure, e.g. `%elana_energy model(**inputs)`, "
+                             "or use `%%elana_energy` on a cell")
+        if args.min_time <= 0:
+            raise UsageError(f"--min-time must be positive seconds, got {args.min_time}")
+        meter = meter_for(parse_devices(args.devices))
+        namespace = local_ns if local_ns is not None else self.shell.user_ns
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", category=_short_window_warning())
+            if cell is None:
+                report = self._measure_statement(statement, namespace, meter, args)
+                value = None
+            else:
+                report, value = self._measure_cell(cell, namespace, meter, args)
+        report.show_plot = not args.no_plot
+        returned = deliver(self.shell, report, args)
+        return returned if returned is not None else value
+
+    def _compile(self, source: str, kind: str):
+        """(body code, last-expression code or None), compiled as IPython compiles a cell."""
+        shell = self.shell
+        transformed = shell.transform_cell(source)
+        tree = shell.transform_ast(shell.compile.ast_parse(transformed))
+        last = None
+        if tree.body and isinstance(tree.body[-1], ast.Expr):
+            last = ast.Expression(tree.body.pop().value)
+        filename = shell.compile.cache(transformed, shell.execution_count, raw_code=source)
+        body = shell.compile(tree, filename, "exec")
+        return body, (shell.compile(last, filename, "eval") if last is not None else None)
+
+    def _measure_cell(self, cell: str, namespace: dict, meter, args):
+        __tracebackhide__ = True  # noqa: F841
+        body, last = self._compile(cell, "cell")
+        glob = self.shell.user_ns
+        value = None
+        with meter.window(label=args.label) as win:
+            exec(body, glob, namespace)  # noqa: S102 - the user's own cell
+            if last is not None:
+                value = eval(last, glob, namespace)  # noqa: S307
+        return win.report, value
+
+    def _measure_statement(self, statement: str, namespace: dict, meter, args):
+        __tracebackhide__ = True  # noqa: F841
+        from ..energy import measure_energy
+
+        body, last = self._compile(statement, "statement")
+        glob = self.shell.user_ns
+
+        def run() -> None:
+            __tracebackhide__ = True  # noqa: F841
+            exec(body, glob, namespace)  # noqa: S102
+            if last is not None:
+                eval(last, glob, namespace)  # noqa: S307
+
+        return measure_energy(run, meter=meter, min_time=args.min_time, label=args.label)
+
+
+def _short_window_warning():
+    from ..energy import ShortWindowWarning
+
+    return ShortWindowWarning
