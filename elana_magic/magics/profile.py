@@ -1,0 +1,105 @@
+"""%elana_profile MODEL --phase ... (a phase of a model) and %%elana_profile (any cell): kernel traces."""
+
+from __future__ import annotations
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+
+from ._common import _one_line, deliver, output_arguments, resolve_model
+
+_PHASE_ONLY = ("phase", "batch", "prompt_len", "gen_len", "steps", "cuda_graph")
+
+
+@magics_class
+class ProfileMagics(Magics):
+    @magic_arguments()
+    @argument("model", nargs="?", default=None,
+              help="Line magic: the model (a name in the notebook). Cell magic: nothing, the cell is profiled.")
+    @argument("--phase", choices=("ttft", "tpot", "ttlt"), default=None,
+              help="What to profile: prefills (ttft), decode steps (tpot, the default) or whole requests (ttlt).")
+    @argument("--batch", type=int, default=None, help="Batch size (default 1).")
+    @argument("--prompt-len", type=int, default=None, help="Prompt length in tokens (default 512).")
+    @argument("--gen-len", type=int, default=None, help="Tokens generated per request (default 128).")
+    @argument("--steps", type=int, default=None,
+              help="Prefills (ttft, default 3), decode steps (tpot, default 16) or requests (ttlt, default 1) captured.")
+    @argument("--cuda-graph", dest="cuda_graph", action="store_const", const=True, default=None,
+              help="Decode through a CUDA graph (the default on CUDA).")
+    @argument("--no-cuda-graph", dest="cuda_graph", action="store_const", const=False,
+              help="Decode eagerly: every kernel launch shows in the trace.")
+    @argument("--out", default=None, metavar="DIR", help="Folder for the trace (default elana_traces/<label>/).")
+    @argument("--label", default=None, help="A name for the trace file (letters, digits, '.', '_', '-').")
+    @argument("--gzip", action="store_true", help="Write .json.gz (Perfetto opens it as well).")
+    @argument("--top", type=int, default=15, help="Rows in the kernel and op tables (default 15).")
+    @output_arguments
+    @no_var_expand
+    @line_cell_magic
+    def elana_profile(self, line: str = "", cell: str | None = None):
+        """Profile a phase of a model, or a whole cell, with torch.profiler; write a Chrome trace for Perfetto.
+
+        %elana_profile model --phase tpot --steps 16      decode steps of `model` (warm-up outside the capture)
+        %%elana_profile --label my-cell                   everything the cell runs
+
+        Shows the kernel timeline (zoomable), top kernels, a breakdown by kind, GPU busy/idle and launch gaps;
+        on a CPU-only machine the CPU trace and an op table. The trace file opens in ui.perfetto.dev.
+        """
+        args = parse_argstring(self.elana_profile, line)
+        if args.top <= 0:
+            raise UsageError(f"--top must be a positive integer, got {args.top}")
+        from .. import profile as prof
+
+        if cell is None:
+            report = self._profile_phase(args, prof)
+        else:
+            report = self._profile_cell(args, cell, prof)
+        return deliver(self.shell, report, args)
+
+    def _profile_phase(self, args, prof):
+        if not args.model:
+            raise UsageError("%elana_profile needs a model: `%elana_profile model --phase tpot` "
+                             "(or use %%elana_profile to profile a cell)")
+        model = resolve_model(self.shell, args.model)
+        for name in ("batch", "prompt_len", "gen_len", "steps"):
+            value = getattr(args, name)
+            if value is not None and value <= 0:
+                raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+        from ..phases import GenerationInputError, GenerationOutOfMemory
+
+        kwargs = dict(phase=args.phase or "tpot", batch=args.batch or 1, prompt_len=args.prompt_len or 512,
+                      gen_len=args.gen_len or 128, steps=args.steps, out=args.out, label=args.label,
+                      gzip=args.gzip, cuda_graph=args.cuda_graph, top=args.top)
+        try:
+            return prof.profile_phase(model, **kwargs)
+        except (prof.ProfileError, GenerationInputError, GenerationOutOfMemory) as exc:
+            raise UsageError(str(exc)) from None
+        except KeyboardInterrupt:
+            raise UsageError("interrupted: the profiler was stopped, no trace written, the model is as it was") from None
+        except Exception as exc:  # the model failed under the profiler
+            raise UsageError(f"the model failed under the profiler ({_one_line(exc)}); no trace written") from None
+
+    def _profile_cell(self, args, cell: str, prof):
+        given = [f"--{n.replace('_', '-')}" for n in _PHASE_ONLY if getattr(args, n) is not None]
+        if args.model or given:
+            extra = args.model or given[0]
+            raise UsageError(f"%%elana_profile profiles the cell and takes no {extra!r}: "
+                             "use the line magic `%elana_profile MODEL --phase ...` for a phase")
+        if not cell.strip():
+            raise UsageError("the cell is empty: put the code to profile below %%elana_profile")
+        try:
+            with prof.profile_block(out=args.out, label=args.label or "cell", gzip=args.gzip, top=args.top) as handle:
+                result = self.shell.run_cell(cell, store_history=False)
+                if result.error_before_exec is not None or result.error_in_exec is not None:
+                    raise _CellFailed(result.error_before_exec or result.error_in_exec)
+        except prof.ProfileError as exc:
+            raise UsageError(str(exc)) from None
+        except _CellFailed as failed:
+            if isinstance(failed.error, KeyboardInterrupt):
+                raise UsageError("interrupted: the profiler was stopped and no trace was written") from None
+            raise UsageError(f"the cell raised {_one_line(failed.error)} (shown above); no trace written") from None
+        return handle.report
+
+
+class _CellFailed(Exception):
+    def __init__(self, error: BaseException):
+        super().__init__(str(error))
+        self.error = error
