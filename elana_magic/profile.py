@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import time
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
@@ -511,7 +512,8 @@ def hta_analysis(path: str, top: int = 10) -> dict[str, Any]:
     for lg in quiet:
         lg.setLevel(logging.ERROR)
     try:
-        with contextlib.redirect_stdout(None), contextlib.redirect_stderr(None):
+        with contextlib.redirect_stdout(None), contextlib.redirect_stderr(None), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             ta = TraceAnalysis(trace_dir=os.path.dirname(path) or ".", trace_files={0: os.path.basename(path)})
             kernel_types, kernels = ta.get_gpu_kernel_breakdown(visualize=False, num_kernels=top)
             idle = ta.get_idle_time_breakdown(visualize=False)
@@ -542,7 +544,7 @@ class ProfileReport(Report):
     label: str
     phase: str | None = None           # ttft / tpot / ttlt, or None for a block of code
     engine: str | None = None          # "cuda-graph" / "eager" for phases
-    device: str = "cpu"
+    device: str | None = None          # "cuda:0", "cpu"; None: read from the trace
     settings: dict[str, Any] = field(default_factory=dict)
     kernel_table: list[dict] = field(default_factory=list)
     op_table: list[dict] = field(default_factory=list)
@@ -651,8 +653,9 @@ class ProfileReport(Report):
             for key, title in (("kernel_type_breakdown", "HTA kernel type breakdown"), ("idle_time", "HTA idle time")):
                 rows = self.hta.get(key) or []
                 if rows:
-                    header = list(rows[0].keys())
-                    tables.append((title, header, [[_fmt(r[h]) for h in header] for r in rows]))
+                    keys = list(rows[0].keys())
+                    header = [f"{k} (µs)" if k in _HTA_MICROSECONDS else k for k in keys]
+                    tables.append((title, header, [[_fmt(r[k]) for k in keys] for r in rows]))
         return tables
 
     def to_text(self) -> str:
@@ -700,6 +703,9 @@ class ProfileReport(Report):
         return widgets.VBox([widgets.HTML(self._header_html()), timeline_widget(self.trace, spans=self.steps), tabs])
 
 
+_HTA_MICROSECONDS = {"sum", "idle_time", "max", "min", "mean", "std"}
+
+
 def _t(us: float | None) -> str:
     return format_time(None if us is None else us * 1e-6)
 
@@ -744,6 +750,8 @@ def analyze_trace(path: str, label: str | None = None, top: int = 15, hta: bool 
         counts={"events": trace.n_events, "gpu": len(trace.device), "cpu_ops": len(trace.cpu_ops),
                 "annotations": len(trace.annotations)},
         notes=notes, _trace=trace, **fields)
+    if report.device is None:
+        report.device = "cuda" if trace.on_gpu else "cpu"
     if hta is None:
         hta = trace.on_gpu and hta_available()
     if hta:

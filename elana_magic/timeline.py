@@ -53,11 +53,15 @@ def phase_spans(trace: ParsedTrace, spans: list[dict] | None = None) -> list[tup
             out.append((r["name"], r["gpu_start_us"], r["gpu_end_us"]))
         elif not trace.device:
             out.append((r["name"], r["cpu_start_us"], r["cpu_start_us"] + r["cpu_us"]))
-    out.sort(key=lambda p: p[1])
-    if len(out) > 2000:
-        return out
-    return [p for p in out if not any(q is not p and p[1] <= q[1] and q[2] <= p[2] and q[2] - q[1] < p[2] - p[1]
-                                      for q in out)]
+    # record_function ranges nest properly, so an enclosing range is directly followed by its first child
+    out.sort(key=lambda p: (p[1], p[1] - p[2]))
+    return [p for p, q in zip(out, out[1:] + [None]) if q is None or not (q[1] < p[2] and q[2] <= p[2])]
+
+
+def short_phase_name(name: str) -> str:
+    """``elana:decode_step[3]`` -> ``step 3``, ``elana:prefill[0]`` -> ``prefill 0``."""
+    name = name.removeprefix("elana:").replace("decode_step", "step")
+    return name.replace("[", " ").rstrip("]")
 
 
 class Timeline:
@@ -72,7 +76,7 @@ class Timeline:
         self.trace = trace = _as_trace(trace)
         if trace.device:
             cols = trace.columns("device")
-            order = sorted(range(len(cols.lanes)), key=lambda i: (str(cols.lanes[i][0]), str(cols.lanes[i][1])))
+            order = sorted(range(len(cols.lanes)), key=lambda i: tuple(_sort_key(v) for v in cols.lanes[i]))
             self.lane_names = [f"GPU {cols.lanes[i][0]} stream {cols.lanes[i][1]}" for i in order]
             rank = np.empty(len(order), np.int64)
             rank[order] = np.arange(len(order))
@@ -87,14 +91,11 @@ class Timeline:
         self.t0 = float(cols.ts.min()) if not self.empty else 0.0
         start, end = (cols.ts - self.t0) / 1e3, (cols.end - self.t0) / 1e3
         kind = cols.kind_ids()
-        # one sorted (start, end) pair of arrays per (lane, kind), ready for merging at any zoom
-        self._groups = []
-        for k, kname in enumerate(KINDS):
-            for li in range(len(self.lane_names)):
-                sel = (kind == k) & (lane == li)
-                if sel.any():
-                    o = np.argsort(start[sel], kind="stable")
-                    self._groups.append((li, kname, start[sel][o], end[sel][o]))
+        self._lanes = []  # per lane: (start, end, kind) sorted by start, ready for any zoom
+        for li in range(len(self.lane_names)):
+            sel = np.flatnonzero(lane == li)
+            o = sel[np.argsort(start[sel], kind="stable")]
+            self._lanes.append((start[o], end[o], kind[o]))
         self.phases = [(n, (s - self.t0) / 1e3, (t - self.t0) / 1e3) for n, s, t in phase_spans(trace, spans)]
         self.full_range = (0.0, float(end.max()) if not self.empty and end.max() > 0 else 1.0)
 
@@ -104,62 +105,99 @@ class Timeline:
         else:
             self.figure, self.ax = ax.figure, ax
         ax = self.ax
+        self._artists: list = []
         if self.empty:
             ax.text(0.5, 0.5, "no kernels or operators in this trace", ha="center", va="center", transform=ax.transAxes)
             ax.set_axis_off()
             return
-        self._shade()
         n = len(self.lane_names)
         ax.set_ylim(n - 0.5, -0.5 - (0.6 if self.phases else 0))
         ax.set_yticks(range(n), self.lane_names)
         ax.set_xlabel("time (ms) from the first " + ("kernel" if trace.device else "operator"))
         ax.grid(axis="x", alpha=0.3)
-        present = [k for k in KINDS if any(g[1] == k for g in self._groups)]
+        present = [k for i, k in enumerate(KINDS) if any((lk == i).any() for _, _, lk in self._lanes)]
         ax.legend(handles=[Patch(color=KIND_COLORS[k], label=k) for k in present], loc="upper left",
                   bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
         ax.set_title(title or ("GPU kernel timeline" if trace.device else "CPU operator timeline (no GPU activity)"),
                      fontsize=10, loc="left")
+        self._shade()
         self.figure.tight_layout()
-        self._bars: list = []
         self.set_range(*self.full_range)
 
     def set_range(self, a: float, b: float) -> None:
-        """Show [a, b] ms: bars outside are dropped, bars closer than half a pixel are merged."""
+        """Show [a, b] ms. Bars a pixel wide or more are drawn as they are; narrower ones are binned per
+        pixel and each pixel takes the colour of the kind that kept the stream busiest there."""
         import numpy as np
 
         if self.empty or b <= a:
             return
-        for coll in self._bars:
-            coll.remove()
-        self._bars = []
+        for artist in self._artists:
+            artist.remove()
+        self._artists = []
         self.ax.set_xlim(a, b)
         px = (b - a) / max(self.ax.bbox.width, 1.0)
-        for li, kname, s, e in self._groups:
-            sel = (e >= a) & (s <= b)
-            if not sel.any():
-                continue
-            ms, me = merged_intervals(s[sel], e[sel] + px / 2)
-            color = KIND_COLORS[kname]
-            # edges in the face colour keep isolated sub-pixel kernels visible
-            self._bars.append(self.ax.broken_barh(np.column_stack([ms, me - ms - px / 2]), (li - 0.38, 0.76),
-                                                  facecolors=color, edgecolors=color, linewidths=0.3))
+        nbins = int(np.ceil((b - a) / px)) + 1
+        K = len(KINDS)
+        for li, (s, e, k) in enumerate(self._lanes):
+            i0, i1 = np.searchsorted(s, a - (e - s).max(initial=0.0), "left"), np.searchsorted(s, b, "right")
+            s, e, k = s[i0:i1], e[i0:i1], k[i0:i1]
+            vis = e >= a
+            s, e, k = s[vis], e[vis], k[vis]
+            wide = (e - s) >= px
+            bars = [[] for _ in KINDS]
+            for ki in np.unique(k[wide]):
+                sel = wide & (k == ki)
+                bars[ki].append(np.column_stack([s[sel], e[sel] - s[sel]]))
+            narrow = ~wide
+            if narrow.any():
+                centre = np.clip(((s[narrow] + e[narrow]) / 2 - a) / px, 0, nbins - 1).astype(np.int64)
+                busy = np.bincount(centre * K + k[narrow], weights=e[narrow] - s[narrow], minlength=nbins * K)
+                busy = busy.reshape(nbins, K)
+                used = np.flatnonzero(busy.sum(axis=1) > 0)
+                top = busy[used].argmax(axis=1)
+                # runs of adjacent pixels with the same dominant kind become one bar
+                new = np.ones(len(used), bool)
+                new[1:] = (np.diff(used) != 1) | (np.diff(top) != 0)
+                first = np.flatnonzero(new)
+                last = np.append(first[1:] - 1, len(used) - 1)
+                for ki in np.unique(top):
+                    sel = top[first] == ki
+                    x0 = a + used[first[sel]] * px
+                    bars[ki].append(np.column_stack([x0, (used[last[sel]] - used[first[sel]] + 1) * px]))
+            for ki, parts in enumerate(bars):
+                if parts:
+                    color = KIND_COLORS[KINDS[ki]]
+                    self._artists.append(self.ax.broken_barh(np.concatenate(parts), (li - 0.38, 0.76),
+                                                             facecolors=color, edgecolors=color, linewidths=0.2))
+        self._label_phases(a, b, px)
 
     def _shade(self) -> None:
-        """Alternating background bands for the annotated phases, labelled when few enough to read."""
-        if not self.phases:
-            return
+        """Alternating background bands for the annotated phases."""
         n = len(self.lane_names)
         for i, shade in enumerate(_SHADES):
             bands = [(s, t - s) for j, (_, s, t) in enumerate(self.phases) if j % 2 == i]
             if bands:
                 self.ax.broken_barh(bands, (-1.1, n + 1.2), facecolors=shade, edgecolors="none", zorder=0)
-        if len(self.phases) <= _MAX_LABELS:
-            for name, s, _ in self.phases:
-                self.ax.text(s, -0.75, name.removeprefix("elana:"), fontsize=7, va="center", ha="left",
-                             clip_on=True, color="#555555")
+
+    def _label_phases(self, a: float, b: float, px: float) -> None:
+        """Name the shaded phases that are wide enough on screen for their label."""
+        shown = 0
+        for name, s, t in self.phases:
+            label = short_phase_name(name)
+            if t < a or s > b or (min(t, b) - max(s, a)) / px < 4.5 * len(label) + 6:
+                continue
+            self._artists.append(self.ax.text(max(s, a), -0.75, " " + label, fontsize=7, va="center", ha="left",
+                                              clip_on=True, color="#555555"))
+            shown += 1
+            if shown >= _MAX_LABELS:
+                break
 
     def png(self) -> bytes:
         return figure_png(self.figure)
+
+
+def _sort_key(v: Any) -> tuple:
+    return (0, v, "") if isinstance(v, (int, float)) else (1, 0, str(v))
 
 
 def draw_timeline(trace: ParsedTrace | str, ax=None, spans: list[dict] | None = None, width: float = 12.0,
@@ -191,7 +229,7 @@ def timeline_widget(trace: ParsedTrace | str, spans: list[dict] | None = None, w
     slider = widgets.FloatRangeSlider(value=(lo, hi), min=lo, max=hi, step=max((hi - lo) / 1000, 1e-6),
                                       description="ms", continuous_update=False, readout_format=".3f",
                                       layout=widgets.Layout(width="95%"))
-    options = [("whole trace", (lo, hi))] + [(n.removeprefix("elana:"), (s, t)) for n, s, t in tl.phases[:500]]
+    options = [("whole trace", (lo, hi))] + [(short_phase_name(n), (s, t)) for n, s, t in tl.phases[:500]]
     picker = widgets.Dropdown(options=options, value=(lo, hi), description="zoom to",
                               layout=widgets.Layout(width="40%"))
 
