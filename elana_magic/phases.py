@@ -194,6 +194,7 @@ class GenerationSession:
         self._next: torch.Tensor | None = None
         self._logits: torch.Tensor | None = None
         self._mask: torch.Tensor | None = None
+        self._first: torch.Tensor | None = None
         self._open = False
 
     # -- context -----------------------------------------------------------------------------------
@@ -233,7 +234,7 @@ class GenerationSession:
         if not self._open:
             return
         self._open = False
-        self._graph = self._cache = self._next = self._logits = self._mask = None
+        self._graph = self._cache = self._next = self._logits = self._mask = self._first = None
         self.input_ids = None
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
@@ -365,7 +366,26 @@ class GenerationSession:
                 self._next = logits[:, -1, :].argmax(-1, keepdim=True)
         self.position = self.prompt_len
         self.steps_done = 0
+        self._first = self._next.clone()
         return self._next
+
+    def restart_decode(self) -> None:
+        """Back to just after the last prefill (prompt kept in the cache), to decode the same steps again.
+
+        Each decode pass then runs over the same real, growing positions without paying a prefill."""
+        self._require_open()
+        if self.position == 0:
+            raise RuntimeError("restart_decode() needs a prefill() first")
+        with torch.inference_mode():
+            if self.engine == "cuda-graph":
+                self._rewind(self.steps_done)
+                self._next.copy_(self._first)
+            else:
+                if self.steps_done:  # negative = tokens to remove, in every transformers 4.5x/5.x
+                    self._cache.crop(-self.steps_done)
+                self._next = self._first
+        self.position = self.prompt_len
+        self.steps_done = 0
 
     def decode_step(self) -> torch.Tensor:
         """One greedy decode step, context growing by one; returns the new token ids (batch x 1)."""

@@ -79,3 +79,11 @@ def test_bad_lengths(tiny_llama, kwargs, match):
 def test_no_lm_head(tiny_llama):
     with pytest.raises(GenerationInputError, match="no LM head"):
         GenerationSession(tiny_llama.model)
+
+
+def test_restart_decode_repeats_the_same_steps(tiny_llama):
+    with GenerationSession(tiny_llama, batch=2, prompt_len=12, gen_len=6) as s:
+        full = s.request()
+        again = [s.restart_decode()] and [s.decode_step().clone() for _ in range(5)]
+        assert s.position == 12 + 5
+    assert torch.equal(torch.cat(again, 1), full[:, 1:])

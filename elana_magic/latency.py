@@ -1,0 +1,560 @@
+"""TTFT, TPOT and TTLT of the model as loaded, with the energy of each phase and its roofline context.
+
+Each phase is repeated (after a warm-up) inside one energy window until a minimum count and time are
+met, or earlier once the median's 95% interval is within 1%; with energy on, a window also lasts at
+least ``energy_window_s`` so that it spans many ticks of the board's energy counter.
+
+* TTFT: one prefill on a fresh cache (logits of the last position only), per iteration.
+* TPOT: after one prefill, passes of ``gen_len - 1`` greedy decode steps over the real, growing
+  positions (each pass rewinds to the prompt), every step timed (CUDA events on GPU). Energy / steps
+  = J per decode step (one token per sequence).
+* TTLT: prefill + ``gen_len - 1`` decode steps with the same engine, timed whole and split; the
+  request's energy is split into prefill and decode from the power timeline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from typing import Any, Callable, Sequence
+
+import torch
+
+from .phases import GenerationInputError, GenerationOutOfMemory, GenerationSession, out_of_memory_message
+from .report import Report, html_table, text_table
+from .stats import StoppingRule, summarize
+from .units import format_bytes, format_energy
+
+PHASES = ("ttft", "tpot", "ttlt")
+DEFAULT_WARMUP = 2
+DEFAULT_REPEATS = 5
+DEFAULT_MIN_TIME = 1.0
+DEFAULT_ENERGY_WINDOW_S = 3.0
+
+
+# -- clocks ----------------------------------------------------------------------------------------
+class _Clock:
+    """Marks on the device's timeline: CUDA events on GPU, perf_counter on CPU (work there is synchronous).
+
+    ``host(mark)`` maps a mark to perf_counter seconds (anchored at ``start()``), so phase edges line up
+    with the energy sampler's timeline."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.device = device
+        self._pool: list[Any] = []
+        self._used = 0
+        self._base_t = 0.0
+        self._base = None
+
+    def start(self) -> Any:
+        """Synchronize, anchor host time, and return the first mark of an iteration."""
+        self.sync()
+        self._used = 0
+        self._base_t = time.perf_counter()
+        self._base = self.mark()
+        return self._base
+
+    def mark(self) -> Any:
+        if not self.cuda:
+            return time.perf_counter()
+        if self._used == len(self._pool):
+            self._pool.append(torch.cuda.Event(enable_timing=True))
+        ev = self._pool[self._used]
+        self._used += 1
+        ev.record()
+        return ev
+
+    def sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+
+    def seconds(self, a: Any, b: Any) -> float:
+        return a.elapsed_time(b) / 1e3 if self.cuda else b - a
+
+    def host(self, m: Any) -> float:
+        return self._base_t + self.seconds(self._base, m)
+
+
+# -- repetition ------------------------------------------------------------------------------------
+def _progress(desc: str, enabled: bool):
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover - tqdm comes with transformers
+        return None
+    return tqdm(desc=desc, unit="run", delay=2.0, leave=False)
+
+
+def _repeat(name: str, run_once: Callable[[], dict], rule: StoppingRule, key: str, warmup: int,
+            meter, progress: bool) -> tuple[list[dict], Any]:
+    """Warm up, then run ``run_once`` inside one energy window until ``rule`` says done."""
+    for _ in range(warmup):
+        run_once()
+    results: list[dict] = []
+    pooled: list[float] = []
+    bar = _progress(f"elana {name}", progress)
+    window = meter.window(label=name) if meter is not None else contextlib.nullcontext()
+    try:
+        with window as win:
+            t0 = time.perf_counter()
+            while True:
+                res = run_once()
+                results.append(res)
+                pooled.extend(res[key])
+                if bar is not None:
+                    bar.update(1)
+                if rule.done(len(results), time.perf_counter() - t0, pooled):
+                    break
+    finally:
+        if bar is not None:
+            bar.close()
+    return results, (win.report if meter is not None else None)
+
+
+# -- the report ------------------------------------------------------------------------------------
+def _ms(stats: dict) -> dict:
+    return {k: (v * 1e3 if isinstance(v, float) else v) for k, v in stats.items()}
+
+
+class LatencyReport(Report):
+    """TTFT / TPOT / TTLT statistics (ms), energy per phase, roofline, notes."""
+
+    def __init__(self, data: dict[str, Any], step_ms: list[float]):
+        self.data = data
+        self.step_ms = step_ms
+
+    def __getattr__(self, name: str) -> Any:
+        data = self.__dict__.get("data", {})
+        if name in data:
+            return data[name]
+        raise AttributeError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.data, "step_latencies_ms": list(self.step_ms)}
+
+    def _dataframe_rows(self, data: dict[str, Any]) -> list[dict[str, Any]]:
+        rows = []
+        for phase in ("ttft_ms", "tpot_ms", "ttlt_ms"):
+            stats = data.get(phase) or {}
+            if stats.get("n"):
+                rows.append({"label": data.get("label"), "phase": phase[:4], "batch": data["batch"],
+                             "prompt_len": data["prompt_len"], "gen_len": data["gen_len"],
+                             "engine": data["engine"], **{f"{k}_ms" if k != "n" else k: v for k, v in stats.items()}})
+        return rows
+
+    # rows shared by the text and HTML tables
+    def _table(self) -> tuple[list[str], list[list[str]]]:
+        d, e, r = self.data, self.data.get("energy") or {}, self.data.get("roofline") or {}
+        per_seq = e.get("per_sequence") or {}
+        header = ["phase", "n", "median", "mean", "p90", "p99", "floor", "energy/batch", "energy/seq"]
+
+        def f(v):
+            return "-" if v is None else (f"{v:.4g} ms")
+
+        rows = []
+        spec = [("TTFT (prefill)", "ttft_ms", "ttft_floor_ms", "j_per_prompt"),
+                ("TPOT (decode step)", "tpot_ms", "tpot_floor_ms", "j_per_token"),
+                ("TTLT (request)", "ttlt_ms", "ttlt_floor_ms", "j_per_request")]
+        for title, key, floor, ekey in spec:
+            s = d.get(key) or {}
+            if not s.get("n"):
+                continue
+            rows.append([title, s["n"], f(s["median"]), f(s["mean"]), f(s["p90"]), f(s["p99"]),
+                         f(r.get(floor)), format_energy(e.get(ekey)), format_energy(per_seq.get(ekey))])
+        if d.get("tpot_from_ttlt_ms") is not None:
+            rows.append(["TPOT = (TTLT-TTFT)/(G-1)", "", f(d["tpot_from_ttlt_ms"]), "", "", "", "", "", ""])
+        return header, rows
+
+    def _summary_lines(self) -> list[str]:
+        d, e, r = self.data, self.data.get("energy") or {}, self.data.get("roofline") or {}
+        lines = []
+        if r.get("mbu") is not None or r.get("achieved_bw_bytes_per_s") is not None:
+            bw = r.get("achieved_bw_bytes_per_s")
+            peak = r.get("peak_bw_bytes_per_s")
+            mbu = f" = {r['mbu']:.0%} MBU of {format_bytes(peak)}/s" if r.get("mbu") is not None else ""
+            lines.append(f"decode: {format_bytes(r['decode_step_bytes'])}/step (weights {format_bytes(r['weights_read_bytes'])}"
+                         f" + KV {format_bytes(r['kv_read_bytes'])}) -> {format_bytes(bw)}/s{mbu}")
+        if r.get("achieved_prefill_flops_per_s") is not None:
+            mfu = f" = {r['mfu']:.0%} MFU of {r['peak_flops_per_s'] / 1e12:.0f} TFLOP/s" if r.get("mfu") is not None else ""
+            lines.append(f"prefill: {r['prefill_flops'] / 1e12:.3g} TFLOP -> "
+                         f"{r['achieved_prefill_flops_per_s'] / 1e12:.3g} TFLOP/s{mfu}")
+        if r.get("peak_source"):
+            lines.append(f"peaks: {r['peak_source']}")
+        if e.get("tokens_per_s") is not None:
+            lines.append(f"decode throughput: {e['tokens_per_s']:.4g} tokens/s"
+                         + (f", {e['tokens_per_j']:.4g} tokens/J" if e.get("tokens_per_j") else ""))
+        split = e.get("request_split_j") or {}
+        if split.get("prefill") is not None:
+            lines.append(f"request energy split (power timeline): prefill {format_energy(split['prefill'])},"
+                         f" decode {format_energy(split['decode'])}")
+        if e.get("method"):
+            idle = e.get("idle_power_w")
+            lines.append(f"energy: {e['method']}" + (f"; idle {idle:.4g} W" if idle else ""))
+        return lines
+
+    def title(self) -> str:
+        d = self.data
+        label = f"{d['label']} · " if d.get("label") else ""
+        return (f"{label}{d['model']} on {d['device_name']} · batch {d['batch']} · prompt {d['prompt_len']}"
+                f" · gen {d['gen_len']} · {d['engine']} decode")
+
+    def to_text(self) -> str:
+        header, rows = self._table()
+        parts = ["elana latency: " + self.title(), text_table(header, rows) if rows else "(no phase measured)"]
+        parts += self._summary_lines()
+        parts += [f"note: {n}" for n in self.data.get("notes", [])]
+        return "\n".join(parts)
+
+    def to_html(self) -> str:
+        import html
+
+        header, rows = self._table()
+        body = html_table(header, rows, caption="elana latency: " + self.title())
+        extra = "".join(f"<div>{html.escape(x)}</div>" for x in self._summary_lines())
+        notes = "".join(f"<div><i>note: {html.escape(n)}</i></div>" for n in self.data.get("notes", []))
+        fig = ""
+        try:
+            from .widgets import figure_to_html
+
+            fig = figure_to_html(self.figure())
+        except ImportError:
+            pass
+        return f"<div class='elana-latency'>{body}{extra}{notes}{fig}</div>"
+
+    def widget(self):
+        import ipywidgets as widgets
+
+        from .widgets import figure_to_widget
+
+        header, rows = self._table()
+        table = widgets.HTML(html_table(header, rows, caption="elana latency: " + self.title())
+                             + "".join(f"<div>{x}</div>" for x in self._summary_lines())
+                             + "".join(f"<div><i>note: {n}</i></div>" for n in self.data.get("notes", [])))
+        return widgets.VBox([table, figure_to_widget(self.figure())])
+
+    def figure(self):
+        """Per-phase latency and energy bars (with floors), the decode-step distribution, the roofline."""
+        import matplotlib
+
+        matplotlib.use(matplotlib.get_backend())  # keep the user's backend
+        from matplotlib.figure import Figure
+
+        d, e, r = self.data, self.data.get("energy") or {}, self.data.get("roofline") or {}
+        fig = Figure(figsize=(11, 6.5))
+        axes = fig.subplots(2, 2)
+        names, meds, floors = [], [], []
+        for title, key, floor in (("TTFT", "ttft_ms", "ttft_floor_ms"), ("TPOT", "tpot_ms", "tpot_floor_ms"),
+                                  ("TTLT", "ttlt_ms", "ttlt_floor_ms")):
+            if (d.get(key) or {}).get("n"):
+                names.append(title)
+                meds.append(d[key]["median"])
+                floors.append(r.get(floor))
+        ax = axes[0][0]
+        if names:
+            ax.bar(names, meds, color="#4C72B0", label="measured (median)")
+            fl = [f if f is not None else math.nan for f in floors]
+            if any(not math.isnan(f) for f in fl):
+                ax.bar(names, fl, color="none", edgecolor="black", hatch="//", label="roofline floor")
+            ax.set_yscale("log")
+            ax.legend(fontsize=8)
+        ax.set_ylabel("latency (ms)")
+        ax.set_title("latency per phase")
+        ax = axes[0][1]
+        per_seq = e.get("per_sequence") or {}
+        ekeys = [("J/prompt", "j_per_prompt"), ("J/token", "j_per_token"), ("J/request", "j_per_request")]
+        vals = [(n, per_seq.get(k)) for n, k in ekeys if per_seq.get(k) is not None]
+        if vals:
+            ax.bar([v[0] for v in vals], [v[1] for v in vals], color="#DD8452")
+            ax.set_yscale("log")
+            ax.set_ylabel("J per sequence")
+        else:
+            ax.text(0.5, 0.5, e.get("reason") or "energy not measured", ha="center", va="center",
+                    wrap=True, fontsize=8, transform=ax.transAxes)
+            ax.set_axis_off()
+        ax.set_title("energy per phase (per sequence)")
+        ax = axes[1][0]
+        if self.step_ms:
+            ax.hist(self.step_ms, bins=min(60, max(10, len(self.step_ms) // 10)), color="#55A868")
+            ax.axvline(d["tpot_ms"]["median"], color="black", linestyle="--", label="median")
+            if r.get("tpot_floor_ms"):
+                ax.axvline(r["tpot_floor_ms"], color="red", linestyle=":", label="floor")
+            ax.legend(fontsize=8)
+        ax.set_xlabel("decode step latency (ms)")
+        ax.set_title("inter-token latency distribution")
+        ax = axes[1][1]
+        bars = []
+        if r.get("mbu") is not None:
+            bars.append(("decode MBU", r["mbu"]))
+        if r.get("mfu") is not None:
+            bars.append(("prefill MFU", r["mfu"]))
+        if r.get("decode_mfu") is not None:
+            bars.append(("decode MFU", r["decode_mfu"]))
+        if bars:
+            ax.barh([b[0] for b in bars], [b[1] * 100 for b in bars], color="#8172B3")
+            ax.set_xlim(0, 100)
+            ax.set_xlabel("% of peak")
+        else:
+            ax.text(0.5, 0.5, "no peak known for this device:\npass --peak-bw / --peak-flops",
+                    ha="center", va="center", fontsize=8, transform=ax.transAxes)
+            ax.set_axis_off()
+        ax.set_title("roofline: share of the hardware's peak")
+        fig.tight_layout()
+        return fig
+
+
+# -- measurement -----------------------------------------------------------------------------------
+def _prompt_ids(tokenizer, prompt: str, batch: int) -> torch.Tensor:
+    if tokenizer is None:
+        raise GenerationInputError("a text prompt needs a tokenizer: pass --tokenizer TOK (or tokenizer=...)")
+    if not callable(tokenizer):
+        raise GenerationInputError(f"the tokenizer is a {type(tokenizer).__name__}, which cannot encode text")
+    ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
+    if ids.numel() == 0:
+        raise GenerationInputError("the prompt encodes to zero tokens: give some text")
+    return ids[:1].expand(batch, -1)
+
+
+def _open_meter(energy: bool | None, device: torch.device, notes: list[str]):
+    """An EnergyMeter for the model's device, or None (with the reason in ``notes``)."""
+    if energy is False:
+        return None, "energy off (--no-energy)"
+    try:
+        from .energy import EnergyMeter
+    except ImportError as exc:
+        reason = f"energy unavailable: elana_magic.energy cannot be imported ({exc})"
+        return None, reason
+    devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None
+    try:
+        meter = EnergyMeter(devices=devices)
+    except Exception as exc:  # noqa: BLE001 - no sensor is a note, not a failure
+        return None, f"energy unavailable: {exc}"
+    if not meter.available:
+        reason = meter.reason or "no energy sensor"
+        meter.close()
+        return None, f"energy unavailable: {reason}"
+    return meter, None
+
+
+def _environment(device: torch.device) -> dict[str, Any]:
+    import transformers
+
+    from .roofline import device_name
+
+    env = {"torch": torch.__version__, "transformers": transformers.__version__, "device_name": device_name(device)}
+    if device.type == "cuda":
+        env["cuda"] = torch.version.cuda
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            env["driver"] = pynvml.nvmlSystemGetDriverVersion()
+            pynvml.nvmlShutdown()
+        except Exception:  # noqa: BLE001 - the driver version is a nicety
+            pass
+    return env
+
+
+def _energy_values(rep) -> dict[str, Any] | None:
+    if rep is None or rep.energy_j is None:
+        return None
+    return {"energy_j": rep.energy_j, "net_energy_j": rep.net_energy_j, "duration_s": rep.duration_s,
+            "avg_power_w": rep.avg_power_w, "uncertainty_j": getattr(rep, "uncertainty_j", None)}
+
+
+def measure_latency(model: torch.nn.Module, tokenizer: Any = None, phases: Sequence[str] = PHASES,
+                    batch: int = 1, prompt_len: int = 512, gen_len: int = 128, energy: bool | None = None,
+                    cuda_graph: bool | None = None, warmup: int = DEFAULT_WARMUP, repeats: int = DEFAULT_REPEATS,
+                    min_time: float = DEFAULT_MIN_TIME, label: str | None = None, prompt: str | None = None,
+                    peak_bw: float | None = None, peak_flops: float | None = None,
+                    energy_window_s: float = DEFAULT_ENERGY_WINDOW_S, max_time: float | None = None,
+                    rel_ci: float = 0.01, progress: bool = True, seed: int = 0, meter=None) -> LatencyReport:
+    """Measure TTFT / TPOT / TTLT (any subset of ``phases``) of ``model`` as loaded; see the module doc.
+
+    ``energy``: None = on when a sensor exists. ``meter``: an open ``EnergyMeter`` to reuse (its idle power
+    is then measured once across calls); it is left open."""
+    phases = tuple(dict.fromkeys(p.lower() for p in (phases or PHASES)))
+    unknown = [p for p in phases if p not in PHASES]
+    if unknown:
+        raise GenerationInputError(f"unknown phase {unknown[0]!r}: choose from ttft, tpot, ttlt")
+    for name, value in (("warmup", warmup),):
+        if not isinstance(value, int) or value < 0:
+            raise GenerationInputError(f"{name} must be a non-negative integer, got {value!r}")
+    if not isinstance(repeats, int) or repeats <= 0:
+        raise GenerationInputError(f"repeats must be a positive integer, got {repeats!r}")
+    if not (min_time >= 0):
+        raise GenerationInputError(f"min time must be >= 0 seconds, got {min_time!r}")
+    notes: list[str] = []
+    input_ids = None
+    if prompt is not None:
+        input_ids = _prompt_ids(tokenizer, prompt, batch)
+        if prompt_len != input_ids.shape[1]:
+            prompt_len = int(input_ids.shape[1])
+            notes.append(f"prompt length {prompt_len} follows the prompt text")
+    if "tpot" in phases and gen_len < 2:
+        raise GenerationInputError("TPOT needs at least 2 generated tokens: raise --gen-len")
+    session = GenerationSession(model, batch=batch, prompt_len=prompt_len, gen_len=gen_len,
+                                cuda_graph=cuda_graph, input_ids=input_ids, seed=seed)
+    device = session.device
+    own_meter = meter is None or energy is False
+    if own_meter:
+        meter, why_no_energy = _open_meter(energy, device, notes)
+    else:
+        why_no_energy = None if meter.available else f"energy unavailable: {meter.reason}"
+        meter = meter if meter.available else None
+    if why_no_energy and energy is not False:
+        notes.append(why_no_energy)
+    floor_time = energy_window_s if meter is not None else 0.0
+
+    def rule() -> StoppingRule:
+        return StoppingRule(min_count=repeats, min_time=min_time, rel_ci=rel_ci, floor_time=floor_time,
+                            max_time=max_time)
+
+    results: dict[str, Any] = {}
+    stops: dict[str, str] = {}
+    try:
+        with session as s:
+            if s.note:
+                notes.append(s.note)
+            clock = _Clock(device)
+            if "ttft" in phases:
+                def ttft_once() -> dict:
+                    a = clock.start()
+                    s.prefill()
+                    b = clock.mark()
+                    clock.sync()
+                    return {"t": [clock.seconds(a, b)]}
+
+                r = rule()
+                results["ttft"] = _repeat("TTFT", ttft_once, r, "t", warmup, meter, progress)
+                stops["ttft"] = r.reason
+            if "tpot" in phases:
+                s.prefill()
+
+                def tpot_once() -> dict:
+                    s.restart_decode()
+                    marks = [clock.start()]
+                    for _ in range(gen_len - 1):
+                        s.decode_step()
+                        marks.append(clock.mark())
+                    clock.sync()
+                    return {"t": [clock.seconds(a, b) for a, b in zip(marks, marks[1:])]}
+
+                r = rule()
+                results["tpot"] = _repeat("TPOT", tpot_once, r, "t", max(1, warmup), meter, progress)
+                stops["tpot"] = r.reason
+            if "ttlt" in phases:
+                def ttlt_once() -> dict:
+                    a = clock.start()
+                    s.prefill()
+                    b = clock.mark()
+                    for _ in range(gen_len - 1):
+                        s.decode_step()
+                    c = clock.mark()
+                    clock.sync()
+                    return {"t": [clock.seconds(a, c)], "prefill": clock.seconds(a, b),
+                            "decode": clock.seconds(b, c), "edges": (clock.host(a), clock.host(b), clock.host(c))}
+
+                r = rule()
+                results["ttlt"] = _repeat("TTLT", ttlt_once, r, "t", warmup, meter, progress)
+                stops["ttlt"] = r.reason
+            engine, max_diff = s.engine, s.max_abs_diff
+    except torch.OutOfMemoryError:
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        raise GenerationOutOfMemory(out_of_memory_message(batch, prompt_len, gen_len, device)) from None
+    finally:
+        if meter is not None and own_meter:
+            meter.close()
+    return _build_report(model, results, stops, phases, batch, prompt_len, gen_len, device, engine, max_diff,
+                         notes, why_no_energy, label, peak_bw, peak_flops)
+
+
+def _build_report(model, results, stops, phases, batch, prompt_len, gen_len, device, engine, max_diff,
+                  notes, why_no_energy, label, peak_bw, peak_flops) -> LatencyReport:
+    from .roofline import roofline
+
+    ttft = [x for res in results.get("ttft", ([], None))[0] for x in res["t"]]
+    steps = [x for res in results.get("tpot", ([], None))[0] for x in res["t"]]
+    reqs = results.get("ttlt", ([], None))[0]
+    ttlt = [res["t"][0] for res in reqs]
+    data: dict[str, Any] = {
+        "label": label,
+        "model": type(model).__name__,
+        "device": str(device),
+        "device_name": None,
+        "engine": engine,
+        "cuda_graph": engine == "cuda-graph",
+        "graph_check_max_abs_diff": max_diff,
+        "batch": batch, "prompt_len": prompt_len, "gen_len": gen_len,
+        "phases": list(phases),
+        "ttft_ms": _ms(summarize(ttft)),
+        "tpot_ms": _ms(summarize(steps)),
+        "ttlt_ms": _ms(summarize(ttlt)),
+        "tpot_from_ttlt_ms": None,
+        "ttlt_split_ms": None,
+        "stopped": stops,
+    }
+    if reqs and gen_len > 1:
+        pre = summarize([r["prefill"] for r in reqs])["median"]
+        dec = summarize([r["decode"] for r in reqs])["median"]
+        data["ttlt_split_ms"] = {"prefill": pre * 1e3, "decode": dec * 1e3}
+        # vLLM's per-request definition, with the TTFT of the same request
+        data["tpot_from_ttlt_ms"] = summarize([r["decode"] / (gen_len - 1) for r in reqs])["median"] * 1e3
+    env = _environment(device)
+    data["device_name"] = env["device_name"]
+    data["environment"] = env
+    tpot_s = summarize(steps)["median"] if steps else (
+        data["tpot_from_ttlt_ms"] / 1e3 if data["tpot_from_ttlt_ms"] else None)
+    ttft_s = summarize(ttft)["median"] if ttft else (data["ttlt_split_ms"]["prefill"] / 1e3 if reqs else None)
+    data["roofline"] = roofline(model, batch, prompt_len, gen_len, engine, device, ttft_s=ttft_s, tpot_s=tpot_s,
+                                peak_bw=peak_bw, peak_flops=peak_flops)
+    if data["roofline"]["peak_source"] is None:
+        notes.append(f"no peak bandwidth/FLOP figures for {env['device_name']}: pass --peak-bw/--peak-flops for MBU/MFU")
+    data["energy"] = _energy_section(results, batch, tpot_s, why_no_energy)
+    data["notes"] = notes
+    return LatencyReport(data, [x * 1e3 for x in steps])
+
+
+def _energy_section(results, batch, tpot_s, why_no_energy) -> dict[str, Any]:
+    energy: dict[str, Any] = {"j_per_prompt": None, "j_per_token": None, "j_per_request": None,
+                              "per_sequence": {"j_per_prompt": None, "j_per_token": None, "j_per_request": None},
+                              "net": {"j_per_prompt": None, "j_per_token": None, "j_per_request": None},
+                              "tokens_per_s": batch / tpot_s if tpot_s else None, "tokens_per_j": None,
+                              "request_split_j": None, "windows": {}, "method": None, "idle_power_w": None,
+                              "reason": why_no_energy}
+    units = {"ttft": ("j_per_prompt", lambda res: len(res)),
+             "tpot": ("j_per_token", lambda res: sum(len(x["t"]) for x in res)),
+             "ttlt": ("j_per_request", lambda res: len(res))}
+    for phase, (key, count_of) in units.items():
+        if phase not in results:
+            continue
+        res, rep = results[phase]
+        vals = _energy_values(rep)
+        if vals is None:
+            if rep is not None and energy["reason"] is None:
+                energy["reason"] = "the sensor gave no energy for the window"
+            continue
+        n = count_of(res)
+        energy[key] = vals["energy_j"] / n
+        energy["per_sequence"][key] = vals["energy_j"] / n / batch
+        if vals["net_energy_j"] is not None:
+            energy["net"][key] = vals["net_energy_j"] / n
+        energy["windows"][phase] = {**vals, "iterations": n}
+        energy["method"] = energy["method"] or rep.method
+        energy["idle_power_w"] = energy["idle_power_w"] or rep.idle_power_w
+        if phase == "ttlt" and hasattr(rep, "energy_between"):
+            pre = [rep.energy_between(a, b) for a, b, _ in (x["edges"] for x in res)]
+            dec = [rep.energy_between(b, c) for _, b, c in (x["edges"] for x in res)]
+            if None in pre or None in dec:
+                energy["request_split_j"] = {"prefill": None, "decode": None,
+                                             "reason": "the sensor gave no power timeline"}
+            else:
+                energy["request_split_j"] = {"prefill": sum(pre) / n, "decode": sum(dec) / n}
+    if energy["j_per_token"]:
+        energy["tokens_per_j"] = batch / energy["j_per_token"]
+    if any(energy[k] is not None for k in ("j_per_prompt", "j_per_token", "j_per_request")):
+        energy["reason"] = None
+    return energy

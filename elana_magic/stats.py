@@ -1,0 +1,87 @@
+"""Summary statistics of timing samples, and the confidence interval of the median.
+
+Percentiles interpolate linearly (numpy's default, as optimum-benchmark and vLLM report them); the
+standard deviation is the population one (ddof=0). The median's 95% interval is distribution-free:
+the order statistics whose ranks bracket n/2 by 1.96·sqrt(n)/2 (the binomial sign-test interval),
+so it makes no normality assumption about latencies, which are skewed.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable, Sequence
+
+import numpy as np
+
+Z95 = 1.959963984540054
+
+
+def median_ci(samples: Sequence[float], z: float = Z95) -> tuple[float, float] | None:
+    """A 95% confidence interval of the median, or None with fewer than 6 samples (too few to bracket)."""
+    xs = np.sort(np.asarray(samples, dtype=float))
+    n = xs.size
+    if n < 6:
+        return None
+    half = z * math.sqrt(n) / 2
+    lo = max(0, int(math.floor(n / 2 - half)) - 1)   # 1-based rank floor(n/2 - half) -> 0-based
+    hi = min(n - 1, int(math.ceil(n / 2 + half)))   # 1-based rank ceil(1 + n/2 + half) -> 0-based
+    return float(xs[lo]), float(xs[hi])
+
+
+def summarize(samples: Iterable[float], scale: float = 1.0) -> dict[str, float | int | None]:
+    """``{n, mean, median, std, p90, p99, ci95_low, ci95_high}`` of ``samples`` times ``scale``."""
+    xs = np.asarray(list(samples), dtype=float) * scale
+    if xs.size == 0:
+        return {"n": 0, "mean": None, "median": None, "std": None, "p90": None, "p99": None,
+                "ci95_low": None, "ci95_high": None}
+    ci = median_ci(xs)
+    return {
+        "n": int(xs.size),
+        "mean": float(xs.mean()),
+        "median": float(np.median(xs)),
+        "std": float(xs.std()),
+        "p90": float(np.percentile(xs, 90)),
+        "p99": float(np.percentile(xs, 99)),
+        "ci95_low": ci[0] if ci else None,
+        "ci95_high": ci[1] if ci else None,
+    }
+
+
+def relative_ci_halfwidth(samples: Sequence[float]) -> float:
+    """Half the median's 95% interval over the median (inf when it cannot be computed yet)."""
+    ci = median_ci(samples)
+    if ci is None:
+        return math.inf
+    med = float(np.median(samples))
+    return math.inf if med <= 0 else (ci[1] - ci[0]) / 2 / med
+
+
+class StoppingRule:
+    """When to stop repeating: at least ``min_count`` runs and ``min_time`` seconds, or earlier once the
+    median's 95% interval is within ``rel_ci`` of it (still after ``min_count`` runs and ``floor_time``
+    seconds, e.g. an energy window's minimum); never past ``max_count`` runs or ``max_time`` seconds."""
+
+    def __init__(self, min_count: int = 5, min_time: float = 1.0, rel_ci: float = 0.01,
+                 floor_time: float = 0.0, max_count: int = 100_000, max_time: float | None = None):
+        self.min_count, self.min_time, self.rel_ci = min_count, min_time, rel_ci
+        self.floor_time = floor_time
+        self.max_count = max(max_count, min_count)
+        self.max_time = max(min_time, floor_time) * 10 + 10 if max_time is None else max_time
+        self.reason = ""
+
+    def done(self, count: int, elapsed: float, samples: Sequence[float]) -> bool:
+        if count >= self.max_count:
+            self.reason = f"max count {self.max_count}"
+            return True
+        if elapsed >= self.max_time and count >= 1:
+            self.reason = f"max time {self.max_time:g} s"
+            return True
+        if count < self.min_count or elapsed < self.floor_time:
+            return False
+        if elapsed >= self.min_time:
+            self.reason = "min count and min time reached"
+            return True
+        if self.rel_ci > 0 and relative_ci_halfwidth(samples) <= self.rel_ci:
+            self.reason = f"median's 95% CI within {self.rel_ci:.0%}"
+            return True
+        return False
