@@ -124,11 +124,22 @@ def _synchronize() -> None:
         torch.cuda.synchronize()
 
 
-def prepare_cuda_graph_visibility() -> bool:
-    """Let the profiler see kernels inside CUDA graphs captured from now on (CUPTI must start before capture).
+def cuda_graph_warmup_needed() -> bool:
+    """Whether kernels inside CUDA graphs need CUPTI started before the graph is captured.
 
-    Returns whether this torch has the hook (``torch.profiler._utils._init_for_cuda_graphs``).
+    Since CUDA 12.6 torch lets CUPTI initialise lazily with graphs present, and the old workaround (an
+    empty profiler session before capture) can leave kernel collection off for the whole process on new
+    stacks; so it is only used on older CUDA.
     """
+    import torch
+    from torch.torch_version import TorchVersion
+
+    cuda = getattr(torch.version, "cuda", None)
+    return bool(cuda) and TorchVersion(cuda) < "12.6"
+
+
+def prepare_cuda_graph_visibility() -> bool:
+    """The pre-capture workaround (``torch.profiler._utils._init_for_cuda_graphs``); False where unavailable."""
     if not _cuda_available():
         return False
     try:
@@ -738,6 +749,9 @@ def analyze_trace(path: str, label: str | None = None, top: int = 15, hta: bool 
         note = graph_visibility_note(trace)
         if note:
             notes.append(note)
+    elif str(fields.get("device") or "").startswith("cuda"):
+        notes.append("the profiler recorded no GPU kernels although the work ran on CUDA (is CUPTI in use by "
+                     "another tool?): the tables and timeline show CPU operators")
     else:
         notes.append("no GPU activity in this trace: the tables and timeline show CPU operators")
     report = ProfileReport(
@@ -859,12 +873,13 @@ def check_phase_args(phase: str, steps: int | None, gen_len: int) -> int:
 def profile_phase(model, phase: str = "tpot", batch: int = 1, prompt_len: int = 512, gen_len: int = 128,
                   steps: int | None = None, out: str | None = None, label: str | None = None,
                   gzip: bool = False, cuda_graph: bool | None = None, top: int = 15,
-                  hta: bool | None = None) -> ProfileReport:
+                  hta: bool | None = None, graph_warmup: bool | None = None) -> ProfileReport:
     """Profile one phase of ``model`` with the runners of ``%elana_latency``.
 
     ``steps``: prefills for ttft (default 3), decode steps for tpot (default 16, at most gen_len-1),
     whole requests for ttlt (default 1). The phase runs once unprofiled (warm-up and the overhead
     baseline), then once under the profiler. The model's state is restored afterwards.
+    ``graph_warmup``: start CUPTI before the CUDA graph is captured (None: only where CUDA < 12.6 needs it).
     """
     from .phases import GenerationSession
 
@@ -873,12 +888,13 @@ def profile_phase(model, phase: str = "tpot", batch: int = 1, prompt_len: int = 
     folder = trace_folder(out, label)
     if profiler_running():
         raise ProfileError("a torch profiler is already running: finish it before starting %elana_profile")
-    graphs_visible = prepare_cuda_graph_visibility()
+    if graph_warmup is None:
+        graph_warmup = cuda_graph_warmup_needed()
+    if graph_warmup and not prepare_cuda_graph_visibility():
+        graph_warmup = False
     session = GenerationSession(model, batch=batch, prompt_len=prompt_len, gen_len=gen_len, cuda_graph=cuda_graph)
     with session:
         notes = [session.note] if session.note else []
-        if session.engine == "cuda-graph" and not graphs_visible:
-            notes.append("this torch has no hook to show kernels inside CUDA graphs: the trace may show graph launches only")
         # warm-up: one prefill and a few decode steps, then the same work as the capture, unprofiled
         session.prefill()
         for _ in range(min(2, session.steps_left)):

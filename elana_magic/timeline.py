@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from .profile import KINDS, ParsedTrace, load_events, merged_intervals
+from .profile import KINDS, ParsedTrace, load_events
 
 KIND_COLORS = {
     "matmul": "#1f77b4", "attention": "#d62728", "norm/elementwise": "#2ca02c",
