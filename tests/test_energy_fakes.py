@@ -19,12 +19,13 @@ class FakeNVMLError(Exception):
 
 
 class FakeField:
-    def __init__(self, watts: float | None) -> None:
-        self.nvmlReturn = 0 if watts is not None else 3
-        self.valueType = 1  # unsigned int, mW
+    def __init__(self, value: float | None, value_type: int = 1) -> None:
+        self.nvmlReturn = 0 if value is not None else 3
+        self.valueType = value_type  # 1: unsigned int (power, mW); 3: unsigned long long (energy, mJ)
 
         class _V:
-            uiVal = int(round((watts or 0) * 1000))
+            uiVal = int(round((value or 0) * 1000)) if value_type == 1 else 0
+            ullVal = int(value or 0) if value_type == 3 else 0
 
         self.value = _V()
 
@@ -33,8 +34,11 @@ class FakeGpu:
     """A GPU whose power is a step function of perf_counter time."""
 
     def __init__(self, name: str = "Fake H100", uuid: str = "GPU-1111aaaa-0000", idle_w: float = 60.0,
-                 tick: float = 0.1, counter: bool = True) -> None:
+                 tick: float = 0.1, counter: bool = True, lag: float | None = None) -> None:
+        from elana_magic.energy import nvml
+
         self.name, self.uuid, self.tick, self.counter = name, uuid, tick, counter
+        self.lag = nvml.LAG_S if lag is None else lag  # readings trail the power drawn, as on H200
         self.origin = time.perf_counter()
         self.steps_t = [self.origin - 100.0]
         self.steps_w = [idle_w]
@@ -67,7 +71,10 @@ class FakeGpu:
     def counter_mj(self) -> int:
         now = time.perf_counter()
         last_tick = self.origin + ((now - self.origin) // self.tick) * self.tick
-        return int(self.energy(self.origin, last_tick) * 1000)
+        return int(self.energy(self.origin, last_tick - self.lag) * 1000)
+
+    def reported_power(self, t: float) -> float:
+        return self.power(t - self.lag)
 
 
 class FakeNvml:
@@ -76,8 +83,10 @@ class FakeNvml:
     NVMLError = FakeNVMLError
     NVML_FI_DEV_POWER_INSTANT = 186
 
-    def __init__(self, gpus: list[FakeGpu]) -> None:
+    def __init__(self, gpus: list[FakeGpu], energy_field: bool = False, api_cost_s: float = 0.0) -> None:
         self.gpus = gpus
+        self.energy_field = energy_field  # field 83 readable (as on H100) - one call for counter + power
+        self.api_cost_s = api_cost_s      # nvmlDeviceGetTotalEnergyConsumption's cost (~4 ms on H200)
         self.inits = 0
         self.shutdowns = 0
 
@@ -107,15 +116,48 @@ class FakeNvml:
         self._check(h)
         if not h.counter:
             raise FakeNVMLError("Not Supported")
+        if self.api_cost_s:
+            time.sleep(self.api_cost_s)
         return h.counter_mj()
+
+    def _nvmlGetFunctionPointer(self, name):
+        """The C entry point, for the sampler's direct path (real pynvml structs, fake values)."""
+        assert name == "nvmlDeviceGetFieldValues"
+
+        def c_function(h, count, ref):
+            values = ref._obj
+            for i in range(count.value):
+                field = values[i].fieldId
+                if h.fail:
+                    return 15  # NVML_ERROR_GPU_IS_LOST
+                if field == 83:
+                    values[i].valueType, values[i].value.ullVal = 3, h.counter_mj()
+                else:
+                    values[i].valueType, values[i].value.uiVal = 1, int(h.reported_power(time.perf_counter()) * 1000)
+                values[i].nvmlReturn = 0
+            return 0
+
+        return c_function
+
+    @property
+    def c_nvmlFieldValue_t(self):
+        import pynvml
+
+        return pynvml.c_nvmlFieldValue_t
 
     def nvmlDeviceGetFieldValues(self, h, ids):
         self._check(h)
-        return [FakeField(h.power(time.perf_counter())) for _ in ids]
+        out = []
+        for field in ids:
+            if field == 83:
+                out.append(FakeField(h.counter_mj() if self.energy_field and h.counter else None, 3))
+            else:
+                out.append(FakeField(h.reported_power(time.perf_counter())))
+        return out
 
     def nvmlDeviceGetPowerUsage(self, h):
         self._check(h)
-        return int(h.power(time.perf_counter()) * 1000)
+        return int(h.reported_power(time.perf_counter()) * 1000)
 
 
 @pytest.fixture
@@ -142,7 +184,7 @@ def write(path, text) -> None:
 
 
 def test_fake_gpu_counter_ticks():
-    gpu = FakeGpu(idle_w=100.0, tick=0.05)
+    gpu = FakeGpu(idle_w=100.0, tick=0.05, lag=0.0)
     first = gpu.counter_mj()
     time.sleep(0.12)
     assert gpu.counter_mj() - first in range(9000, 16000)

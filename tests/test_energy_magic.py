@@ -66,7 +66,7 @@ def test_var_quiet_and_text(eip, fake_nvml):
 def test_statement_form_repeats_and_reports_per_execution(eip, fake_nvml):
     eip.user_ns["calls"] = []
     rep = eip.run_line_magic("elana_energy", '-o -q --min-time 0.3 calls.append("a b")')
-    assert rep.executions > 100 and len(eip.user_ns["calls"]) == rep.executions + 1
+    assert rep.executions > 100 and len(eip.user_ns["calls"]) > rep.executions  # trial runs first
     assert eip.user_ns["calls"][0] == "a b"  # quoting kept
     assert rep.energy_j == pytest.approx(rep.window_energy_j / rep.executions)
 

@@ -24,21 +24,18 @@ MIN_WINDOW_S = 1.0  # ~10 ticks of the NVML energy counter
 
 
 def measure_energy(func: Callable[[], object], *, meter: EnergyMeter | None = None, min_time: float = MIN_WINDOW_S,
-                   max_runs: int = 1_000_000, label: str | None = None) -> EnergyReport:
+                   max_runs: int = 10_000_000, label: str | None = None) -> EnergyReport:
     """Call ``func`` in an energy window, repeated (as %timeit does) until the window lasts ``min_time``.
 
-    One trial call sets the count; the reported figures are per call (``report.executions`` calls).
+    Trial runs, synchronized like the window, set the count; the figures are per call
+    (``report.executions`` calls in one window).
     """
     own = meter is None
     meter = meter or EnergyMeter()
     try:
-        meter.idle_power_w() if meter.measure_idle else None
-        start = time.perf_counter()
-        func()
-        runs = 1
-        single = time.perf_counter() - start
-        if single < min_time:
-            runs = min(max_runs, max(2, math.ceil(min_time / max(single, 1e-7))))
+        if meter.measure_idle:
+            meter.idle_power_w()
+        runs = _autorange(func, meter, min_time, max_runs)
         with meter.window(label=label) as win:
             for _ in range(runs):
                 func()
@@ -46,3 +43,23 @@ def measure_energy(func: Callable[[], object], *, meter: EnergyMeter | None = No
     finally:
         if own:
             meter.close()
+
+
+def _autorange(func: Callable[[], object], meter: EnergyMeter, min_time: float, max_runs: int) -> int:
+    """How many calls fill ``min_time``: time 1, 10, 100... calls (GPU synchronized) until 0.2 s or more."""
+    from .window import synchronize
+
+    runs = 1
+    while True:
+        synchronize(meter.cuda_indices)
+        start = time.perf_counter()
+        for _ in range(runs):
+            func()
+        synchronize(meter.cuda_indices)
+        elapsed = time.perf_counter() - start
+        if elapsed >= min(0.2, min_time) or runs >= max_runs:
+            break
+        runs = min(max_runs, runs * 10)
+    if elapsed >= min_time:
+        return runs
+    return min(max_runs, max(runs, math.ceil(runs * min_time * 1.05 / max(elapsed, 1e-9))))

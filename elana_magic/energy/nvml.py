@@ -20,6 +20,10 @@ _lock = threading.Lock()
 _refs = 0
 
 COUNTER_TICK_S = 0.1  # the energy counter's update period seen on H100/H200 (re-measured per window)
+# NVML's power (instant field and counter alike) trails the power drawn: on an H200 a 24 ms burst of
+# matmuls did not show in readings taken during it. Windows read the sensor over [t0+lag, t1+lag].
+# Measured by benchmarks/energy_accuracy.py (lag sweep); see benchmarks/results/energy_accuracy.md.
+LAG_S = 0.05
 
 
 def load_pynvml():
@@ -139,10 +143,18 @@ class NvmlGpu(Sensor):
         self.cuda_index = cuda_index
         self.name = f"GPU {cuda_index} ({_text(nvml.nvmlDeviceGetName(handle))})"
         self.note = note
+        self.lag_s = LAG_S
         self.has_counter = self._probe_counter()
         self.counter_tick_s = COUNTER_TICK_S if self.has_counter else None
         self._instant_field = getattr(nvml, "NVML_FI_DEV_POWER_INSTANT", 186)
+        self._energy_field = getattr(nvml, "NVML_FI_DEV_TOTAL_ENERGY_CONSUMPTION", 83)
         self._has_instant = self._probe_instant()
+        self.read_path = "nvmlDeviceGetTotalEnergyConsumption + field POWER_INSTANT"
+        self._combined = self.has_counter and self._has_instant and self._probe_combined()
+        self._direct = None
+        if self._combined:
+            self.read_path = "one nvmlDeviceGetFieldValues call (TOTAL_ENERGY_CONSUMPTION + POWER_INSTANT)"
+            self._direct = self._direct_field_reader()
         if self.has_counter:
             self.method = "NVML energy counter, window edges interpolated with instant power"
         else:
@@ -162,6 +174,47 @@ class NvmlGpu(Sensor):
         except Exception:  # noqa: BLE001 - old driver: fall back to nvmlDeviceGetPowerUsage
             return False
 
+    def _probe_combined(self) -> bool:
+        """Use one field-values call for counter + power if it reads the same counter, and is cheaper."""
+        nvml, h = self._nvml, self._handle
+        try:
+            costs_api, costs_fields = [], []
+            for _ in range(3):
+                t = time.perf_counter()
+                before = nvml.nvmlDeviceGetTotalEnergyConsumption(h)
+                costs_api.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                values = nvml.nvmlDeviceGetFieldValues(h, [self._energy_field, self._instant_field])
+                costs_fields.append(time.perf_counter() - t)
+                after = nvml.nvmlDeviceGetTotalEnergyConsumption(h)
+                if any(v.nvmlReturn != 0 for v in values) or not before <= _field_value(values[0]) <= after:
+                    return False
+        except Exception:  # noqa: BLE001 - field not supported: keep the two calls
+            return False
+        return min(costs_fields) < min(costs_api)
+
+    def _direct_field_reader(self):
+        """The C function and a reused buffer: the sampler thread then holds the GIL for microseconds."""
+        get_fn = getattr(self._nvml, "_nvmlGetFunctionPointer", None)
+        struct = getattr(self._nvml, "c_nvmlFieldValue_t", None)
+        if get_fn is None or struct is None:
+            return None  # not the real pynvml (a test double): use the public wrapper
+        import ctypes
+
+        values = (struct * 2)()
+        values[0].fieldId, values[1].fieldId = self._energy_field, self._instant_field
+        return get_fn("nvmlDeviceGetFieldValues"), values, ctypes.c_int32(2), ctypes.byref(values), threading.Lock()
+
+    def _read_direct(self) -> tuple[float, float]:
+        fn, values, count, ref, lock = self._direct
+        with lock:  # nested windows may read one GPU from two sampler threads
+            ret = fn(self._handle, count, ref)
+            energy, power = values[0], values[1]
+            if ret != 0 or energy.nvmlReturn != 0 or power.nvmlReturn != 0:
+                raise RuntimeError(f"nvmlDeviceGetFieldValues failed (returns {ret}, {energy.nvmlReturn}, "
+                                   f"{power.nvmlReturn})")
+            return _field_value(energy) / 1000.0, _field_value(power) / 1000.0
+
     def power_w(self) -> float:
         if self._has_instant:
             value = self._nvml.nvmlDeviceGetFieldValues(self._handle, [self._instant_field])[0]
@@ -171,6 +224,16 @@ class NvmlGpu(Sensor):
 
     def read(self) -> Reading:
         t_before = time.perf_counter()
+        if self._direct is not None:
+            energy, power = self._read_direct()
+            return Reading((t_before + time.perf_counter()) / 2, energy, power)
+        if self._combined:
+            energy_mj, power_mw = self._nvml.nvmlDeviceGetFieldValues(
+                self._handle, [self._energy_field, self._instant_field])
+            if energy_mj.nvmlReturn != 0 or power_mw.nvmlReturn != 0:
+                raise RuntimeError(f"NVML field read failed (return codes {energy_mj.nvmlReturn}, {power_mw.nvmlReturn})")
+            return Reading((t_before + time.perf_counter()) / 2, _field_value(energy_mj) / 1000.0,
+                           _field_value(power_mw) / 1000.0)
         energy = self._nvml.nvmlDeviceGetTotalEnergyConsumption(self._handle) / 1000.0 if self.has_counter else None
         power = self.power_w()
         return Reading((t_before + time.perf_counter()) / 2, energy, power)

@@ -140,6 +140,13 @@ class EnergyWindow:
         self.t_start = time.perf_counter()
         return self
 
+    def _wait_for_lag(self, t_end: float) -> None:
+        """Keep sampling until the delayed sensors have reported the window's last moments."""
+        wait = _lag_wait(self.meter.sensors, self._sampler.period)
+        remaining = t_end + wait - time.perf_counter()
+        if remaining > 0:
+            time.sleep(remaining)
+
     def __exit__(self, exc_type, exc, tb) -> bool:
         errors: list[str] = []
         try:
@@ -152,7 +159,10 @@ class EnergyWindow:
                         raise
         finally:
             t_end = time.perf_counter()
-            self._sampler.stop()
+            try:
+                self._wait_for_lag(t_end)
+            finally:
+                self._sampler.stop()
             self._sampler.read_all()
             self.report = build_report(self.meter, self._sampler.series, self.t_start, t_end,
                                        self.label, errors, interrupted=exc_type is KeyboardInterrupt)
@@ -162,6 +172,11 @@ class EnergyWindow:
         return False
 
 
+def _lag_wait(sensors: list[Sensor], period: float) -> float:
+    lag = max((s.lag_s for s in sensors), default=0.0)
+    return lag + 1.5 * period if lag > 0 else 0.0
+
+
 def build_report(meter, all_series: list[Series], t0: float, t1: float, label: str | None,
                  errors: list[str] | None = None, interrupted: bool = False) -> EnergyReport:
     """Turn what the sampler read into an EnergyReport."""
@@ -169,15 +184,15 @@ def build_report(meter, all_series: list[Series], t0: float, t1: float, label: s
     devices, timelines, warns = [], [], []
     for series in all_series:
         sensor = series.sensor
-        end = t1
+        start, end = t0 + sensor.lag_s, t1 + sensor.lag_s  # in the sensor's (delayed) time
         if series.error is not None:
             errors.append(f"{series.error} (at +{series.error_t - t0:.3g} s; energy covers up to its last reading)")
-            end = min(t1, series.t[-1]) if series.t else t0
-        result = sensor_energy(series, t0, end)
+            end = max(start, min(end, series.t[-1])) if series.t else start
+        result = sensor_energy(series, start, end)
         if result["warning"]:
             warns.append(result["warning"])
-        ts, ps = window_samples(series, t0, end)
-        in_window = [p for t, p in zip(ts, ps) if t0 <= t <= end] or ps
+        ts, ps = window_samples(series, start, end)
+        in_window = [p for t, p in zip(ts, ps) if start <= t <= end] or ps
         idle = meter.idle_by_sensor.get(sensor.name)
         energy = result["energy_j"]
         devices.append({
@@ -186,22 +201,32 @@ def build_report(meter, all_series: list[Series], t0: float, t1: float, label: s
             "counted_in_total": sensor.counted_in_total,
             "energy_j": energy,
             "uncertainty_j": result["uncertainty_j"],
-            "avg_power_w": energy / (end - t0) if energy is not None and end > t0 else None,
+            "avg_power_w": energy / (end - start) if energy is not None and end > start else None,
             "peak_power_w": max(in_window) if in_window else None,
             "idle_power_w": idle,
             "net_energy_j": energy - idle * (t1 - t0) if energy is not None and idle is not None else None,
             "counter_delta_j": result["counter_delta_j"],
             "method": result["method"],
+            "read_path": getattr(sensor, "read_path", None),
+            "counter_tick_s": _median_tick(series) if sensor.counter_tick_s is not None else None,
+            "sensor_lag_s": sensor.lag_s,
             "note": sensor.note or None,
             "failed": series.error,
         })
-        timelines.append(DeviceTimeline(sensor.name, ts, ps, _scale(result, ts, ps, t0, end),
-                                        sensor.counted_in_total))
+        timelines.append(DeviceTimeline(sensor.name, ts, ps, _scale(result, ts, ps, start, end),
+                                        sensor.counted_in_total, sensor.lag_s))
     return EnergyReport(
         label=label, t_start=t0, t_end=t1, devices=devices, timelines=timelines,
         idle_note=meter.idle_note, reason=meter.reason, warnings=warns, errors=errors,
         sample_hz=meter.sample_hz, interrupted=interrupted,
     )
+
+
+def _median_tick(series: Series) -> float | None:
+    """The counter's update period seen in this window (median gap between ticks)."""
+    times = [t for t, _, _ in _ticks(series)]
+    gaps = sorted(b - a for a, b in zip(times, times[1:]))
+    return gaps[len(gaps) // 2] if gaps else None
 
 
 def _scale(result: dict, ts: list[float], ps: list[float], t0: float, t1: float) -> float:
