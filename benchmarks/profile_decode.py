@@ -62,9 +62,11 @@ def check_trace(path: str) -> dict:
     complete = all(e.get("ph") == "X" and isinstance(e.get("ts"), (int, float)) and isinstance(e.get("dur"), (int, float))
                    and "pid" in e and "tid" in e for e in kernels)
     lanes = sorted({(e["pid"], e["tid"]) for e in kernels}, key=str)
+    graph_launches = {(e.get("args") or {}).get("correlation") for e in events
+                      if e.get("cat") == "cuda_runtime" and "GraphLaunch" in str(e.get("name"))}
     return {"valid_json": True, "events": len(events), "kernel_events": len(kernels), "kernels_complete": complete,
             "stream_lanes": [f"device {p} stream {t}" for p, t in lanes],
-            "graph_kernels": sum(1 for e in kernels if "graph id" in (e.get("args") or {})),
+            "graph_kernels": sum(1 for e in kernels if (e.get("args") or {}).get("correlation") in graph_launches),
             "step_annotations": sum(1 for e in events if e.get("cat") == "user_annotation"
                                     and str(e.get("name", "")).startswith("elana:decode_step["))}
 

@@ -94,7 +94,8 @@ def run(n_events: int, out_dir: str | None) -> dict:
         "benchmark": "timeline_speed", "kernel_events": len(parsed.device), "trace_events": parsed.n_events,
         "trace_bytes": size, "png_bytes": len(png), "timings": timings, "limit_s": 3.0,
         "passed": timings["timeline_s"] < 3.0,
-        "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "platform": platform.platform(), "gpu": None},
+        "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "platform": platform.platform(), "gpu": None,
+                    "load_average_1min": os.getloadavg()[0]},
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "versions": {"python": platform.python_version(), "matplotlib": matplotlib.__version__,
                      "numpy": __import__("numpy").__version__},
@@ -113,7 +114,8 @@ def markdown(r: dict) -> str:
     m = r["machine"]
     return (
         f"# Timeline speed: {r['kernel_events']:,} kernel events\n\n"
-        f"{r['date']}, {m['cpu']} ({m['cores']} cores), no GPU; python {r['versions']['python']}, "
+        f"{r['date']}, {m['cpu']} ({m['cores']} cores, load average {m['load_average_1min']:.1f} at the end), no GPU; "
+        f"python {r['versions']['python']}, "
         f"matplotlib {r['versions']['matplotlib']}, numpy {r['versions']['numpy']}.\n"
         f"Synthetic Kineto-format trace ({r['trace_events']:,} events, {r['trace_bytes'] / 1e6:.1f} MB), "
         "`python benchmarks/timeline_speed.py`.\n\n"

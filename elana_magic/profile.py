@@ -158,7 +158,9 @@ def capture(cuda: bool | None = None) -> Iterator[Any]:
     if profiler_running():
         raise ProfileError("a torch profiler is already running: finish it before starting %elana_profile")
     prof = torch.profiler.profile(activities=_activities(cuda), record_shapes=False, with_stack=False)
-    prof.start()
+    with warnings.catch_warnings():  # torch's note about schedule cycles does not apply to one capture
+        warnings.filterwarnings("ignore", message=".*Profiler clears events at the end of each cycle")
+        prof.start()
     try:
         yield prof
         _synchronize()
@@ -501,7 +503,7 @@ def graph_visibility_note(trace: ParsedTrace) -> str | None:
         return None
     shown = sum(1 for e in trace.device if _corr_int(e) in launches)
     if shown:
-        return f"CUDA graphs: the trace shows the {shown} kernels inside {len(launches)} graph replays"
+        return f"CUDA graphs: the trace shows the {shown} GPU kernels and copies inside {len(launches)} graph replays"
     return ("CUDA graphs: this torch/CUPTI shows only the graph launches, not the kernels inside them; "
             "profile with --no-cuda-graph to see the eager path's kernels")
 
@@ -609,11 +611,11 @@ class ProfileReport(Report):
 
     # -- views --
     def headline(self) -> list[str]:
-        what = f"phase {self.phase}" if self.phase else "code block"
+        what = f": phase {self.phase}" if self.phase else ""
         s = self.settings
         extra = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in s.items() if k in ("batch", "prompt_len", "gen_len", "steps"))
         engine = f", engine {self.engine}" if self.engine else ""
-        lines = [f"elana profile '{self.label}': {what} on {self.device}{engine}" + (f" ({extra})" if extra else "")]
+        lines = [f"elana profile '{self.label}'{what} on {self.device}{engine}" + (f" ({extra})" if extra else "")]
         lines.append(f"trace: {self.trace_path}")
         lines.append(f"  {PERFETTO_NOTE}")
         c = self.counts

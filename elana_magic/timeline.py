@@ -184,7 +184,7 @@ class Timeline:
         shown = 0
         for name, s, t in self.phases:
             label = short_phase_name(name)
-            if t < a or s > b or (min(t, b) - max(s, a)) / px < 4.5 * len(label) + 6:
+            if t < a or s > b or (min(t, b) - max(s, a)) / px < 6.5 * len(label) + 6:
                 continue
             self._artists.append(self.ax.text(max(s, a), -0.75, " " + label, fontsize=7, va="center", ha="left",
                                               clip_on=True, color="#555555"))
@@ -194,6 +194,9 @@ class Timeline:
 
     def png(self) -> bytes:
         return figure_png(self.figure)
+
+    def _repr_png_(self) -> bytes:
+        return self.png()
 
 
 def _sort_key(v: Any) -> tuple:

@@ -95,7 +95,7 @@ def test_graph_replay_kernels_link_to_one_launch():
     t = ParsedTrace.from_events(ev)
     (span,) = annotation_spans(t)
     assert span["kernels"] == 4 and span["gpu_span_us"] == 11
-    assert "shows the 4 kernels inside 1 graph replays" in graph_visibility_note(t)
+    assert "shows the 4 GPU kernels and copies inside 1 graph replays" in graph_visibility_note(t)
     assert launch_gaps(t)["launch_delay"]["n"] == 0  # graph kernels have no per-kernel launch
 
 

@@ -63,6 +63,7 @@ def test_zoom_shows_individual_kernels(big):
     expected = int(((end >= a) & (start <= b) & (cols.lane_id == cols.lanes.index((0, 7)))).sum())
     assert _lane_bars(tl, 0) == expected
     assert tl.ax.get_xlim() == (a, b)
+    assert tl._repr_png_().startswith(b"\x89PNG")
 
 
 def test_sub_pixel_kernels_take_the_busiest_kind():
