@@ -15,6 +15,7 @@ Plain API: ``measure_size(model_or_folder_or_config, batch=[1], seq_len=[1024]) 
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 import re
@@ -506,7 +507,8 @@ def meta_model(config):
     import torch
     from transformers import AutoModel, AutoModelForCausalLM
 
-    dtype = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or torch.float32
+    dtype = getattr(config, "dtype", None) if hasattr(config, "dtype") else getattr(config, "torch_dtype", None)
+    dtype = dtype or torch.float32
     dtype = parse_dtype(dtype) if not isinstance(dtype, torch.dtype) else dtype
     with torch.device("meta"):
         for auto in (AutoModelForCausalLM, AutoModel):
@@ -673,12 +675,32 @@ class SizeReport(Report):
         return fig
 
     def widget(self):
-        """An HTML table and the bar chart, stacked (ipywidgets)."""
+        """An HTML table and the bar chart, stacked (ipywidgets); text and HTML for static renderers."""
         import ipywidgets as widgets
 
-        from .widgets import figure_to_widget
+        from .widgets import figure_to_html, figure_to_widget
 
-        return widgets.VBox([widgets.HTML(self.to_html()), figure_to_widget(self.figure())])
+        view = _size_view_class()([widgets.HTML(self.to_html()), figure_to_widget(self.figure())])
+        view.fallback = {"text/plain": self.to_text(), "text/html": self.to_html() + figure_to_html(self.figure())}
+        return view
+
+
+@functools.cache
+def _size_view_class():
+    """A VBox whose static fallback is the report (text and HTML), not ``VBox(children=...)``."""
+    import ipywidgets as widgets
+
+    class SizeView(widgets.VBox):
+        fallback: dict[str, str] = {}
+
+        def _repr_mimebundle_(self, **kwargs):
+            bundle = super()._repr_mimebundle_(**kwargs) or {}
+            return {**bundle, **self.fallback}
+
+        def __repr__(self) -> str:
+            return self.fallback.get("text/plain") or super().__repr__()
+
+    return SizeView
 
 
 def _counts_text(counts: dict[str, int]) -> str:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, line_magic, magics_class, no_var_expand
+from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
-from ._common import deliver, is_quoted, output_arguments, positive_ints, require_module, evaluate, unquote
+from ._common import deliver, evaluate, is_quoted, output_arguments, positive_ints, require_module, unquote
 
 DEFAULT_BATCH = [1]
 DEFAULT_SEQ_LEN = [1024, 2048]
@@ -26,7 +26,6 @@ class SizeMagics(Magics):
     @argument("--gib", action="store_true", help="Binary units (GiB = 2**30 bytes) instead of SI (GB = 1e9 bytes).")
     @argument("--no-check", action="store_true", help="Skip the measured cross-check (a real prefill).")
     @output_arguments
-    @no_var_expand
     @line_magic
     def elana_size(self, line: str = ""):
         """Size a model and its cache: parameters, buffers, KV cache, SSM state, model + cache.
@@ -35,6 +34,7 @@ class SizeMagics(Magics):
 
             %elana_size model --batch 1 8 --seq-len 1024 4096
             %elana_size "/models/Llama-3.1-8B" --gib
+            %elana_size "$folder" --seq-len 8192       # $name and {expr} expand, as in any line magic
             r = %elana_size model -o
         """
         from ..size import SizeError, measure_size
