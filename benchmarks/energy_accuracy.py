@@ -9,8 +9,9 @@ For each load (0.05, 0.2, 1, 5 s of bf16 matmuls), run side by side in one proce
               minus the idle energy of the gaps (idle power from tick-aligned idle windows measured
               before and after), divided by K
 
-A second sampler runs across each long window; from its readings the window energy is recomputed
-with the sensor-delay correction swept over LAGS_S (the library uses ``nvml.LAG_S``).
+A second sampler runs across each long window; from its counter periods each window's energy is
+recomputed two ways: edge periods split against the power outside (the library's model) and split
+in proportion to their overlap (``uniform``), to show what the edge model is worth.
 
 Also: a steady ~3 s load (window vs the counter read independently around it; timeline vs counter),
 the counter's update period and the cost of one NVML read.
@@ -34,12 +35,11 @@ import torch
 
 from elana_magic.energy import EnergyMeter
 from elana_magic.energy.sampler import Sampler, integrate
-from elana_magic.energy.window import sensor_energy
+from elana_magic.energy.periods import counter_periods, window_energy
 
 N = 8192
 LOADS = [(0.05, 10), (0.2, 6), (1.0, 3), (5.0, 1)]  # (seconds, repetitions K)
 GAP_S = 0.4
-LAGS_S = [0.0, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2]  # sensor-delay sweep, computed from one diagnostic sampler
 
 
 def tick(handle) -> tuple[float, int]:
@@ -149,8 +149,14 @@ def accuracy(meter: EnergyMeter, handle, load: Load) -> list[dict]:
         finally:
             diag.stop()
         series = diag.series[0]
-        sweep = {f"{lag * 1e3:.0f}ms": statistics.mean(sensor_energy(series, a + lag, b + lag)["energy_j"]
-                                                       for a, b in edges) for lag in LAGS_S}
+        periods = counter_periods(series, 0.1)
+
+        def uniform(a: float, b: float) -> float:
+            return sum(p.energy_j * max(0.0, min(p.end, b) - max(p.start, a)) / (p.end - p.start) for p in periods)
+
+        offline = {"second_sampler_j": statistics.mean(window_energy(periods, a, b, None, None)["energy_j"]
+                                                       for a, b in edges),
+                   "uniform_split_j": statistics.mean(uniform(a, b) for a, b in edges)}
         long_j = (eb - ea) / 1000.0
         outside_s = (tb - ta) - sum(durations)
         reference = (long_j - p_idle * outside_s) / reps
@@ -161,8 +167,9 @@ def accuracy(meter: EnergyMeter, handle, load: Load) -> list[dict]:
             "elana_j": statistics.mean(elana),
             "ours_uncertainty_j": statistics.mean(d["uncertainty_j"] for d in rep.devices[:1]),
         }
-        row["lag_sweep_j"] = sweep
-        row["lag_sweep_err_pct"] = {k: 100.0 * (v - reference) / reference for k, v in sweep.items()}
+        row.update(offline)
+        for key in offline:
+            row[key.replace("_j", "_err_pct")] = 100.0 * (offline[key] - reference) / reference
         if seconds == 0.2:
             a, b = edges[0]
             ts, ps = series.power_series()
@@ -175,8 +182,8 @@ def accuracy(meter: EnergyMeter, handle, load: Load) -> list[dict]:
             ) / reference
         rows.append(row)
         print(f"  {seconds:>5} s x{reps} ({row['window_s']:.3f} s): ref {reference:8.2f} J  ours {row['ours_err_pct']:+6.2f}%  "
-              f"naive {row['naive_counter_err_pct']:+6.2f}%  ELANA {row['elana_err_pct']:+7.2f}%  sweep "
-              + " ".join(f"{k}:{v:+.1f}%" for k, v in row["lag_sweep_err_pct"].items()), flush=True)
+              f"naive {row['naive_counter_err_pct']:+6.2f}%  ELANA {row['elana_err_pct']:+7.2f}%  second sampler "
+              f"{row['second_sampler_err_pct']:+6.2f}%  uniform split {row['uniform_split_err_pct']:+6.2f}%", flush=True)
     return rows
 
 
@@ -220,13 +227,13 @@ def steady(meter: EnergyMeter, handle, load: Load) -> dict:
     tl = rep.timelines[0]
     reference_w = (eb - ea) / 1000.0 / (tb - ta)
     window_w = rep.energy_j / rep.duration_s
-    timeline_w = integrate(tl.t_drawn, tl.power_w, rep.t_start, rep.t_end) / rep.duration_s
+    timeline_w = integrate(tl.readings_t, tl.readings_w, rep.t_start, rep.t_end) / rep.duration_s
     return {
         "duration_s": rep.duration_s, "window_energy_j": rep.energy_j, "uncertainty_j": rep.uncertainty_j,
         "window_avg_w": window_w, "counter_around_avg_w": reference_w, "timeline_avg_w": timeline_w,
         "window_vs_counter_pct": 100 * (window_w - reference_w) / reference_w,
         "timeline_vs_counter_pct": 100 * (timeline_w - window_w) / window_w,
-        "samples": len(tl.t), "sample_rate_hz": len(tl.t) / rep.duration_s,
+        "samples": rep.to_dict()["samples"], "sample_rate_hz": rep.to_dict()["samples"] / rep.duration_s,
         "counter_tick_s": rep.devices[0]["counter_tick_s"], "edge_scale": tl.scale,
     }
 
@@ -294,13 +301,12 @@ def markdown(result: dict) -> str:
                      f"{r['ours_uncertainty_j']:.2f} | {r['ours_err_pct']:+.2f}% | {r['ours_worst_err_pct']:.2f}% | "
                      f"{r['naive_counter_err_pct']:+.2f}% | {r['naive_counter_worst_err_pct']:.2f}% | "
                      f"{r['elana_err_pct']:+.2f}% | {r['elana_worst_err_pct']:.2f}% |")
-    lags = list(result["accuracy"][0]["lag_sweep_err_pct"])
-    lines += ["", f"Sensor-delay sweep (the library uses {result['lag_s'] * 1e3:.0f} ms): the same windows recomputed "
-              "from a second sampler with the sensor read over [t0+lag, t1+lag]; error vs the reference.", "",
-              "| load (window) | " + " | ".join(lags) + " |", "|---:|" + "---:|" * len(lags)]
+    lines += ["", "The same windows recomputed from a second, independent sampler's counter periods: with the "
+              "library's edge model, and with edge periods split in proportion to their overlap (uniform).", "",
+              "| load (window) | second sampler, edge model | uniform split |", "|---:|---:|---:|"]
     for r in result["accuracy"]:
-        lines.append(f"| {r['load_s']} s ({r['window_s']:.3f} s) | "
-                     + " | ".join(f"{v:+.2f}%" for v in r["lag_sweep_err_pct"].values()) + " |")
+        lines.append(f"| {r['load_s']} s ({r['window_s']:.3f} s) | {r['second_sampler_err_pct']:+.2f}% | "
+                     f"{r['uniform_split_err_pct']:+.2f}% |")
     s = result["steady"]
     lines += ["", "Steady load (bf16 matmuls from a background thread, running on both sides of the window; the "
               "reference is the counter polled tick to tick around the window):", "",
@@ -340,7 +346,7 @@ def main() -> None:
         p_idle_after = idle_power(handle)
         result = {"environment": environment(handle), "idle_w": p_idle_before, "idle_after_w": p_idle_after,
                   "meter_idle_w": meter.idle_power_w(), "read_path": meter.sensors[0].read_path,
-                  "lag_s": meter.sensors[0].lag_s, "sample_hz": meter.sample_hz,
+                  "sample_hz": meter.sample_hz, "method": meter.sensors[0].method,
                   "read_costs": costs, "accuracy": rows, "steady": steady_row}
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "energy_accuracy.json"), "w") as f:

@@ -1,7 +1,8 @@
 """Test doubles for the energy sensors: a fake NVML module and fake sysfs trees (Jetson, RAPL).
 
 The fake NVML integrates a step-wise power profile exactly, so tests know the true energy of any
-interval; its counter ticks every ``tick`` seconds like the real one.
+interval. It behaves as an H200 was seen to (benchmarks/results/energy_accuracy.json): the counter
+ticks every ``tick`` seconds, and the "instant" power is the average of the period that last ended.
 """
 
 from __future__ import annotations
@@ -34,11 +35,9 @@ class FakeGpu:
     """A GPU whose power is a step function of perf_counter time."""
 
     def __init__(self, name: str = "Fake H100", uuid: str = "GPU-1111aaaa-0000", idle_w: float = 60.0,
-                 tick: float = 0.1, counter: bool = True, lag: float | None = None) -> None:
-        from elana_magic.energy import nvml
-
+                 tick: float = 0.1, counter: bool = True, period_average: bool = True) -> None:
         self.name, self.uuid, self.tick, self.counter = name, uuid, tick, counter
-        self.lag = nvml.LAG_S if lag is None else lag  # readings trail the power drawn, as on H200
+        self.period_average = period_average  # False: a truly instant power reading
         self.origin = time.perf_counter()
         self.steps_t = [self.origin - 100.0]
         self.steps_w = [idle_w]
@@ -68,13 +67,17 @@ class FakeGpu:
                 total += w * (hi - lo)
         return total
 
+    def last_tick(self, t: float) -> float:
+        return self.origin + ((t - self.origin) // self.tick) * self.tick
+
     def counter_mj(self) -> int:
-        now = time.perf_counter()
-        last_tick = self.origin + ((now - self.origin) // self.tick) * self.tick
-        return int(self.energy(self.origin, last_tick - self.lag) * 1000)
+        return int(self.energy(self.origin, self.last_tick(time.perf_counter())) * 1000)
 
     def reported_power(self, t: float) -> float:
-        return self.power(t - self.lag)
+        if not self.period_average:
+            return self.power(t)
+        end = self.last_tick(t)
+        return self.energy(end - self.tick, end) / self.tick
 
 
 class FakeNvml:
@@ -184,7 +187,7 @@ def write(path, text) -> None:
 
 
 def test_fake_gpu_counter_ticks():
-    gpu = FakeGpu(idle_w=100.0, tick=0.05, lag=0.0)
+    gpu = FakeGpu(idle_w=100.0, tick=0.05)
     first = gpu.counter_mj()
     time.sleep(0.12)
     assert gpu.counter_mj() - first in range(9000, 16000)

@@ -20,10 +20,6 @@ _lock = threading.Lock()
 _refs = 0
 
 COUNTER_TICK_S = 0.1  # the energy counter's update period seen on H100/H200 (re-measured per window)
-# NVML's power (instant field and counter alike) trails the power drawn: on an H200 a 24 ms burst of
-# matmuls did not show in readings taken during it. Windows read the sensor over [t0+lag, t1+lag].
-# Measured by benchmarks/energy_accuracy.py (lag sweep); see benchmarks/results/energy_accuracy.md.
-LAG_S = 0.05
 
 
 def load_pynvml():
@@ -143,7 +139,6 @@ class NvmlGpu(Sensor):
         self.cuda_index = cuda_index
         self.name = f"GPU {cuda_index} ({_text(nvml.nvmlDeviceGetName(handle))})"
         self.note = note
-        self.lag_s = LAG_S
         self.has_counter = self._probe_counter()
         self.counter_tick_s = COUNTER_TICK_S if self.has_counter else None
         self._instant_field = getattr(nvml, "NVML_FI_DEV_POWER_INSTANT", 186)
@@ -156,7 +151,7 @@ class NvmlGpu(Sensor):
             self.read_path = "one nvmlDeviceGetFieldValues call (TOTAL_ENERGY_CONSUMPTION + POWER_INSTANT)"
             self._direct = self._direct_field_reader()
         if self.has_counter:
-            self.method = "NVML energy counter, window edges interpolated with instant power"
+            self.method = "NVML energy counter, tick-to-tick periods (edge periods split against the power outside)"
         else:
             self.method = "integrated NVML instant power (this GPU has no energy counter)"
 

@@ -20,12 +20,8 @@ class DeviceTimeline:
     power_w: list[float]
     scale: float = 1.0
     counted_in_total: bool = True
-    lag_s: float = 0.0  # samples at t describe the power drawn at t - lag_s
-
-    @property
-    def t_drawn(self) -> list[float]:
-        """Sample times moved back by the sensor's delay: when the power was drawn."""
-        return [t - self.lag_s for t in self.t] if self.lag_s else self.t
+    readings_t: list[float] = field(default_factory=list)   # the raw power readings around the window,
+    readings_w: list[float] = field(default_factory=list)   # where ``t``/``power_w`` are derived steps
 
 
 def _sum(values: list[float | None]) -> float | None:
@@ -124,11 +120,11 @@ class EnergyReport(Report):
         lines = [tl for tl in self.timelines if tl.counted_in_total and tl.t]
         if not lines:
             return [], []
-        base = lines[0].t_drawn
+        base = lines[0].t
         total = [0.0] * len(base)
         for tl in lines:
             k = tl.scale if scaled else 1.0
-            total = [acc + k * interp(tl.t_drawn, tl.power_w, x) for acc, x in zip(total, base)]
+            total = [acc + k * interp(tl.t, tl.power_w, x) for acc, x in zip(total, base)]
         return list(base), total
 
     def energy_between(self, t0: float, t1: float) -> float | None:
@@ -139,7 +135,7 @@ class EnergyReport(Report):
             return None
         if t1 <= t0:
             return 0.0
-        return sum(tl.scale * integrate(tl.t_drawn, tl.power_w, t0, t1) for tl in lines)
+        return sum(tl.scale * integrate(tl.t, tl.power_w, t0, t1) for tl in lines)
 
     def per_execution(self, executions: int) -> "EnergyReport":
         """The same window, its figures divided over ``executions`` runs of the measured code."""
@@ -172,10 +168,10 @@ class EnergyReport(Report):
             "errors": list(self.errors),
             "interrupted": self.interrupted,
             "sample_hz": self.sample_hz,
-            "samples": sum(len(tl.t) for tl in self.timelines),
+            "samples": sum(d.get("reads") or 0 for d in self.devices),
         }
         if timeline:
-            data["timeline"] = {tl.name: {"t_s": [t - self.t_start for t in tl.t_drawn], "power_w": tl.power_w}
+            data["timeline"] = {tl.name: {"t_s": [t - self.t_start for t in tl.t], "power_w": tl.power_w}
                                 for tl in self.timelines}
         return data
 
@@ -291,7 +287,10 @@ class EnergyReport(Report):
         t0 = self.t_start
         for tl in lines:
             style = "-" if tl.counted_in_total else ":"
-            ax.plot([t - t0 for t in tl.t_drawn], tl.power_w, style, lw=1.2, label=tl.name)
+            (line,) = ax.plot([t - t0 for t in tl.t], tl.power_w, style, lw=1.2, label=tl.name)
+            if tl.readings_t:
+                ax.plot([t - t0 for t in tl.readings_t], tl.readings_w, ".", ms=2.5, alpha=0.5,
+                        color=line.get_color(), label=f"{tl.name}: raw readings")
         counted = [tl for tl in lines if tl.counted_in_total]
         if len(counted) > 1:
             t, p = self.total_timeline(scaled=False)
@@ -300,9 +299,7 @@ class EnergyReport(Report):
         ax.axvline(self.window_duration_s, color="grey", ls="--", lw=1, label="window")
         if self.idle_power_w is not None:
             ax.axhline(self.idle_power_w, color="tab:green", ls="-.", lw=1, label=f"idle {self.idle_power_w:.0f} W")
-        lag = max(tl.lag_s for tl in lines)
-        ax.set_xlabel("time since window start (s)" + (f"; samples moved back by the sensor's {lag * 1e3:.0f} ms delay"
-                                                         if lag else ""))
+        ax.set_xlabel("time since window start (s)")
         ax.set_ylabel("power (W)")
         ax.set_ylim(bottom=0)
         ax.set_title(self.title(), fontsize=10)

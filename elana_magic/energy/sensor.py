@@ -22,7 +22,6 @@ class Sensor:
     counter_tick_s: float | None = None  # counter update period when coarse (NVML ~0.1 s); None: fine
     counter_wrap_j: float | None = None  # the counter wraps to 0 past this value (RAPL)
     counted_in_total: bool = True       # summed into the report's energy_j
-    lag_s: float = 0.0                  # the sensor reports power this long after it is drawn
 
     def read(self) -> Reading:  # pragma: no cover - abstract
         raise NotImplementedError

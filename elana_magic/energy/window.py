@@ -2,14 +2,12 @@
 
 How a window's energy is computed, per sensor:
 
-* coarse counter (NVML, ticks every ~100 ms): the sampler reads the counter with the instant power,
-  so it sees when the counter ticks. Energy = counter difference between the first and the last
-  tick seen in the window, plus the instant-power integral from the window's start to the first
-  tick and from the last tick to the window's end (scaled to agree with the counter). Each edge
-  is then uncertain by half a sampling period instead of a whole counter tick. A window with
-  fewer than two ticks has only the instant-power integral (and a warning).
-* fine counter (RAPL): the counter difference, interpolated to the window's edges.
-* power only (Jetson rails, pre-Volta GPUs): trapezoid integral of the raw samples.
+* coarse counter (NVML, ticks every ~100 ms): the sampler reads the counter every ~20 ms and sees
+  when it ticks; each tick-to-tick period's energy is exact, and the window takes the periods inside
+  it plus its share of the two edge periods (``periods.py``). The window's close waits for the two
+  ticks after it (~0.1-0.2 s), since the counter publishes a period's energy when the period ends.
+* fine counter (RAPL): the counter difference between reads taken right at the edges.
+* power only (Jetson rails, GPUs without the counter): trapezoid integral of the raw samples.
 """
 
 from __future__ import annotations
@@ -20,13 +18,14 @@ import time
 import warnings
 from typing import Any
 
+from .periods import counter_periods, counter_ticks, period_timeline, ticks_after, window_energy
 from .report import DeviceTimeline, EnergyReport
-from .sampler import Sampler, Series, integrate, interp
+from .sampler import Sampler, Series, integrate
 from .sensor import Sensor
 
 IDLE_SECONDS = 0.5
 POWER_ONLY_REL_UNCERTAINTY = 0.05  # sampled power misses what happens between samples
-TIMELINE_ONLY_REL_UNCERTAINTY = 0.10  # NVML instant power covers ~25% of each period on A100/H100
+TICKS_AFTER_WINDOW = 2  # the period covering the window's end, and the one after it (power outside)
 
 
 class ShortWindowWarning(UserWarning):
@@ -42,16 +41,6 @@ def synchronize(cuda_indices: list[int] | None) -> None:
         torch.cuda.synchronize(index)
 
 
-def _ticks(series: Series) -> list[tuple[float, float, float]]:
-    """[(time, half-width, counter value)] where the counter changed between two reads."""
-    out = []
-    t, e = series.t, series.energy_j
-    for j in range(1, len(e)):
-        if e[j] != e[j - 1]:
-            out.append(((t[j - 1] + t[j]) / 2, (t[j] - t[j - 1]) / 2, e[j]))
-    return out
-
-
 def window_samples(series: Series, t0: float, t1: float) -> tuple[list[float], list[float]]:
     """The power samples inside [t0, t1]; the integral holds the first/last one out to the edges.
 
@@ -65,47 +54,46 @@ def window_samples(series: Series, t0: float, t1: float) -> tuple[list[float], l
     return ts, ps
 
 
+def is_coarse_counter(sensor: Sensor) -> bool:
+    return sensor.has_counter and sensor.counter_tick_s is not None
+
+
 def sensor_energy(series: Series, t0: float, t1: float) -> dict[str, Any]:
-    """Energy of one sensor over [t0, t1]: {energy_j, uncertainty_j, method, scale, warning}."""
+    """Energy of one sensor over [t0, t1]: {energy_j, uncertainty_j, method, warning, timeline, peak_w}."""
     sensor = series.sensor
-    ts, ps = window_samples(series, t0, t1)
-    out: dict[str, Any] = {"scale": 1.0, "warning": None, "counter_delta_j": None}
+    out: dict[str, Any] = {"warning": None, "counter_delta_j": None, "peak_w": None}
     if sensor.has_counter and len(series.energy_j) >= 2:
         out["counter_delta_j"] = series.energy_j[-1] - series.energy_j[0]
+    if is_coarse_counter(sensor) and len(series.energy_j) >= 2:
+        periods = counter_periods(series, sensor.counter_tick_s)
+        if periods:
+            first = series.power_w[0] if series.power_w else None
+            last = series.power_w[-1] if series.power_w else None
+            result = window_energy(periods, t0, t1, first, last)
+            inside = [p.power_w for p in periods if min(p.end, t1) > max(p.start, t0)]
+            out.update(energy_j=result["energy_j"], uncertainty_j=result["uncertainty_j"], method=sensor.method,
+                       timeline=period_timeline(periods, t0, t1), peak_w=max(inside) if inside else None)
+            whole = sum(1 for p in periods if p.start >= t0 and p.end <= t1)
+            if whole < 2:
+                out["warning"] = (f"{sensor.name}: the window ({t1 - t0:.3g} s) spans fewer than two of the "
+                                  f"energy counter's ~{sensor.counter_tick_s:g} s periods, so its energy rests on "
+                                  "how the edge periods split - repeat the work for a longer window "
+                                  "(%elana_energy STATEMENT does)")
+            return out
     if sensor.has_counter and sensor.counter_tick_s is None and len(series.energy_j) >= 2:
         # read right at both edges (µs away): the plain difference, no interpolation
         delta = series.energy_j[-1] - series.energy_j[0]
-        out.update(energy_j=delta, uncertainty_j=0.002 * abs(delta) + 1e-6, method=sensor.method)
+        out.update(energy_j=delta, uncertainty_j=0.002 * abs(delta) + 1e-6, method=sensor.method,
+                   timeline=series.power_series())
         return out
-    if sensor.has_counter and sensor.counter_tick_s is not None and len(series.energy_j) >= 2:
-        ticks = _ticks(series)
-        if len(ticks) >= 2 and ts:
-            (ta, half_a, va), (tb, half_b, vb) = ticks[0], ticks[-1]
-            core = vb - va
-            timeline_core = integrate(ts, ps, ta, tb)
-            scale = core / timeline_core if tb - ta >= 0.3 and timeline_core > 0 else 1.0
-            scale = min(max(scale, 0.5), 2.0)
-            energy = core + scale * (integrate(ts, ps, t0, ta) + integrate(ts, ps, tb, t1))
-            unc = half_a * interp(ts, ps, ta) + half_b * interp(ts, ps, tb) + 0.002
-            out.update(energy_j=energy, uncertainty_j=unc, method=sensor.method, scale=scale)
-            return out
-        if ts:
-            energy = integrate(ts, ps, t0, t1)
-            out.update(
-                energy_j=energy,
-                uncertainty_j=TIMELINE_ONLY_REL_UNCERTAINTY * abs(energy) + _edge_uncertainty(ts, ps, t0, t1),
-                method="NVML instant power integrated (window shorter than two counter ticks)",
-                warning=(f"{sensor.name}: the window ({t1 - t0:.3g} s) is shorter than the energy counter "
-                         f"resolves (ticks every ~{sensor.counter_tick_s:g} s); energy is from instant "
-                         "power - repeat the work for a longer window (%elana_energy STATEMENT does)"),
-            )
-            return out
+    ts, ps = window_samples(series, t0, t1)
     if ts:
         energy = integrate(ts, ps, t0, t1)
         unc = POWER_ONLY_REL_UNCERTAINTY * abs(energy) + _edge_uncertainty(ts, ps, t0, t1)
-        out.update(energy_j=energy, uncertainty_j=unc, method=sensor.method)
+        method = sensor.method if not sensor.has_counter else f"{sensor.method} (counter unreadable: instant power)"
+        out.update(energy_j=energy, uncertainty_j=unc, method=method, timeline=(ts, ps))
         return out
-    out.update(energy_j=None, uncertainty_j=None, method=sensor.method)
+    out.update(energy_j=None, uncertainty_j=None, method=sensor.method, timeline=([], []))
     return out
 
 
@@ -140,13 +128,6 @@ class EnergyWindow:
         self.t_start = time.perf_counter()
         return self
 
-    def _wait_for_lag(self, t_end: float) -> None:
-        """Keep sampling until the delayed sensors have reported the window's last moments."""
-        wait = _lag_wait(self.meter.sensors, self._sampler.period)
-        remaining = t_end + wait - time.perf_counter()
-        if remaining > 0:
-            time.sleep(remaining)
-
     def __exit__(self, exc_type, exc, tb) -> bool:
         errors: list[str] = []
         try:
@@ -160,7 +141,7 @@ class EnergyWindow:
         finally:
             t_end = time.perf_counter()
             try:
-                self._wait_for_lag(t_end)
+                wait_for_counters(self._sampler, t_end)
             finally:
                 self._sampler.stop()
             self._sampler.read_all()
@@ -172,9 +153,17 @@ class EnergyWindow:
         return False
 
 
-def _lag_wait(sensors: list[Sensor], period: float) -> float:
-    lag = max((s.lag_s for s in sensors), default=0.0)
-    return lag + 1.5 * period if lag > 0 else 0.0
+def wait_for_counters(sampler: Sampler, t_end: float) -> None:
+    """Keep sampling until every coarse counter has ticked twice after ``t_end`` (bounded)."""
+    coarse = [s for s in sampler.series if is_coarse_counter(s.sensor)]
+    if not coarse or not sampler.running:
+        return
+    nominal = max(s.sensor.counter_tick_s for s in coarse)
+    deadline = t_end + (TICKS_AFTER_WINDOW + 0.5) * nominal + 2 * sampler.period
+    while time.perf_counter() < deadline:
+        if all(s.error is not None or ticks_after(s, t_end) >= TICKS_AFTER_WINDOW for s in coarse):
+            return
+        time.sleep(sampler.period / 4)
 
 
 def build_report(meter, all_series: list[Series], t0: float, t1: float, label: str | None,
@@ -184,15 +173,18 @@ def build_report(meter, all_series: list[Series], t0: float, t1: float, label: s
     devices, timelines, warns = [], [], []
     for series in all_series:
         sensor = series.sensor
-        start, end = t0 + sensor.lag_s, t1 + sensor.lag_s  # in the sensor's (delayed) time
+        end = t1
         if series.error is not None:
             errors.append(f"{series.error} (at +{series.error_t - t0:.3g} s; energy covers up to its last reading)")
-            end = max(start, min(end, series.t[-1])) if series.t else start
-        result = sensor_energy(series, start, end)
+            end = max(t0, min(t1, series.t[-1])) if series.t else t0
+        result = sensor_energy(series, t0, end)
         if result["warning"]:
             warns.append(result["warning"])
-        ts, ps = window_samples(series, start, end)
-        in_window = [p for t, p in zip(ts, ps) if start <= t <= end] or ps
+        ts, ps = result["timeline"]
+        peak = result["peak_w"]
+        if peak is None:
+            inside = [p for t, p in zip(ts, ps) if t0 <= t <= end]
+            peak = max(inside) if inside else None
         idle = meter.idle_by_sensor.get(sensor.name)
         energy = result["energy_j"]
         devices.append({
@@ -201,20 +193,24 @@ def build_report(meter, all_series: list[Series], t0: float, t1: float, label: s
             "counted_in_total": sensor.counted_in_total,
             "energy_j": energy,
             "uncertainty_j": result["uncertainty_j"],
-            "avg_power_w": energy / (end - start) if energy is not None and end > start else None,
-            "peak_power_w": max(in_window) if in_window else None,
+            "avg_power_w": energy / (end - t0) if energy is not None and end > t0 else None,
+            "peak_power_w": peak,
             "idle_power_w": idle,
             "net_energy_j": energy - idle * (t1 - t0) if energy is not None and idle is not None else None,
             "counter_delta_j": result["counter_delta_j"],
             "method": result["method"],
             "read_path": getattr(sensor, "read_path", None),
-            "counter_tick_s": _median_tick(series) if sensor.counter_tick_s is not None else None,
-            "sensor_lag_s": sensor.lag_s,
+            "counter_tick_s": _median_tick(series) if is_coarse_counter(sensor) else None,
+            "reads": sum(1 for t in series.t if t0 <= t <= t1),
             "note": sensor.note or None,
             "failed": series.error,
         })
-        timelines.append(DeviceTimeline(sensor.name, ts, ps, _scale(result, ts, ps, start, end),
-                                        sensor.counted_in_total, sensor.lag_s))
+        timeline = DeviceTimeline(sensor.name, ts, ps, _scale(result, ts, ps, t0, end), sensor.counted_in_total)
+        if is_coarse_counter(sensor):  # the steps come from the counter; keep what the power field said
+            raw_t, raw_w = series.power_series()
+            keep = [i for i, t in enumerate(raw_t) if t0 - 0.2 <= t <= t1 + 0.3]
+            timeline.readings_t, timeline.readings_w = [raw_t[i] for i in keep], [raw_w[i] for i in keep]
+        timelines.append(timeline)
     return EnergyReport(
         label=label, t_start=t0, t_end=t1, devices=devices, timelines=timelines,
         idle_note=meter.idle_note, reason=meter.reason, warnings=warns, errors=errors,
@@ -224,7 +220,7 @@ def build_report(meter, all_series: list[Series], t0: float, t1: float, label: s
 
 def _median_tick(series: Series) -> float | None:
     """The counter's update period seen in this window (median gap between ticks)."""
-    times = [t for t, _, _ in _ticks(series)]
+    times = [tick[0] for tick in counter_ticks(series)]
     gaps = sorted(b - a for a, b in zip(times, times[1:]))
     return gaps[len(gaps) // 2] if gaps else None
 
@@ -311,16 +307,18 @@ class EnergyMeter:
         return sum(self.idle_by_sensor.get(s.name, 0.0) for s in self.sensors if s.counted_in_total)
 
     def _measure_idle(self) -> None:
-        self._idle_measured = True
         synchronize(self.cuda_indices)
         sampler = Sampler(self.sensors, self.sample_hz)
         sampler.read_all()
         sampler.start()
         t0 = time.perf_counter()
+        t1 = None
         try:
             time.sleep(IDLE_SECONDS)
-        finally:
             t1 = time.perf_counter()
+            wait_for_counters(sampler, t1)
+        finally:
+            t1 = t1 or time.perf_counter()
             sampler.stop()
             sampler.read_all()
         for series in sampler.series:
@@ -329,6 +327,7 @@ class EnergyMeter:
             energy = sensor_energy(series, t0, t1)["energy_j"]
             if energy is not None:
                 self.idle_by_sensor[series.sensor.name] = energy / (t1 - t0)
+        self._idle_measured = True
         self.idle_note = f"measured once over {t1 - t0:.2g} s before the first window, reused"
 
     def close(self) -> None:
