@@ -733,6 +733,7 @@ def _resolve(target) -> tuple[Any, Any, str, str]:
     import torch
 
     if isinstance(target, torch.nn.Module):
+        target = getattr(target, "_orig_mod", target)  # torch.compile'd: size (and run) the original
         config = getattr(target, "config", None)
         return target, config, type(target).__name__, "module"
     if isinstance(target, (str, os.PathLike)):

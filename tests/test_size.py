@@ -379,3 +379,10 @@ def test_widget_and_figure(tiny_llama):
 
 def test_sizes_do_not_depend_on_environment_units():
     assert os.environ.get("ELANA_UNITS") is None  # no hidden switches: units are an argument
+
+
+def test_compiled_model_is_sized_as_the_original(tiny_llama):
+    compiled = torch.compile(tiny_llama)
+    report = measure_size(compiled, seq_len=16, cross_check=False)
+    assert report.params_bytes == measure_size(tiny_llama, seq_len=16, cross_check=False).params_bytes
+    assert report.model.startswith("LlamaForCausalLM")
