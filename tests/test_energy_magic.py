@@ -119,3 +119,10 @@ def test_cpu_only_machine_reports_rapl(eip, no_nvml, tmp_path, monkeypatch):
     rep = eip.run_cell_magic("elana_energy", "-o -q", "bump()")
     assert rep.energy_j == pytest.approx(5.0, abs=0.01) and rep.cpu_energy_j == pytest.approx(5.0, abs=0.01)
     assert "RAPL" in rep.method
+
+
+def test_label_quotes_are_removed(eip, fake_nvml):
+    rep = eip.run_cell_magic("elana_energy", '--label "two words" -o -q', "1")
+    assert rep.label == "two words"
+    rep = eip.run_line_magic("elana_energy", "--label 'a b' -o -q --min-time 0.05 1 + 1")
+    assert rep.label == "a b"

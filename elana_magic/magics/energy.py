@@ -17,7 +17,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class, needs_local_scope, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
-from ._common import deliver, output_arguments
+from ._common import deliver, output_arguments, unquote
 
 _meters: dict[tuple[int, ...] | None, Any] = {}  # one meter per device set: idle power measured once
 _VALUED = {"--devices", "--label", "--min-time", "-v", "--var"}
@@ -114,6 +114,8 @@ class EnergyMagics(Magics):
         if cell is None and not statement.strip():
             raise UsageError("give a statement to measure, e.g. `%elana_energy model(**inputs)`, "
                              "or use `%%elana_energy` on a cell")
+        if args.label is not None:
+            args.label = unquote(args.label)
         if args.min_time <= 0:
             raise UsageError(f"--min-time must be positive seconds, got {args.min_time}")
         meter = meter_for(parse_devices(args.devices))
