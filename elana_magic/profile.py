@@ -236,6 +236,7 @@ class ParsedTrace:
     cpu_ops: list[dict] = field(default_factory=list)      # ATen operators
     annotations: list[dict] = field(default_factory=list)  # record_function ranges on the CPU
     runtime: list[dict] = field(default_factory=list)      # cudaLaunchKernel, cudaGraphLaunch, ...
+    gpu_annotations: list[dict] = field(default_factory=list)  # the same ranges as seen on GPU lanes
     n_events: int = 0
     path: str | None = None
     _columns: dict = field(default_factory=dict, repr=False)
@@ -243,7 +244,7 @@ class ParsedTrace:
     @classmethod
     def from_events(cls, events: list[dict], path: str | None = None) -> "ParsedTrace":
         t = cls(path=path, n_events=len(events))
-        groups = {"cpu_op": t.cpu_ops, "user_annotation": t.annotations}
+        groups = {"cpu_op": t.cpu_ops, "user_annotation": t.annotations, "gpu_user_annotation": t.gpu_annotations}
         for cat in DEVICE_CATS:
             groups[cat] = t.device
         for cat in RUNTIME_CATS:
@@ -253,7 +254,7 @@ class ParsedTrace:
                 group = groups.get(e.get("cat"))
                 if group is not None:
                     group.append(e)
-        for group in (t.device, t.cpu_ops, t.annotations, t.runtime):
+        for group in (t.device, t.cpu_ops, t.annotations, t.runtime, t.gpu_annotations):
             group.sort(key=lambda e: e["ts"])
         return t
 

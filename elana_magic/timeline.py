@@ -43,7 +43,11 @@ def phase_spans(trace: ParsedTrace, spans: list[dict] | None = None) -> list[tup
 
     An enclosing annotation (a request around its prefill and steps) is left out when inner ones exist.
     """
-    if spans is None:
+    gpu_marks = [a for a in trace.gpu_annotations if a.get("name", "").startswith("elana:")]
+    if spans is None and trace.device and gpu_marks:  # Kineto's own projection of the ranges onto the GPU
+        spans = [{"name": a["name"], "gpu_start_us": a["ts"], "gpu_end_us": a["ts"] + (a.get("dur") or 0)}
+                 for a in gpu_marks]
+    elif spans is None:
         from .profile import annotation_spans
 
         spans = annotation_spans(trace)
@@ -184,7 +188,7 @@ class Timeline:
         shown = 0
         for name, s, t in self.phases:
             label = short_phase_name(name)
-            if t < a or s > b or (min(t, b) - max(s, a)) / px < 6.5 * len(label) + 6:
+            if t < a or s > b or (min(t, b) - max(s, a)) / px < 6.0 * (len(label) + 1):
                 continue
             self._artists.append(self.ax.text(max(s, a), -0.75, " " + label, fontsize=7, va="center", ha="left",
                                               clip_on=True, color="#555555"))

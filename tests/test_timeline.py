@@ -85,6 +85,8 @@ def test_phases_shaded_and_labelled():
     labels = [t.get_text().strip() for t in tl.ax.texts]
     assert labels == [f"step {i}" for i in range(5)]
     assert short_phase_name("elana:prefill[2]") == "prefill 2"
+    # without the report's spans, Kineto's gpu_user_annotation ranges place the phases
+    assert [p[0] for p in Timeline(trace).phases] == [f"elana:decode_step[{i}]" for i in range(5)]
 
 
 def test_cpu_trace_lanes_show_top_level_ops():
