@@ -245,3 +245,18 @@ def test_direct_field_read_failing_mid_window(fake_nvml):
             time.sleep(0.1)
     assert win.report.errors and "nvmlDeviceGetFieldValues failed" in win.report.errors[0]
     assert win.report.energy_j > 0.2 * 250
+
+
+def test_ctrl_c_while_the_close_waits_for_the_counter(fake_nvml, monkeypatch):
+    import elana_magic.energy.window as window
+
+    def interrupted(sampler, t_end):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(window, "wait_for_counters", interrupted)
+    with EnergyMeter(devices=[0], measure_idle=False) as meter:
+        with pytest.raises(KeyboardInterrupt):
+            with meter.window() as win:
+                time.sleep(0.05)
+    assert win.report is not None and win.report.interrupted
+    assert not [t for t in threading.enumerate() if t.name.startswith("elana")]

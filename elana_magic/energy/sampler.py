@@ -93,8 +93,13 @@ class Sampler:
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+            try:
+                self._thread.join()
+            except KeyboardInterrupt:  # the thread ends within one period anyway: wait for it, then obey
+                self._thread.join()
+                raise
+            finally:
+                self._thread = None
 
     @property
     def running(self) -> bool:

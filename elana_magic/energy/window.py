@@ -140,14 +140,19 @@ class EnergyWindow:
                         raise
         finally:
             t_end = time.perf_counter()
+            interrupt = None
             try:
                 wait_for_counters(self._sampler, t_end)
+            except KeyboardInterrupt as ctrl_c:  # Ctrl-C while waiting for the counter: report what was read
+                interrupt = ctrl_c
             finally:
                 self._sampler.stop()
             self._sampler.read_all()
-            self.report = build_report(self.meter, self._sampler.series, self.t_start, t_end,
-                                       self.label, errors, interrupted=exc_type is KeyboardInterrupt)
+            self.report = build_report(self.meter, self._sampler.series, self.t_start, t_end, self.label, errors,
+                                       interrupted=exc_type is KeyboardInterrupt or interrupt is not None)
             self._sampler = None
+            if interrupt is not None:
+                raise interrupt
         for text in self.report.warnings:
             warnings.warn(text, ShortWindowWarning, stacklevel=2)
         return False
