@@ -150,13 +150,29 @@ def prepare_cuda_graph_visibility() -> bool:
     return True
 
 
+def energy_window_open() -> bool:
+    """True while an energy window samples power (its "elana-sampler" thread runs only inside a window)."""
+    import threading
+
+    return any(t.name.startswith("elana-sampler") for t in threading.enumerate())
+
+
+def check_can_profile() -> None:
+    """Refuse to start inside another profiler or inside an energy window (the profiler's own work would
+    be counted as the model's energy)."""
+    if profiler_running():
+        raise ProfileError("a torch profiler is already running: finish it before starting %elana_profile")
+    if energy_window_open():
+        raise ProfileError("an energy window is open (%%elana_energy / measure_energy): profile outside it, "
+                           "or the profiler's overhead would be measured as the model's energy")
+
+
 @contextlib.contextmanager
 def capture(cuda: bool | None = None) -> Iterator[Any]:
     """A running ``torch.profiler.profile`` (CPU, plus CUDA when available); always stopped on exit."""
     import torch
 
-    if profiler_running():
-        raise ProfileError("a torch profiler is already running: finish it before starting %elana_profile")
+    check_can_profile()
     prof = torch.profiler.profile(activities=_activities(cuda), record_shapes=False, with_stack=False)
     with warnings.catch_warnings():  # torch's note about schedule cycles does not apply to one capture
         warnings.filterwarnings("ignore", message=".*Profiler clears events at the end of each cycle")
@@ -889,8 +905,7 @@ def profile_phase(model, phase: str = "tpot", batch: int = 1, prompt_len: int = 
     steps = check_phase_args(phase, steps, gen_len)
     label = safe_label(label or f"{type(model).__name__}-{phase}")
     folder = trace_folder(out, label)
-    if profiler_running():
-        raise ProfileError("a torch profiler is already running: finish it before starting %elana_profile")
+    check_can_profile()
     if graph_warmup is None:
         graph_warmup = cuda_graph_warmup_needed()
     if graph_warmup and not prepare_cuda_graph_visibility():

@@ -219,6 +219,24 @@ def test_nested_profiler_refused(tmp_path):
                 pass
 
 
+def test_refused_inside_an_energy_window(ip, tiny_llama, tmp_path):
+    import threading
+
+    stop = threading.Event()
+    sampler = threading.Thread(target=stop.wait, name="elana-sampler")  # what an open window runs
+    sampler.start()
+    try:
+        ip.user_ns["m"] = tiny_llama
+        with pytest.raises(UsageError, match="an energy window is open"):
+            ip.run_line_magic("elana_profile", f"m --phase ttft --prompt-len 8 --out {tmp_path / 'o'}")
+        with pytest.raises(UsageError, match="an energy window is open"):
+            ip.run_cell_magic("elana_profile", f"--out {tmp_path / 'o'}", "1 + 1")
+    finally:
+        stop.set()
+        sampler.join()
+    assert not (tmp_path / "o").exists()
+
+
 def test_profile_phase_plain_api(tiny_llama, tmp_path):
     rep = profile_phase(tiny_llama, "tpot", prompt_len=8, gen_len=5, out=str(tmp_path))
     assert rep.settings["steps"] == 4  # default 16, capped at gen_len - 1
