@@ -803,61 +803,88 @@ def measure_size(model_or_folder_or_config, batch: int | Iterable[int] = (1,), s
     model, config, default_label, source = _resolve(model_or_folder_or_config)
     label = f"{label} ({type(model).__name__})" if label else default_label
     weights = count_weights(model)
-    notes: list[str] = []
     dtype = _model_dtype(model, config)
-    kv_dtype = override or dtype
-    ssm_dtype = torch.float32
-
+    kv_dtype, ssm_dtype = override or dtype, torch.float32
     layout = cache_layout(config) if config is not None else CacheLayout(label, [], False, [
-        f"{type(model).__name__} has no transformers config: the cache is measured where possible"])
-    notes += layout.notes
-    is_meta = _model_device(model).type == "meta"
+        f"{type(model).__name__} has no transformers config: no cache figures"])
     device = _model_device(model)
-    gpu = gpu_memory(device if device.type == "cuda" else None)
     on_gpu = device.type == "cuda"
-
-    can_measure, why_not = _can_measure(model, config, is_meta, override, dtype, cross_check)
-    n_params = max(weights.param_count, 1)
-    budget, max_tokens = (GPU_WORK_BUDGET, GPU_MAX_TOKENS) if on_gpu else (CPU_WORK_BUDGET, CPU_MAX_TOKENS)
-    max_pos = getattr(config.get_text_config(decoder=True), "max_position_embeddings", None) if config is not None else None
+    gpu = gpu_memory(device if on_gpu else None)
+    notes = list(layout.notes)
+    check = _CrossCheck.make(model, config, weights, layout, override, dtype, cross_check, on_gpu, notes)
 
     rows = []
     for b in batches:
         for length in lengths:
-            per_layer = layout.layer_bytes(b, length, kv_dtype.itemsize, ssm_dtype.itemsize) if layout.known else None
-            kv = sum(x[0] for x in per_layer) if per_layer is not None else None
-            ssm = sum(x[1] for x in per_layer) if per_layer is not None else None
-            extra: dict[str, Any] = {}
-            cheap = b * length <= max_tokens and n_params * b * length <= budget * (1 if per_layer else 10)
-            if can_measure and cheap:
-                measured = _try_measure(model, b, length, notes)
-                if measured is not None:
-                    m_layers, m_dtypes = measured
-                    m_kv, m_ssm = sum(x[0] for x in m_layers), sum(x[1] for x in m_layers)
-                    extra["measured_cache_bytes"] = m_kv + m_ssm
-                    if per_layer is None:
-                        kv, ssm = m_kv, m_ssm
-                        extra["cache_source"] = "measured"
-                    elif (m_kv, m_ssm) != (kv, ssm):
-                        notes.append(_why_different(b, length, per_layer, m_layers, layout, m_dtypes, kv_dtype))
-            row: dict[str, Any] = {
-                "batch": b, "seq_len": length, "kv_cache_bytes": kv, "ssm_cache_bytes": ssm,
-                "cache_bytes": None if kv is None else kv + ssm,
-                "total_bytes": None if kv is None else weights.params_bytes + weights.buffers_bytes + kv + ssm,
-                **extra,
-            }
+            row = _grid_row(b, length, layout, weights, kv_dtype, ssm_dtype, check, notes)
             if gpu is not None:
                 need = row["cache_bytes"] if on_gpu else row["total_bytes"]
                 row["fits_gpu"] = None if need is None else need <= gpu["free_bytes"]
             rows.append(row)
-
-    if why_not:
-        notes.append(why_not)
-    elif can_measure and not any("measured_cache_bytes" in r for r in rows) and layout.known:
+    if check is not None and not any("measured_cache_bytes" in r for r in rows) and layout.known:
         notes.append(_probe(model, layout, kv_dtype, ssm_dtype))
-    if any(r["kv_cache_bytes"] is None for r in rows):
+    notes += _closing_notes(rows, lengths, layout, weights, config, source, override, dtype, gpu, on_gpu)
+    return SizeReport(
+        model=label, source=source, weights=weights, rows=rows, model_dtype=dtype_name(dtype),
+        cache_dtype=dtype_name(kv_dtype), ssm_state_dtype=dtype_name(ssm_dtype), layer_counts=layout.counts(),
+        binary=binary, notes=notes, gpu=gpu, model_on_gpu=on_gpu,
+    )
+
+
+@dataclass
+class _CrossCheck:
+    """Runs the measured cross-check for the grid rows cheap enough to run on this model's device."""
+
+    model: Any
+    n_params: int
+    budget: float
+    max_tokens: int
+
+    @classmethod
+    def make(cls, model, config, weights, layout, override, dtype, enabled, on_gpu, notes) -> "_CrossCheck | None":
+        if not enabled or config is None or _model_device(model).type == "meta":
+            return None  # switched off, nothing to build a cache from, or nothing to run (sized from a config)
+        if override is not None and override != dtype:
+            notes.append("no cross-check: the requested cache dtype differs from the one the model builds")
+            return None
+        budget, max_tokens = (GPU_WORK_BUDGET, GPU_MAX_TOKENS) if on_gpu else (CPU_WORK_BUDGET, CPU_MAX_TOKENS)
+        if not layout.known:
+            budget *= 10  # the measured figure is the only one: worth a longer run
+        return cls(model, max(weights.param_count, 1), budget, max_tokens)
+
+    def cheap(self, batch: int, seq_len: int) -> bool:
+        return batch * seq_len <= self.max_tokens and self.n_params * batch * seq_len <= self.budget
+
+
+def _grid_row(b, length, layout, weights, kv_dtype, ssm_dtype, check, notes) -> dict[str, Any]:
+    per_layer = layout.layer_bytes(b, length, kv_dtype.itemsize, ssm_dtype.itemsize) if layout.known else None
+    kv = sum(x[0] for x in per_layer) if per_layer is not None else None
+    ssm = sum(x[1] for x in per_layer) if per_layer is not None else None
+    extra: dict[str, Any] = {}
+    measured = _try_measure(check.model, b, length, notes) if check is not None and check.cheap(b, length) else None
+    if measured is not None:
+        m_layers, m_dtypes = measured
+        m_kv, m_ssm = sum(x[0] for x in m_layers), sum(x[1] for x in m_layers)
+        extra["measured_cache_bytes"] = m_kv + m_ssm
+        if per_layer is None:
+            kv, ssm = m_kv, m_ssm
+            extra["cache_source"] = "measured"
+        elif (m_kv, m_ssm) != (kv, ssm):
+            notes.append(_why_different(b, length, per_layer, m_layers, layout, m_dtypes, kv_dtype))
+    return {
+        "batch": b, "seq_len": length, "kv_cache_bytes": kv, "ssm_cache_bytes": ssm,
+        "cache_bytes": None if kv is None else kv + ssm,
+        "total_bytes": None if kv is None else weights.params_bytes + weights.buffers_bytes + kv + ssm,
+        **extra,
+    }
+
+
+def _closing_notes(rows, lengths, layout, weights, config, source, override, dtype, gpu, on_gpu) -> list[str]:
+    notes = []
+    if config is not None and any(r["kv_cache_bytes"] is None for r in rows):
         notes.append("rows without cache figures: the architecture is unknown to the analytic path and "
                      "too big (or not runnable) to measure")
+    max_pos = getattr(config.get_text_config(decoder=True), "max_position_embeddings", None) if config else None
     if max_pos and max(lengths) > max_pos:
         notes.append(f"seq_len {max(lengths)} exceeds the model's max_position_embeddings ({max_pos})")
     if override is not None and override != dtype:
@@ -870,23 +897,7 @@ def measure_size(model_or_folder_or_config, batch: int | Iterable[int] = (1,), s
         notes.append("the config declares a quantization_config: weights are sized as the unquantized layout")
     if gpu is not None and on_gpu:
         notes.append("fits GPU compares the cache alone with free memory: the model already occupies its share")
-    return SizeReport(
-        model=label, source=source, weights=weights, rows=rows, model_dtype=dtype_name(dtype),
-        cache_dtype=dtype_name(kv_dtype), ssm_state_dtype=dtype_name(ssm_dtype), layer_counts=layout.counts(),
-        binary=binary, notes=notes, gpu=gpu, model_on_gpu=on_gpu,
-    )
-
-
-def _can_measure(model, config, is_meta, override, dtype, cross_check) -> tuple[bool, str | None]:
-    if not cross_check:
-        return False, None
-    if is_meta:
-        return False, None  # nothing to run: sized from the config
-    if config is None or not hasattr(model, "forward"):
-        return False, "no cross-check: the model has no transformers config to build a cache from"
-    if override is not None and override != dtype:
-        return False, "no cross-check: the requested cache dtype differs from the one the model builds"
-    return True, None
+    return notes
 
 
 def _try_measure(model, batch: int, seq_len: int, notes: list[str]):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from elana_magic.models import PRESETS, default_model as load_default, preset_config, random_model, smollm2_folder
+from elana_magic.models import PRESETS, preset_config, random_model, smollm2_folder
 from elana_magic.size import measure_size
 
 # Parameter counts of the published models whose shapes the presets copy.

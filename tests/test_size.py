@@ -177,6 +177,7 @@ def test_int8_counted_by_storage():
     assert report.model_dtype == "float32"  # int8 weights don't make an int8 cache
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.ao quantization is deprecated upstream
 def test_torch_quantized_and_fp8_weights():
     import warnings
 
