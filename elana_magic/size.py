@@ -421,6 +421,32 @@ def _looks_like_path(target: str) -> bool:
     return target.startswith(("/", ".", "~")) or target.count("/") > 1 or "\\" in target or os.path.exists(target)
 
 
+_SAFETENSORS_BYTES = {"F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2, "I16": 2,
+                      "U16": 2, "I8": 1, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1}
+
+
+def checkpoint_bytes(folder: str) -> dict[str, Any] | None:
+    """Bytes of the tensors in a folder's ``*.safetensors`` files, by dtype, from their headers only."""
+    import glob
+    import json
+    import struct
+
+    files = sorted(glob.glob(os.path.join(os.path.expanduser(folder), "*.safetensors")))
+    if not files:
+        return None
+    by_dtype: dict[str, int] = defaultdict(int)
+    for path in files:
+        with open(path, "rb") as f:
+            (length,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(length))
+        for name, info in header.items():
+            if name == "__metadata__":
+                continue
+            start, end = info["data_offsets"]
+            by_dtype[info["dtype"]] += end - start
+    return {"files": len(files), "bytes": sum(by_dtype.values()), "dtypes": dict(by_dtype)}
+
+
 def load_config(target: str):
     """A transformers config from a local folder (config.json), a ``random:PRESET`` or a hub id."""
     from transformers import AutoConfig
@@ -540,6 +566,7 @@ class SizeReport(Report):
     notes: list[str] = field(default_factory=list)
     gpu: dict[str, Any] | None = None
     model_on_gpu: bool = False
+    checkpoint: dict[str, Any] | None = None
 
     @property
     def params_bytes(self) -> int:
@@ -573,6 +600,7 @@ class SizeReport(Report):
             "layers": self.layer_counts,
             "rows": [dict(r) for r in self.rows],
             "gpu": self.gpu,
+            "checkpoint": self.checkpoint,
             "notes": list(self.notes),
             "units": "binary (GiB = 2**30 bytes)" if self.binary else "SI (GB = 1e9 bytes)",
         }
@@ -599,6 +627,10 @@ class SizeReport(Report):
             + (f", SSM state {self.ssm_state_dtype}" if self._has_ssm() else "")
             + f"   layers: {_counts_text(self.layer_counts)}",
         ]
+        if self.checkpoint:
+            c = self.checkpoint
+            dtypes = ", ".join(f"{d} {self._fmt(n)}" for d, n in sorted(c["dtypes"].items(), key=lambda kv: -kv[1]))
+            lines.append(f"checkpoint on disk: {self._fmt(c['bytes'])} in {c['files']} safetensors file(s) ({dtypes})")
         if self.gpu:
             lines.append(f"GPU {self.gpu['name']}: {self._fmt(self.gpu['free_bytes'])} free of "
                          f"{self._fmt(self.gpu['total_bytes'])}"
@@ -827,8 +859,17 @@ def measure_size(model_or_folder_or_config, batch: int | Iterable[int] = (1,), s
     return SizeReport(
         model=label, source=source, weights=weights, rows=rows, model_dtype=dtype_name(dtype),
         cache_dtype=dtype_name(kv_dtype), ssm_state_dtype=dtype_name(ssm_dtype), layer_counts=layout.counts(),
-        binary=binary, notes=notes, gpu=gpu, model_on_gpu=on_gpu,
+        binary=binary, notes=notes, gpu=gpu, model_on_gpu=on_gpu, checkpoint=_checkpoint_of(model_or_folder_or_config),
     )
+
+
+def _checkpoint_of(target) -> dict[str, Any] | None:
+    if isinstance(target, (str, os.PathLike)) and os.path.isdir(os.path.expanduser(os.fspath(target))):
+        try:
+            return checkpoint_bytes(os.fspath(target))
+        except (OSError, ValueError, KeyError):  # a damaged header: the size from the config stands
+            return None
+    return None
 
 
 @dataclass
@@ -894,7 +935,8 @@ def _closing_notes(rows, lengths, layout, weights, config, source, override, dty
     if weights.packed_modules:
         notes.append(f"{weights.packed_modules} torch quantized layer(s): weights counted as int8 tensors + scales")
     if config is not None and getattr(config, "quantization_config", None) and source != "module":
-        notes.append("the config declares a quantization_config: weights are sized as the unquantized layout")
+        notes.append("the config declares a quantization_config: parameters are sized as the unquantized layout "
+                     "(the checkpoint line, when the folder has safetensors files, gives the stored bytes)")
     if gpu is not None and on_gpu:
         notes.append("fits GPU compares the cache alone with free memory: the model already occupies its share")
     return notes

@@ -387,3 +387,15 @@ def test_compiled_model_is_sized_as_the_original(tiny_llama):
     report = measure_size(compiled, seq_len=16, cross_check=False)
     assert report.params_bytes == measure_size(tiny_llama, seq_len=16, cross_check=False).params_bytes
     assert report.model.startswith("LlamaForCausalLM")
+
+
+def test_folder_with_safetensors_reports_checkpoint_bytes(tmp_path):
+    """A quantized checkpoint's real bytes come from the safetensors headers, not from the config."""
+    from safetensors.torch import save_file
+
+    preset_config("tiny-llama").save_pretrained(tmp_path)
+    save_file({"a": torch.zeros(4, 8, dtype=torch.uint8), "b": torch.zeros(8, dtype=torch.bfloat16)},
+              str(tmp_path / "model.safetensors"))
+    report = measure_size(str(tmp_path), seq_len=16)
+    assert report.to_dict()["checkpoint"] == {"files": 1, "bytes": 32 + 16, "dtypes": {"U8": 32, "BF16": 16}}
+    assert "checkpoint on disk: 48 B in 1 safetensors file(s)" in report.to_text()
