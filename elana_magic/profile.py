@@ -676,9 +676,11 @@ class ProfileReport(Report):
                            [[_short(r["name"]), r["kind"], r["count"], _t(r["total_us"]), _t(r["self_us"]),
                              _t(r["mean_us"]), f"{r['share']:.1%}"] for r in self.op_table]))
         if self.steps:
-            tables.append(("Annotated phases", ["annotation", "CPU", "GPU span", "GPU busy", "kernels"],
-                           [[r["name"], _t(r["cpu_us"]), _t(r["gpu_span_us"]), _t(r["gpu_busy_us"]), r["kernels"]]
-                            for r in self.steps[:40]]))
+            rows = [[r["name"], _t(r["cpu_us"]), _t(r["gpu_span_us"]), _t(r["gpu_busy_us"]), r["kernels"]]
+                    for r in self.steps[:_MAX_STEP_ROWS]]
+            if len(self.steps) > _MAX_STEP_ROWS:
+                rows.append([f"... {len(self.steps) - _MAX_STEP_ROWS} more (report.steps)", "", "", "", ""])
+            tables.append(("Annotated phases", ["annotation", "CPU", "GPU span", "GPU busy", "kernels"], rows))
         if self.hta:
             for key, title in (("kernel_type_breakdown", "HTA kernel type breakdown"), ("idle_time", "HTA idle time")):
                 rows = self.hta.get(key) or []
@@ -733,6 +735,7 @@ class ProfileReport(Report):
         return widgets.VBox([widgets.HTML(self._header_html()), timeline_widget(self.trace, spans=self.steps), tabs])
 
 
+_MAX_STEP_ROWS = 12
 _HTA_MICROSECONDS = {"sum", "idle_time", "max", "min", "mean", "std"}
 
 

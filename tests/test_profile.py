@@ -76,7 +76,8 @@ def test_default_folder_is_elana_traces_label(ip, tiny_llama, tmp_path, monkeypa
     monkeypatch.chdir(tmp_path)
     ip.user_ns["m"] = tiny_llama
     rep = ip.run_line_magic("elana_profile", "m --phase ttft --prompt-len 8 --steps 1 -o -q")
-    assert os.path.dirname(rep.trace_path) == str(tmp_path / "elana_traces" / "LlamaForCausalLM-ttft")
+    assert os.path.dirname(rep.trace_path) == str(tmp_path / "elana_traces" / "m-ttft")
+    assert os.path.basename(rep.trace_path).startswith("m-ttft-")
 
 
 def test_display_shows_path_perfetto_note_and_timeline(ip, tiny_llama, tmp_path):

@@ -65,8 +65,10 @@ class ProfileMagics(Magics):
                 raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
         from ..phases import GenerationInputError, GenerationOutOfMemory
 
-        kwargs = dict(phase=args.phase or "tpot", batch=args.batch or 1, prompt_len=args.prompt_len or 512,
-                      gen_len=args.gen_len or 128, steps=args.steps, out=args.out, label=args.label,
+        phase = args.phase or "tpot"
+        label = args.label or (f"{args.model}-{phase}" if args.model.isidentifier() else None)
+        kwargs = dict(phase=phase, batch=args.batch or 1, prompt_len=args.prompt_len or 512,
+                      gen_len=args.gen_len or 128, steps=args.steps, out=args.out, label=label,
                       gzip=args.gzip, cuda_graph=args.cuda_graph, top=args.top)
         try:
             return prof.profile_phase(model, **kwargs)
