@@ -193,6 +193,14 @@ def test_cell_that_raises_writes_nothing(ip, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def test_interrupted_cell_stops_the_profiler(ip, tmp_path):
+    with capture_output():
+        with pytest.raises(UsageError, match="interrupted"):
+            ip.run_cell_magic("elana_profile", f"--out {tmp_path / 'o'}", "raise KeyboardInterrupt")
+    assert not profiler_running()
+    assert not (tmp_path / "o").exists()
+
+
 def test_profile_block_api_with_steps(tmp_path):
     lin = torch.nn.Linear(16, 16)
     with profile_block(out=str(tmp_path), label="api") as prof:
