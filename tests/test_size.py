@@ -382,6 +382,7 @@ def test_sizes_do_not_depend_on_environment_units():
     assert os.environ.get("ELANA_UNITS") is None  # no hidden switches: units are an argument
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.compile imports deprecated torch.jit parts
 def test_compiled_model_is_sized_as_the_original(tiny_llama):
     compiled = torch.compile(tiny_llama)
     report = measure_size(compiled, seq_len=16, cross_check=False)
