@@ -370,11 +370,13 @@ def measure_latency(model: torch.nn.Module, tokenizer: Any = None, phases: Seque
                     min_time: float = DEFAULT_MIN_TIME, label: str | None = None, prompt: str | None = None,
                     peak_bw: float | None = None, peak_flops: float | None = None,
                     energy_window_s: float = DEFAULT_ENERGY_WINDOW_S, max_time: float | None = None,
-                    rel_ci: float = 0.01, progress: bool = True, seed: int = 0, meter=None) -> LatencyReport:
+                    rel_ci: float = 0.01, progress: bool = True, seed: int = 0, meter=None,
+                    compile: bool = False) -> LatencyReport:
     """Measure TTFT / TPOT / TTLT (any subset of ``phases``) of ``model`` as loaded; see the module doc.
 
     ``energy``: None = on when a sensor exists. ``meter``: an open ``EnergyMeter`` to reuse (its idle power
-    is then measured once across calls); it is left open."""
+    is then measured once across calls); it is left open. ``compile``: opt-in, the captured decode step
+    runs Inductor-fused kernels (``torch.compile``), at the cost of tens of seconds of compilation."""
     phases = tuple(dict.fromkeys(p.lower() for p in (phases or PHASES)))
     unknown = [p for p in phases if p not in PHASES]
     if unknown:
@@ -396,7 +398,7 @@ def measure_latency(model: torch.nn.Module, tokenizer: Any = None, phases: Seque
     if "tpot" in phases and gen_len < 2:
         raise GenerationInputError("TPOT needs at least 2 generated tokens: raise --gen-len")
     session = GenerationSession(model, batch=batch, prompt_len=prompt_len, gen_len=gen_len,
-                                cuda_graph=cuda_graph, input_ids=input_ids, seed=seed)
+                                cuda_graph=cuda_graph, input_ids=input_ids, seed=seed, compile=compile)
     device = session.device
     own_meter = meter is None or energy is False
     if own_meter:
@@ -462,12 +464,14 @@ def measure_latency(model: torch.nn.Module, tokenizer: Any = None, phases: Seque
                 stops["ttlt"] = r.reason
             engine, max_diff = s.engine, s.max_abs_diff
     except torch.OutOfMemoryError:
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-        raise GenerationOutOfMemory(out_of_memory_message(batch, prompt_len, gen_len, device)) from None
+        results = None  # raised below, once the traceback (and the tensors its frames hold) is gone
     finally:
         if meter is not None and own_meter:
             meter.close()
+    if results is None:
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        raise GenerationOutOfMemory(out_of_memory_message(batch, prompt_len, gen_len, device))
     return _build_report(model, results, stops, phases, batch, prompt_len, gen_len, device, engine, max_diff,
                          notes, why_no_energy, label, peak_bw, peak_flops)
 
@@ -486,7 +490,7 @@ def _build_report(model, results, stops, phases, batch, prompt_len, gen_len, dev
         "device": str(device),
         "device_name": None,
         "engine": engine,
-        "cuda_graph": engine == "cuda-graph",
+        "cuda_graph": engine.startswith("cuda-graph"),
         "graph_check_max_abs_diff": max_diff,
         "batch": batch, "prompt_len": prompt_len, "gen_len": gen_len,
         "phases": list(phases),

@@ -141,7 +141,7 @@ def roofline(model, batch: int, prompt_len: int, gen_len: int, engine: str, devi
     w = weight_bytes(model)
     kv_tok = kv_bytes_per_token(model, _elt(model))
     # A static cache's attention spans every slot; a dynamic one the live context (its mean over the decode).
-    context = prompt_len + gen_len if engine == "cuda-graph" else prompt_len + gen_len // 2
+    context = prompt_len + gen_len if engine.startswith("cuda-graph") else prompt_len + gen_len // 2
     kv_read = batch * context * kv_tok
     step_bytes = w["read"] + kv_read
     pf = prefill_flops(model, batch, prompt_len)

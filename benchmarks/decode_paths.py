@@ -1,0 +1,163 @@
+"""Decode TPOT side by side: our default engine vs HF generate() eager vs generate() static cache + torch.compile.
+
+Models of Llama-3.2-1B and Llama-3.1-8B shape (random bf16 weights), prompt 512, gen 128, batch 1 and 16,
+all in one process on one GPU. TPOT is the median decode step: ours from CUDA events per step
+(measure_latency), generate()'s from a CUDA event recorded in a logits processor at every step (the
+optimum-benchmark method; its step includes generate()'s own per-step Python work, as a user sees it).
+``--ours-compile`` adds our engine with its opt-in ``compile=True`` (Inductor kernels in our CUDA graph).
+
+    python benchmarks/decode_paths.py --out benchmarks/results
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import json
+import os
+import statistics
+import time
+
+import torch
+import transformers
+from transformers import LogitsProcessor, LogitsProcessorList
+
+from elana_magic.latency import measure_latency
+from elana_magic.models import random_model
+
+
+def environment() -> dict:
+    env = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+           "card": torch.cuda.get_device_name(0), "torch": torch.__version__,
+           "transformers": transformers.__version__, "cuda": torch.version.cuda}
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        env["driver"] = pynvml.nvmlSystemGetDriverVersion()
+        pynvml.nvmlShutdown()
+    except Exception:  # noqa: BLE001
+        pass
+    return env
+
+
+class StepEvents(LogitsProcessor):
+    """Records a CUDA event each time generate() produces logits (once per generated token)."""
+
+    def __init__(self):
+        self.events: list[torch.cuda.Event] = []
+
+    def __call__(self, input_ids, scores):
+        ev = torch.cuda.Event(enable_timing=True)
+        ev.record()
+        self.events.append(ev)
+        return scores
+
+
+def generate_tpot(model, ids, gen_len: int, runs: int, warmup: int, **kwargs) -> dict:
+    mask = torch.ones_like(ids)
+    steps: list[float] = []
+    for i in range(warmup + runs):
+        timer = StepEvents()
+        model.generate(ids, attention_mask=mask, max_new_tokens=gen_len, min_new_tokens=gen_len,
+                       do_sample=False, logits_processor=LogitsProcessorList([timer]), **kwargs)
+        torch.cuda.synchronize()
+        if i >= warmup:
+            steps += [a.elapsed_time(b) for a, b in zip(timer.events, timer.events[1:])]
+    return {"tpot_ms": statistics.median(steps), "n_steps": len(steps)}
+
+
+def ours(model, batch: int, args, **kwargs):
+    return measure_latency(model, phases=["tpot"], batch=batch, prompt_len=args.prompt_len, gen_len=args.gen_len,
+                           energy=False, progress=False, min_time=2.0, **kwargs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--presets", nargs="+", default=["llama-3.2-1b", "llama-3.1-8b"])
+    parser.add_argument("--batch", nargs="+", type=int, default=[1, 16])
+    parser.add_argument("--prompt-len", type=int, default=512)
+    parser.add_argument("--gen-len", type=int, default=128)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--skip-compile", action="store_true", help="skip generate() static + torch.compile")
+    parser.add_argument("--ours-compile", action="store_true", help="also our engine with the opt-in compile")
+    args = parser.parse_args()
+    torch._dynamo.config.cache_size_limit = 64
+    if hasattr(torch._dynamo.config, "recompile_limit"):
+        torch._dynamo.config.recompile_limit = 64
+    env = environment()
+    rows = []
+    for preset in args.presets:
+        model = random_model(preset, dtype=torch.bfloat16, device="cuda")
+        for batch in args.batch:
+            gen = torch.Generator().manual_seed(0)
+            ids = torch.randint(0, model.config.vocab_size, (batch, args.prompt_len), generator=gen).cuda()
+            row = {"model": preset, "batch": batch, "prompt_len": args.prompt_len, "gen_len": args.gen_len}
+            t = time.perf_counter()
+            rep = ours(model, batch, args)
+            row.update(ours_engine=rep.engine, ours_tpot_ms=rep.tpot_ms["median"], ours_mbu=rep.roofline["mbu"],
+                       tpot_floor_ms=rep.roofline["tpot_floor_ms"], ours_wall_s=time.perf_counter() - t)
+            row["ours_eager_tpot_ms"] = ours(model, batch, args, cuda_graph=False).tpot_ms["median"]
+            if args.ours_compile:
+                t = time.perf_counter()
+                rep_c = ours(model, batch, args, compile=True)
+                row.update(ours_compile_engine=rep_c.engine, ours_compile_tpot_ms=rep_c.tpot_ms["median"],
+                           ours_compile_mbu=rep_c.roofline["mbu"], ours_compile_wall_s=time.perf_counter() - t,
+                           ours_compile_notes=rep_c.notes)
+            model.generation_config.disable_compile = True
+            row["generate_eager_tpot_ms"] = generate_tpot(model, ids, args.gen_len, args.runs, 1)["tpot_ms"]
+            if not args.skip_compile:
+                model.generation_config.disable_compile = False
+                t = time.perf_counter()
+                g = generate_tpot(model, ids, args.gen_len, args.runs, 3, cache_implementation="static")
+                row["generate_static_compile_tpot_ms"] = g["tpot_ms"]
+                row["compile_warmup_wall_s"] = time.perf_counter() - t
+            generate = {k: v for k, v in row.items() if k.startswith("generate_") and k.endswith("_tpot_ms")}
+            fastest = min([*generate.values(), row["ours_tpot_ms"]])
+            row["ours_over_fastest"] = row["ours_tpot_ms"] / fastest
+            if "ours_compile_tpot_ms" in row:
+                row["ours_compile_over_fastest_generate"] = row["ours_compile_tpot_ms"] / min(generate.values())
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            write(args, env, rows)
+            if hasattr(model, "_cache"):
+                del model._cache
+            torch.cuda.empty_cache()
+        del model
+        gc.collect()
+        torch._dynamo.reset()
+        torch.cuda.empty_cache()
+    print(write(args, env, rows))
+
+
+def _ms(value) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def write(args, env: dict, rows: list[dict]) -> str:
+    """Save the rows so far (json + markdown table); return the table."""
+    os.makedirs(args.out, exist_ok=True)
+    stamp = env["card"].replace(" ", "_")
+    with open(os.path.join(args.out, f"latency_decode_paths_{stamp}.json"), "w") as f:
+        json.dump({"environment": env, "rows": rows}, f, indent=2)
+    lines = [f"Decode TPOT (median step, ms), prompt {args.prompt_len}, gen {args.gen_len}, bf16 random weights.",
+             f"{env['card']}, driver {env.get('driver')}, torch {env['torch']}, transformers {env['transformers']},"
+             f" {env['date']}", "",
+             "| model | batch | ours default (graph) | ours + compile (opt-in) | ours eager | generate eager |"
+             " generate static+compile | floor | ours default / fastest | MBU ours default |",
+             "|" + "---|" * 10]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['batch']} | {_ms(r['ours_tpot_ms'])} | {_ms(r.get('ours_compile_tpot_ms'))} |"
+                     f" {_ms(r['ours_eager_tpot_ms'])} | {_ms(r['generate_eager_tpot_ms'])} |"
+                     f" {_ms(r.get('generate_static_compile_tpot_ms'))} | {_ms(r['tpot_floor_ms'])} |"
+                     f" {r['ours_over_fastest']:.3f} | {r['ours_mbu']:.1%} |")
+    table = "\n".join(lines)
+    with open(os.path.join(args.out, f"latency_decode_paths_{stamp}.md"), "w") as f:
+        f.write(table + "\n")
+    return table
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""%elana_latency on a GPU: graph engine == generate() greedy, energy per phase from NVML, memory and state restored."""
+
+import pytest
+import torch
+from IPython.core.error import UsageError
+
+from elana_magic.latency import measure_latency
+from elana_magic.models import random_model
+from elana_magic.phases import GenerationOutOfMemory, GenerationSession
+
+P, G = 512, 128
+
+
+@pytest.fixture(scope="module")
+def llama_1b():
+    model = random_model("llama-3.2-1b", dtype=torch.bfloat16, device="cuda")
+    yield model
+    del model
+    torch.cuda.empty_cache()
+
+
+def _generate(model, ids, **kwargs):
+    out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=G, min_new_tokens=G,
+                         do_sample=False, **kwargs)
+    return out[:, ids.shape[1]:]
+
+
+def test_graph_tokens_equal_generate(llama_1b):
+    model = llama_1b
+    with GenerationSession(model, batch=1, prompt_len=P, gen_len=G) as s:
+        assert s.engine == "cuda-graph", s.note
+        ours = s.request()
+        ids = s.input_ids.clone()
+        diff = s.max_abs_diff
+    model.generation_config.disable_compile = True
+    try:
+        static = _generate(model, ids, cache_implementation="static")
+        dynamic = _generate(model, ids)
+    finally:
+        model.generation_config.disable_compile = False
+    agree_dynamic = int((ours == dynamic).cumprod(-1).sum())
+    print(f"graph vs eager step max |diff| {diff}; tokens equal to generate(static): "
+          f"{int((ours == static).cumprod(-1).sum())}/{G}; to generate(dynamic): {agree_dynamic}/{G}")
+    assert torch.equal(ours, static)
+
+
+def test_memory_and_state_restored(llama_1b):
+    model = llama_1b
+    model.train()
+    cache_before = getattr(model, "_cache", None)
+    before = torch.cuda.memory_allocated()
+    try:
+        rep = measure_latency(model, batch=16, prompt_len=P, gen_len=G, energy=False, warmup=1, repeats=2,
+                              min_time=0, progress=False)
+        assert rep.engine == "cuda-graph" and rep.cuda_graph
+        assert model.training and all(m.training for m in model.modules())
+        assert getattr(model, "_cache", None) is cache_before
+        # <=: closing also frees cuBLAS's per-stream workspaces (re-created on the next matmul)
+        assert torch.cuda.memory_allocated() <= before
+        assert rep.roofline["mbu"] > 0 and rep.roofline["peak_source"]
+    finally:
+        model.eval()
+
+
+def test_out_of_memory_is_one_line_and_released(llama_1b, ip):
+    before = torch.cuda.memory_allocated()
+    with pytest.raises(GenerationOutOfMemory, match=r"^out of memory on cuda:0 at batch 4096 x 8192 tokens"):
+        measure_latency(llama_1b, batch=4096, prompt_len=8000, gen_len=192, energy=False, progress=False)
+    assert torch.cuda.memory_allocated() <= before
+    ip.user_ns["m1b"] = llama_1b
+    with pytest.raises(UsageError, match=r"^out of memory .* try a smaller --batch"):
+        ip.run_line_magic("elana_latency", "m1b --batch 4096 --prompt-len 8000 --gen-len 192 -q")
+    assert torch.cuda.memory_allocated() <= before
+    rep = ip.run_line_magic("elana_latency", "m1b --ttft --prompt-len 64 --gen-len 4 --no-energy -o -q")
+    assert rep.ttft_ms["n"] > 0  # the notebook is still usable
+
+
+def test_magic_all_phases_with_energy(llama_1b, ip):
+    ip.user_ns["m1b"] = llama_1b
+    rep = ip.run_line_magic("elana_latency", "m1b --prompt-len 128 --gen-len 32 --min-time 0.5 -o")
+    print(rep.to_text())
+    assert rep.cuda_graph
+    e = rep.energy
+    assert e["j_per_prompt"] > 0 and e["j_per_token"] > 0 and e["j_per_request"] > 0, e.get("reason")
+    assert e["request_split_j"]["prefill"] > 0 and e["request_split_j"]["decode"] > 0
+    assert e["tokens_per_j"] > 0 and e["method"]
+    assert rep.roofline["mbu"] and rep.roofline["mfu"]
+
+
+def test_no_cuda_graph_is_eager(llama_1b):
+    rep = measure_latency(llama_1b, phases=["tpot"], prompt_len=64, gen_len=8, cuda_graph=False, energy=False,
+                          warmup=0, repeats=2, min_time=0, progress=False)
+    assert rep.engine == "eager" and not rep.cuda_graph
