@@ -391,18 +391,20 @@ def measure_cache(model, batch: int, seq_len: int) -> tuple[list[tuple[int, int]
     vocab = getattr(getattr(model, "config", None), "vocab_size", None) or 2
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(0, min(vocab, 1000), (batch, seq_len), generator=gen).to(device)
+    # logits for the last position only: a big grid row would otherwise hold batch x seq_len x vocab logits
+    extra = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
     flags = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
         with torch.no_grad():
             first = seq_len - 1 if seq_len > 1 else seq_len
-            out = model(input_ids=ids[:, :first], use_cache=True)
+            out = model(input_ids=ids[:, :first], use_cache=True, **extra)
             cache = _output_cache(out)
             del out
             if cache is None:
                 raise RuntimeError("the forward returned no cache")
             if first < seq_len:
-                out = model(input_ids=ids[:, first:], use_cache=True, **{_cache_kwarg(model): cache})
+                out = model(input_ids=ids[:, first:], use_cache=True, **extra, **{_cache_kwarg(model): cache})
                 cache = _output_cache(out) or cache
                 del out
             result = cache_storage_bytes(cache)
@@ -708,12 +710,16 @@ class SizeReport(Report):
 
     def widget(self):
         """An HTML table and the bar chart, stacked (ipywidgets); text and HTML for static renderers."""
+        import base64
+
         import ipywidgets as widgets
 
-        from .widgets import figure_to_html, figure_to_widget
+        from .widgets import figure_to_widget
 
-        view = _size_view_class()([widgets.HTML(self.to_html()), figure_to_widget(self.figure())])
-        view.fallback = {"text/plain": self.to_text(), "text/html": self.to_html() + figure_to_html(self.figure())}
+        image = figure_to_widget(self.figure())
+        png = base64.b64encode(image.value).decode("ascii")
+        view = _size_view_class()([widgets.HTML(self.to_html()), image])
+        view.fallback = {"text/plain": self.to_text(), "text/html": self.to_html() + f"<img src='data:image/png;base64,{png}'/>"}
         return view
 
 
