@@ -153,8 +153,11 @@ class EnergyWindow:
             self._sampler = None
             if interrupt is not None:
                 raise interrupt
-        for text in self.report.warnings:
-            warnings.warn(text, ShortWindowWarning, stacklevel=2)
+        if self.report.warnings:
+            # one constant text: Python keeps a registry entry per distinct warning text and location
+            warnings.warn("the energy window spans fewer than two energy-counter periods (~0.1 s each), so its "
+                          "energy rests on how the edge periods split; repeat the work for a longer window "
+                          "(details: report.warnings)", ShortWindowWarning, stacklevel=2)
         return False
 
 
