@@ -262,3 +262,21 @@ def test_ctrl_c_while_the_close_waits_for_the_counter(fake_nvml, monkeypatch):
                 time.sleep(0.05)
     assert win.report is not None and win.report.interrupted
     assert not [t for t in threading.enumerate() if t.name.startswith("elana")]
+
+
+def test_mig_uuid_maps_to_its_parent_gpu_with_a_note(fake_nvml, monkeypatch):
+    class Mig:
+        uuid = "MIG-abcd1234-5678"
+
+    parent = fake_nvml.gpus[1]
+    fake_nvml.nvmlDeviceGetMaxMigDeviceCount = lambda h: 2 if h is parent else 0
+    fake_nvml.nvmlDeviceGetMigDeviceHandleByIndex = lambda h, i: Mig() if i == 0 else (_ for _ in ()).throw(
+        RuntimeError("empty slot"))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "MIG-abcd1234")
+    with EnergyMeter(measure_idle=False) as meter:
+        assert [s.name for s in meter.sensors] == ["GPU 0 (Fake H100 #2)"]
+        assert "whole GPU" in meter.sensors[0].note
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "MIG-ffff")
+    meter = EnergyMeter()
+    assert not meter.available and "no CUDA-visible" in meter.reason
+    meter.close()
