@@ -46,15 +46,16 @@ SHAPES = {
 BATCHES, SEQ_LENS = [1, 8], [32768]
 
 CHILD = textwrap.dedent("""
-    import json, resource, sys, time
+    import json, sys, time
     t0 = time.perf_counter()
     import torch, transformers
     from elana_magic.size import measure_size
     t1 = time.perf_counter()
     r = measure_size(sys.argv[1], batch={batches}, seq_len={seq_lens})
     t2 = time.perf_counter()
-    print(json.dumps({{"import_s": t1 - t0, "call_s": t2 - t1,
-                      "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    # VmHWM: this process's peak RSS (ru_maxrss would carry over the parent's across exec)
+    peak = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
+    print(json.dumps({{"import_s": t1 - t0, "call_s": t2 - t1, "peak_rss_bytes": peak * 1024,
                       "report": r.to_dict()}}))
 """).format(batches=BATCHES, seq_lens=SEQ_LENS)
 
