@@ -4,7 +4,6 @@ Models of Llama-3.2-1B and Llama-3.1-8B shape (random bf16 weights), prompt 512,
 all in one process on one GPU. TPOT is the median decode step: ours from CUDA events per step
 (measure_latency), generate()'s from a CUDA event recorded in a logits processor at every step (the
 optimum-benchmark method; its step includes generate()'s own per-step Python work, as a user sees it).
-``--ours-compile`` adds our engine with its opt-in ``compile=True`` (Inductor kernels in our CUDA graph).
 
     python benchmarks/decode_paths.py --out benchmarks/results
 """
@@ -82,7 +81,6 @@ def main() -> None:
     parser.add_argument("--gen-len", type=int, default=128)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--skip-compile", action="store_true", help="skip generate() static + torch.compile")
-    parser.add_argument("--ours-compile", action="store_true", help="also our engine with the opt-in compile")
     args = parser.parse_args()
     torch._dynamo.config.cache_size_limit = 64
     if hasattr(torch._dynamo.config, "recompile_limit"):
@@ -98,14 +96,9 @@ def main() -> None:
             t = time.perf_counter()
             rep = ours(model, batch, args)
             row.update(ours_engine=rep.engine, ours_tpot_ms=rep.tpot_ms["median"], ours_mbu=rep.roofline["mbu"],
-                       tpot_floor_ms=rep.roofline["tpot_floor_ms"], ours_wall_s=time.perf_counter() - t)
+                       tpot_floor_ms=rep.roofline["tpot_floor_ms"], ours_wall_s=time.perf_counter() - t,
+                       ours_notes=rep.notes)
             row["ours_eager_tpot_ms"] = ours(model, batch, args, cuda_graph=False).tpot_ms["median"]
-            if args.ours_compile:
-                t = time.perf_counter()
-                rep_c = ours(model, batch, args, compile=True)
-                row.update(ours_compile_engine=rep_c.engine, ours_compile_tpot_ms=rep_c.tpot_ms["median"],
-                           ours_compile_mbu=rep_c.roofline["mbu"], ours_compile_wall_s=time.perf_counter() - t,
-                           ours_compile_notes=rep_c.notes)
             model.generation_config.disable_compile = True
             row["generate_eager_tpot_ms"] = generate_tpot(model, ids, args.gen_len, args.runs, 1)["tpot_ms"]
             if not args.skip_compile:
@@ -117,8 +110,6 @@ def main() -> None:
             generate = {k: v for k, v in row.items() if k.startswith("generate_") and k.endswith("_tpot_ms")}
             fastest = min([*generate.values(), row["ours_tpot_ms"]])
             row["ours_over_fastest"] = row["ours_tpot_ms"] / fastest
-            if "ours_compile_tpot_ms" in row:
-                row["ours_compile_over_fastest_generate"] = row["ours_compile_tpot_ms"] / min(generate.values())
             rows.append(row)
             print(json.dumps(row), flush=True)
             write(args, env, rows)
@@ -145,11 +136,11 @@ def write(args, env: dict, rows: list[dict]) -> str:
     lines = [f"Decode TPOT (median step, ms), prompt {args.prompt_len}, gen {args.gen_len}, bf16 random weights.",
              f"{env['card']}, driver {env.get('driver')}, torch {env['torch']}, transformers {env['transformers']},"
              f" {env['date']}", "",
-             "| model | batch | ours default (graph) | ours + compile (opt-in) | ours eager | generate eager |"
+             "| model | batch | ours default (graph) | ours eager | generate eager |"
              " generate static+compile | floor | ours default / fastest | MBU ours default |",
-             "|" + "---|" * 10]
+             "|" + "---|" * 9]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['batch']} | {_ms(r['ours_tpot_ms'])} | {_ms(r.get('ours_compile_tpot_ms'))} |"
+        lines.append(f"| {r['model']} | {r['batch']} | {_ms(r['ours_tpot_ms'])} |"
                      f" {_ms(r['ours_eager_tpot_ms'])} | {_ms(r['generate_eager_tpot_ms'])} |"
                      f" {_ms(r.get('generate_static_compile_tpot_ms'))} | {_ms(r['tpot_floor_ms'])} |"
                      f" {r['ours_over_fastest']:.3f} | {r['ours_mbu']:.1%} |")

@@ -186,10 +186,16 @@ class LatencyReport(Report):
         if e.get("tokens_per_s") is not None:
             lines.append(f"decode throughput: {e['tokens_per_s']:.4g} tokens/s"
                          + (f", {e['tokens_per_j']:.4g} tokens/J" if e.get("tokens_per_j") else ""))
+        counter = e.get("request_split_counter_j") or {}
+        if counter:
+            lines.append(f"request energy from the phase counters: prefill {format_energy(counter['prefill'])}"
+                         f" + decode {format_energy(counter['decode'])} = "
+                         f"{format_energy(counter['prefill'] + counter['decode'])} (measured"
+                         f" {format_energy(e.get('j_per_request'))} per request)")
         split = e.get("request_split_j") or {}
         if split.get("prefill") is not None:
-            lines.append(f"request energy split (power timeline): prefill {format_energy(split['prefill'])},"
-                         f" decode {format_energy(split['decode'])}")
+            lines.append(f"request energy split (power timeline, coarse below ~0.1 s): prefill"
+                         f" {format_energy(split['prefill'])}, decode {format_energy(split['decode'])}")
         if e.get("method"):
             idle = e.get("idle_power_w")
             lines.append(f"energy: {e['method']}" + (f"; idle {idle:.4g} W" if idle else ""))
@@ -370,13 +376,11 @@ def measure_latency(model: torch.nn.Module, tokenizer: Any = None, phases: Seque
                     min_time: float = DEFAULT_MIN_TIME, label: str | None = None, prompt: str | None = None,
                     peak_bw: float | None = None, peak_flops: float | None = None,
                     energy_window_s: float = DEFAULT_ENERGY_WINDOW_S, max_time: float | None = None,
-                    rel_ci: float = 0.01, progress: bool = True, seed: int = 0, meter=None,
-                    compile: bool = False) -> LatencyReport:
+                    rel_ci: float = 0.01, progress: bool = True, seed: int = 0, meter=None) -> LatencyReport:
     """Measure TTFT / TPOT / TTLT (any subset of ``phases``) of ``model`` as loaded; see the module doc.
 
     ``energy``: None = on when a sensor exists. ``meter``: an open ``EnergyMeter`` to reuse (its idle power
-    is then measured once across calls); it is left open. ``compile``: opt-in, the captured decode step
-    runs Inductor-fused kernels (``torch.compile``), at the cost of tens of seconds of compilation."""
+    is then measured once across calls); it is left open."""
     phases = tuple(dict.fromkeys(p.lower() for p in (phases or PHASES)))
     unknown = [p for p in phases if p not in PHASES]
     if unknown:
@@ -398,7 +402,7 @@ def measure_latency(model: torch.nn.Module, tokenizer: Any = None, phases: Seque
     if "tpot" in phases and gen_len < 2:
         raise GenerationInputError("TPOT needs at least 2 generated tokens: raise --gen-len")
     session = GenerationSession(model, batch=batch, prompt_len=prompt_len, gen_len=gen_len,
-                                cuda_graph=cuda_graph, input_ids=input_ids, seed=seed, compile=compile)
+                                cuda_graph=cuda_graph, input_ids=input_ids, seed=seed)
     device = session.device
     own_meter = meter is None or energy is False
     if own_meter:
@@ -456,7 +460,7 @@ def measure_latency(model: torch.nn.Module, tokenizer: Any = None, phases: Seque
                         s.decode_step()
                     c = clock.mark()
                     clock.sync()
-                    return {"t": [clock.seconds(a, c)], "prefill": clock.seconds(a, b),
+                    return {"t": [clock.seconds(a, c)], "prefill": clock.seconds(a, b), "decode_steps": gen_len - 1,
                             "decode": clock.seconds(b, c), "edges": (clock.host(a), clock.host(b), clock.host(c))}
 
                 r = rule()
@@ -527,7 +531,7 @@ def _energy_section(results, batch, tpot_s, why_no_energy) -> dict[str, Any]:
                               "per_sequence": {"j_per_prompt": None, "j_per_token": None, "j_per_request": None},
                               "net": {"j_per_prompt": None, "j_per_token": None, "j_per_request": None},
                               "tokens_per_s": batch / tpot_s if tpot_s else None, "tokens_per_j": None,
-                              "request_split_j": None, "windows": {}, "method": None, "idle_power_w": None,
+                              "request_split_j": None, "request_split_counter_j": None, "windows": {}, "method": None, "idle_power_w": None,
                               "reason": why_no_energy}
     units = {"ttft": ("j_per_prompt", lambda res: len(res)),
              "tpot": ("j_per_token", lambda res: sum(len(x["t"]) for x in res)),
@@ -559,6 +563,11 @@ def _energy_section(results, batch, tpot_s, why_no_energy) -> dict[str, Any]:
                 energy["request_split_j"] = {"prefill": sum(pre) / n, "decode": sum(dec) / n}
     if energy["j_per_token"]:
         energy["tokens_per_j"] = batch / energy["j_per_token"]
+    if energy["j_per_prompt"] is not None and energy["j_per_token"] is not None and "ttlt" in results:
+        # The same split from the phase windows' counters: one prefill + (G-1) decode steps.
+        steps = results["ttlt"][0][0]["decode_steps"]
+        energy["request_split_counter_j"] = {"prefill": energy["j_per_prompt"],
+                                             "decode": steps * energy["j_per_token"]}
     if any(energy[k] is not None for k in ("j_per_prompt", "j_per_token", "j_per_request")):
         energy["reason"] = None
     return energy

@@ -149,6 +149,18 @@ def _accepts(model: torch.nn.Module, name: str) -> bool:
     return name in inspect.signature(model.forward).parameters
 
 
+_SIDE_STREAMS: dict[int, torch.cuda.Stream] = {}
+
+
+def _side_stream(device: torch.device) -> "torch.cuda.Stream":
+    """One warm-up stream per device, reused: cuBLAS keeps a workspace per stream, so a new stream per
+    session would hold more memory each time (and clearing them all would change the user's cuBLAS state)."""
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index not in _SIDE_STREAMS:
+        _SIDE_STREAMS[index] = torch.cuda.Stream(index)
+    return _SIDE_STREAMS[index]
+
+
 class GenerationSession:
     """Prefill, decode steps and whole requests on ``model``, greedy, exactly ``gen_len`` tokens.
 
@@ -159,7 +171,7 @@ class GenerationSession:
 
     def __init__(self, model: torch.nn.Module, batch: int = 1, prompt_len: int = 512, gen_len: int = 128,
                  cuda_graph: bool | None = None, input_ids: torch.Tensor | None = None, seed: int = 0,
-                 check: bool = True, compile: bool = False):
+                 check: bool = True):
         if not isinstance(model, torch.nn.Module):
             raise GenerationInputError(f"expected a torch.nn.Module, got {type(model).__name__}")
         check_can_generate(model)
@@ -180,15 +192,11 @@ class GenerationSession:
         on_cuda = self.device.type == "cuda"
         self.want_graph = on_cuda if cuda_graph is None else bool(cuda_graph)
         self.check = check
-        self.compile = compile
         self.engine = "eager"
         self.note: str | None = None
         if self.want_graph and not on_cuda:
             self.note = f"CUDA graphs need a CUDA device (model is on {self.device}): eager decode"
             self.want_graph = False
-        if self.compile and not self.want_graph:
-            self.note = (self.note + "; " if self.note else "") + "compile applies to the CUDA-graph engine only: not compiled"
-            self.compile = False
         self.max_abs_diff: float | None = None
         self.position = 0          # tokens in the cache (host-side count)
         self.steps_done = 0        # decode steps since the last prefill
@@ -245,9 +253,6 @@ class GenerationSession:
         self._decode_forward = None
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-            clear_workspaces = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)
-            if clear_workspaces is not None:  # cuBLAS keeps a workspace per stream, ours included
-                clear_workspaces()
             torch.cuda.empty_cache()
         if self._state is not None:
             self._state.restore()
@@ -258,7 +263,7 @@ class GenerationSession:
         if self.want_graph:
             try:
                 self._setup_graph()
-                self.engine = "cuda-graph+compile" if self.compile else "cuda-graph"
+                self.engine = "cuda-graph"
                 return
             except torch.OutOfMemoryError:
                 raise
@@ -285,11 +290,11 @@ class GenerationSession:
         except Exception:  # noqa: BLE001 - an older or custom config
             return DynamicCache()
 
-    def _forward(self, ids: torch.Tensor, cache, mask: torch.Tensor | None, forward=None):
+    def _forward(self, ids: torch.Tensor, cache, mask: torch.Tensor | None):
         kwargs = {self._cache_kw: cache, "use_cache": True, **self._keep_kw}
         if mask is not None:
             kwargs["attention_mask"] = mask
-        out = (forward or self.model)(input_ids=ids, **kwargs)
+        out = self.model(input_ids=ids, **kwargs)
         logits = getattr(out, "logits", None)
         if logits is None:
             raise GenerationInputError(f"{type(self.model).__name__} returns no logits: pass a ...ForCausalLM model")
@@ -300,21 +305,19 @@ class GenerationSession:
 
         self._cache = StaticCache(config=self.model.config, max_cache_len=self.prompt_len + self.gen_len)
         self._next = torch.zeros(self.batch, 1, dtype=torch.long, device=self.device)
-        # Opt-in: Inductor-fused kernels for the decode step (compiles for tens of seconds), captured as well.
-        step = torch.compile(self.model, dynamic=False) if self.compile else None
         with torch.inference_mode():
             self._prefill_static()
             first = self._next.clone()
-            stream = torch.cuda.Stream(self.device)
+            stream = _side_stream(self.device)
             stream.wait_stream(torch.cuda.current_stream(self.device))
             with torch.cuda.stream(stream):
                 for _ in range(3):  # warm-up on a side stream, each step rewound so slot P is reused
-                    self._forward(self._next, self._cache, None, step)
+                    self._forward(self._next, self._cache, None)
                     self._rewind(1)
             torch.cuda.current_stream(self.device).wait_stream(stream)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
-                logits = self._forward(self._next, self._cache, None, step)
+                logits = self._forward(self._next, self._cache, None)
                 self._logits = logits[:, -1, :]
                 self._next.copy_(self._logits.argmax(-1, keepdim=True))
             self._graph = graph
@@ -333,8 +336,7 @@ class GenerationSession:
         scale = max(1.0, eager_logits.abs().max().item())
         tol = 1e-4 if self.dtype == torch.float32 else 2e-2
         self.max_abs_diff = diff
-        # Fused (compiled) kernels round differently: near-ties of random weights may flip, so logits only.
-        same_token = self.compile or torch.equal(graph_logits.argmax(-1), eager_logits.argmax(-1))
+        same_token = torch.equal(graph_logits.argmax(-1), eager_logits.argmax(-1))
         if diff > tol * scale or not same_token:
             raise RuntimeError(f"graph logits differ from eager by {diff:.3g} (tolerance {tol * scale:.3g})")
 

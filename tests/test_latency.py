@@ -120,3 +120,12 @@ def test_figure_has_four_panels(tiny_llama):
     rep = measure_latency(tiny_llama, prompt_len=8, gen_len=4, energy=False, **FAST)
     assert len(rep.figure().axes) == 4
     assert "<img" in rep.to_html()
+
+
+def test_request_split_from_counters(tiny_llama):
+    with EnergyMeter(sensors=[ConstantPower()], measure_idle=False) as meter:
+        rep = measure_latency(tiny_llama, prompt_len=8, gen_len=4, meter=meter, energy_window_s=0.2, **FAST)
+    split = rep.energy["request_split_counter_j"]
+    assert split["prefill"] == rep.energy["j_per_prompt"]
+    assert split["decode"] == pytest.approx(3 * rep.energy["j_per_token"])
+    assert "request energy from the phase counters" in rep.to_text()

@@ -21,27 +21,36 @@ def llama_1b():
 
 def _generate(model, ids, **kwargs):
     out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=G, min_new_tokens=G,
-                         do_sample=False, **kwargs)
-    return out[:, ids.shape[1]:]
+                         do_sample=False, output_logits=True, return_dict_in_generate=True, **kwargs)
+    return out.sequences[:, ids.shape[1]:], out.logits
 
 
 def test_graph_tokens_equal_generate(llama_1b):
+    """Greedy tokens of the graph engine == generate()'s, for all G tokens, up to a bf16 near-tie.
+
+    Random-weight models have logits whose top two can differ by less than bf16 rounding, and
+    generate() runs other kernels than our engine (it passes a 2-D attention mask): where the token
+    streams part, generate()'s own logits must show that our token was a tie at that step."""
     model = llama_1b
     with GenerationSession(model, batch=1, prompt_len=P, gen_len=G) as s:
         assert s.engine == "cuda-graph", s.note
         ours = s.request()
         ids = s.input_ids.clone()
-        diff = s.max_abs_diff
+        assert s.max_abs_diff == 0.0  # the captured step == an eager step from the same state
     model.generation_config.disable_compile = True
     try:
-        static = _generate(model, ids, cache_implementation="static")
-        dynamic = _generate(model, ids)
+        tokens, logits = _generate(model, ids, cache_implementation="static")
     finally:
         model.generation_config.disable_compile = False
-    agree_dynamic = int((ours == dynamic).cumprod(-1).sum())
-    print(f"graph vs eager step max |diff| {diff}; tokens equal to generate(static): "
-          f"{int((ours == static).cumprod(-1).sum())}/{G}; to generate(dynamic): {agree_dynamic}/{G}")
-    assert torch.equal(ours, static)
+    same = (ours == tokens)[0]
+    first = int(same.long().argmin()) if not bool(same.all()) else G
+    print(f"tokens equal to generate(static): {first}/{G} before any divergence")
+    if first < G:
+        step = logits[first][0].float()
+        gap = (step.max() - step[ours[0, first]]).item()
+        tol = 2e-2 * max(1.0, step.abs().max().item())
+        print(f"divergence at token {first}: generate's logit gap to our token {gap:.4g} (bf16 tie tolerance {tol:.3g})")
+        assert gap <= tol
 
 
 def test_memory_and_state_restored(llama_1b):
@@ -55,8 +64,7 @@ def test_memory_and_state_restored(llama_1b):
         assert rep.engine == "cuda-graph" and rep.cuda_graph
         assert model.training and all(m.training for m in model.modules())
         assert getattr(model, "_cache", None) is cache_before
-        # <=: closing also frees cuBLAS's per-stream workspaces (re-created on the next matmul)
-        assert torch.cuda.memory_allocated() <= before
+        assert torch.cuda.memory_allocated() == before
         assert rep.roofline["mbu"] > 0 and rep.roofline["peak_source"]
     finally:
         model.eval()
@@ -66,11 +74,11 @@ def test_out_of_memory_is_one_line_and_released(llama_1b, ip):
     before = torch.cuda.memory_allocated()
     with pytest.raises(GenerationOutOfMemory, match=r"^out of memory on cuda:0 at batch 4096 x 8192 tokens"):
         measure_latency(llama_1b, batch=4096, prompt_len=8000, gen_len=192, energy=False, progress=False)
-    assert torch.cuda.memory_allocated() <= before
+    assert torch.cuda.memory_allocated() == before
     ip.user_ns["m1b"] = llama_1b
     with pytest.raises(UsageError, match=r"^out of memory .* try a smaller --batch"):
         ip.run_line_magic("elana_latency", "m1b --batch 4096 --prompt-len 8000 --gen-len 192 -q")
-    assert torch.cuda.memory_allocated() <= before
+    assert torch.cuda.memory_allocated() == before
     rep = ip.run_line_magic("elana_latency", "m1b --ttft --prompt-len 64 --gen-len 4 --no-energy -o -q")
     assert rep.ttft_ms["n"] > 0  # the notebook is still usable
 
