@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 from dataclasses import dataclass
@@ -82,16 +83,37 @@ def default_model(dtype=None) -> LoadedModel:
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
-        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        hf_logging.enable_progress_bar()
+    with _quiet_gguf_progress():
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
+            model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
+        finally:
+            hf_logging.set_verbosity(verbosity)
+            hf_logging.enable_progress_bar()
     if dtype is not None:
         model = model.to(dtype)
     model.eval()
     return LoadedModel(model, tokenizer, "SmolLM2-135M-Instruct (embedded, Q4_1 de-quantized)", False)
+
+
+@contextlib.contextmanager
+def _quiet_gguf_progress():
+    """Silence the GGUF de-quantizer's own tqdm bar, which transformers' progress switch doesn't reach."""
+    import functools
+
+    try:
+        from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:  # pragma: no cover - older transformers
+        yield
+        return
+    saved = getattr(gguf_utils, "tqdm", None)
+    if saved is not None:
+        gguf_utils.tqdm = functools.partial(saved, disable=True)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            gguf_utils.tqdm = saved
 
 
 def preset_config(preset: str, **overrides: Any):
