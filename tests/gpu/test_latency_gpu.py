@@ -29,7 +29,7 @@ def test_graph_tokens_equal_generate(llama_1b):
     """Greedy tokens of the graph engine == generate()'s, for all G tokens, up to a bf16 near-tie.
 
     Random-weight models have logits whose top two can differ by less than bf16 rounding, and
-    generate() runs other kernels than our engine (it passes a 2-D attention mask): where the token
+    generate() may run other kernels than our engine (it is given a 2-D attention mask): where the token
     streams part, generate()'s own logits must show that our token was a tie at that step."""
     model = llama_1b
     with GenerationSession(model, batch=1, prompt_len=P, gen_len=G) as s:
