@@ -1,12 +1,14 @@
 """The ``elana-magic`` shell command (also ``python -m elana_magic``).
 
-    elana-magic                               # the embedded default model, every phase that exists
+    elana-magic                               # the embedded default model, every phase
     elana-magic random:llama-3.1-8b --size --batch 1 8 --seq-len 1024 8192
-    elana-magic /models/Llama-3.2-1B --size --gib --json
+    elana-magic random:llama-3.2-1b --ttft --tpot --prompt-len 512 --gen-len 128
+    elana-magic /models/Llama-3.2-1B --tpot --torch-profile --out traces/
 
 Each measurement is a ``Phase``: its flag, its own options, and a function that takes the model
-target and the parsed options and returns a report. To add one (``--ttft``, ``--energy``, ...),
-write the function and append a ``Phase`` to ``PHASES``; with no phase flag, all of them run.
+target, the parsed options and the names of the chosen phases of its group, and returns a report.
+Phases of one group (``--ttft --tpot --ttlt``) run together in one measurement. To add one, write
+the function and append a ``Phase`` to ``PHASES``; with no phase flag, all of them run.
 """
 
 from __future__ import annotations
@@ -75,7 +77,12 @@ class Phase:
     name: str
     help: str
     add_arguments: Callable[[argparse.ArgumentParser], None]
-    run: Callable[[ModelTarget, argparse.Namespace], Any]
+    run: Callable[[ModelTarget, argparse.Namespace, list[str]], Any]
+    group: str = ""  # phases of one group run in one measurement; "" = the phase's own name
+
+    @property
+    def key(self) -> str:
+        return self.group or self.name
 
 
 # --- size -------------------------------------------------------------------------------------
@@ -91,7 +98,7 @@ def _size_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-check", action="store_true", help="skip the measured cross-check (a real prefill)")
 
 
-def run_size(target: ModelTarget, args: argparse.Namespace):
+def run_size(target: ModelTarget, args: argparse.Namespace, names: list[str]):
     from .size import measure_size
 
     # A folder, hub id or preset is sized from its config on the meta device, unless another phase
@@ -103,9 +110,76 @@ def run_size(target: ModelTarget, args: argparse.Namespace):
     return report
 
 
+# --- latency (ttft, tpot, ttlt) and energy ----------------------------------------------------
+
+
+def _latency_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("latency (--ttft --tpot --ttlt; the first --batch value is used)")
+    group.add_argument("--prompt-len", type=int, default=512, metavar="P", help="prompt tokens (default 512)")
+    group.add_argument("--gen-len", type=int, default=128, metavar="G", help="generated tokens (default 128)")
+    group.add_argument("--prompt", default=None, help="a real prompt (needs the model's tokenizer)")
+    group.add_argument("--energy", dest="energy", action="store_true", default=None,
+                       help="measure energy per phase (default: when a sensor exists)")
+    group.add_argument("--no-energy", dest="energy", action="store_false")
+    group.add_argument("--cuda-graph", "--cache_graph", dest="cuda_graph", action="store_true", default=None,
+                       help="decode with a CUDA graph (default on CUDA)")
+    group.add_argument("--no-cuda-graph", dest="cuda_graph", action="store_false")
+    group.add_argument("--warmup", type=int, default=None, metavar="N", help="warm-up runs per phase")
+    group.add_argument("--repeats", type=int, default=None, metavar="N", help="minimum timed runs per phase")
+    group.add_argument("--min-time", type=float, default=None, metavar="S", help="minimum seconds per phase")
+
+
+def run_latency(target: ModelTarget, args: argparse.Namespace, names: list[str]):
+    from .latency import measure_latency
+
+    model = target.model
+    device = next(model.parameters()).device
+    if device.type == "cpu" and _cuda_available():
+        model.to("cuda")
+    options = {k: getattr(args, k) for k in ("warmup", "repeats", "min_time") if getattr(args, k) is not None}
+    return measure_latency(model, tokenizer=target.loaded.tokenizer, phases=names, batch=args.batch[0],
+                           prompt_len=args.prompt_len, gen_len=args.gen_len, energy=args.energy,
+                           cuda_graph=args.cuda_graph, prompt=args.prompt, label=target.label, **options)
+
+
+# --- kernel profile ----------------------------------------------------------------------------
+
+
+def _profile_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("profile (--torch-profile)")
+    group.add_argument("--profile-phase", choices=("ttft", "tpot", "ttlt"), default="tpot",
+                       help="the phase to trace (default tpot)")
+    group.add_argument("--out", default=None, metavar="DIR", help="trace folder (default elana_traces/<label>/)")
+
+
+def run_profile(target: ModelTarget, args: argparse.Namespace, names: list[str]):
+    from .profile import profile_phase
+
+    return profile_phase(target.model, args.profile_phase, batch=args.batch[0], prompt_len=args.prompt_len,
+                         gen_len=args.gen_len, out=args.out, cuda_graph=args.cuda_graph)
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 PHASES: list[Phase] = [
     Phase("size", "parameters, buffers, KV cache and SSM state", _size_arguments, run_size),
+    Phase("ttft", "time to first token (prefill) and J/prompt", _latency_arguments, run_latency, "latency"),
+    Phase("tpot", "time per output token (decode) and J/token", lambda p: None, run_latency, "latency"),
+    Phase("ttlt", "time to last token (a whole request) and J/request", lambda p: None, run_latency, "latency"),
+    Phase("torch-profile", "kernel trace for Perfetto and kernel tables", _profile_arguments, run_profile),
 ]
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    """The one-line errors of the measurements (bad input, out of memory)."""
+    from .phases import GenerationInputError, GenerationOutOfMemory
+    from .profile import ProfileError
+    from .size import SizeError
+
+    return (SizeError, GenerationInputError, GenerationOutOfMemory, ProfileError)
 
 
 # --- the command ------------------------------------------------------------------------------
@@ -119,33 +193,42 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("model", nargs="?", default=None,
                         help="random:PRESET, a local folder or a hub id (default: the embedded SmolLM2-135M)")
     for phase in PHASES:
-        parser.add_argument(f"--{phase.name}", action="store_true", help=phase.help)
+        flags = [f"--{phase.name}"] + ([f"--{phase.name.replace('-', '_')}"] if "-" in phase.name else [])
+        parser.add_argument(*flags, dest=_dest(phase), action="store_true", help=phase.help)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     for phase in PHASES:
         phase.add_arguments(parser)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    from .size import SizeError
+def _dest(phase: Phase) -> str:
+    return "phase_" + phase.name.replace("-", "_")
 
+
+def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    for name in ("batch", "seq_len"):
-        values = getattr(args, name, None) or []
-        if any(v <= 0 for v in values):
+    for name in ("batch", "seq_len", "prompt_len", "gen_len"):
+        values = getattr(args, name, None)
+        values = values if isinstance(values, list) else [values]
+        if any(v is not None and v <= 0 for v in values):
             parser.error(f"--{name.replace('_', '-')} must be positive integers")
-    chosen = [p for p in PHASES if getattr(args, p.name)] or PHASES
+    chosen = [p for p in PHASES if getattr(args, _dest(p))] or PHASES
+    groups: dict[str, list[Phase]] = {}
+    for phase in chosen:
+        groups.setdefault(phase.key, []).append(phase)
     target = ModelTarget(args.model)
     results: dict[str, Any] = {}
-    for phase in chosen:
+    for key, phases in groups.items():
         try:
-            report = phase.run(target, args)
-        except SizeError as exc:
+            report = phases[0].run(target, args, [p.name for p in phases])
+        except _expected_errors() as exc:
             parser.exit(2, f"elana-magic: {exc}\n")
-        results[phase.name] = report
+        except KeyboardInterrupt:
+            parser.exit(130, "elana-magic: interrupted\n")
+        results[key] = report
         if not args.json:
-            print(f"== {phase.name}: {target.label}")
+            print(f"== {key}: {target.label}")
             print(report.to_text())
             print()
     if args.json:

@@ -19,11 +19,25 @@ def test_size_table_on_a_preset(capsys):
     assert sum(1 for line in out.splitlines() if line.split()[:2] in (["1", "64"], ["4", "128"])) == 2
 
 
-def test_no_phase_flag_runs_every_phase(capsys):
-    assert cli.main(["random:tiny-llama", "--seq-len", "16"]) == 0
+def test_no_phase_flag_runs_every_phase(capsys, tmp_path):
+    argv = ["random:tiny-llama", "--seq-len", "16", "--prompt-len", "8", "--gen-len", "4", "--warmup", "1",
+            "--repeats", "2", "--min-time", "0", "--no-energy", "--out", str(tmp_path)]
+    assert cli.main(argv) == 0
     out = capsys.readouterr().out
-    for phase in cli.PHASES:
-        assert f"== {phase.name}:" in out
+    for key in dict.fromkeys(phase.key for phase in cli.PHASES):
+        assert f"== {key}:" in out
+    assert "TTFT" in out and "TPOT" in out and "TTLT" in out
+    assert list(tmp_path.rglob("*.json*")), "the profile phase writes a trace"
+
+
+def test_latency_flags_run_one_measurement(capsys):
+    argv = ["random:tiny-llama", "--ttft", "--tpot", "--json", "--prompt-len", "8", "--gen-len", "4",
+            "--warmup", "1", "--repeats", "2", "--min-time", "0", "--no-energy"]
+    assert cli.main(argv) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert set(data) == {"model", "latency"}
+    assert data["latency"]["ttft_ms"]["n"] >= 2 and data["latency"]["tpot_ms"]["n"] >= 2
+    assert data["latency"]["ttlt_ms"]["n"] == 0  # not measured
 
 
 def test_json_and_gib(capsys):
@@ -51,6 +65,8 @@ def test_local_folder(tmp_path, capsys):
     (["/no/such/folder"], "no folder '/no/such/folder'"),
     (["random:tiny-llama", "--batch", "0"], "--batch must be positive integers"),
     (["random:tiny-llama", "--cache-dtype", "float7"], "unknown dtype"),
+    (["random:tiny-llama", "--ttft", "--prompt-len", "4000"], "maximum"),
+    (["random:tiny-llama", "--tpot", "--gen-len", "0"], "--gen-len must be positive integers"),
 ])
 def test_bad_input_exits_with_one_line(argv, message, capsys):
     with pytest.raises(SystemExit) as exc:
