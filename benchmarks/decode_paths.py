@@ -1,5 +1,10 @@
 """Decode TPOT side by side: our default engine vs HF generate() eager vs generate() static cache + torch.compile.
 
+Ours: the default (static cache, Inductor-compiled decode step captured in our CUDA graph) and the same
+graph engine without compile (``compile=False``); ``--with-eager`` adds our eager engine.
+``--time-to-result`` also times all three phases with energy on the first configuration, twice in a row
+on the same model, after the TPOT runs of that shape (so the compiled step is reused).
+
 Models of Llama-3.2-1B and Llama-3.1-8B shape (random bf16 weights), prompt 512, gen 128, batch 1 and 16,
 all in one process on one GPU. TPOT is the median decode step: ours from CUDA events per step
 (measure_latency), generate()'s from a CUDA event recorded in a logits processor at every step (the
@@ -24,6 +29,7 @@ from transformers import LogitsProcessor, LogitsProcessorList
 
 from elana_magic.latency import measure_latency
 from elana_magic.models import random_model
+from elana_magic.phases import compile_tolerance
 
 
 def environment() -> dict:
@@ -75,8 +81,13 @@ def ours(model, batch: int, args, **kwargs):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="benchmarks/results")
-    parser.add_argument("--presets", nargs="+", default=["llama-3.2-1b", "llama-3.1-8b"])
-    parser.add_argument("--batch", nargs="+", type=int, default=[1, 16])
+    parser.add_argument("--configs", nargs="+",
+                        default=["llama-3.2-1b:1", "llama-3.2-1b:16", "llama-3.1-8b:1", "llama-3.1-8b:16"],
+                        help="PRESET:BATCH, run in this order (consecutive ones of a preset share the model)")
+    parser.add_argument("--with-eager", action="store_true", help="also time our eager engine")
+    parser.add_argument("--time-to-result", action="store_true")
+    parser.add_argument("--time-to-result-calls", type=int, default=2)
+    parser.add_argument("--suffix", default="")
     parser.add_argument("--prompt-len", type=int, default=512)
     parser.add_argument("--gen-len", type=int, default=128)
     parser.add_argument("--runs", type=int, default=3)
@@ -86,19 +97,48 @@ def main() -> None:
     if hasattr(torch._dynamo.config, "recompile_limit"):
         torch._dynamo.config.recompile_limit = 64
     env = environment()
-    rows = []
-    for preset in args.presets:
+    rows: list[dict] = []
+    extra: dict = {}
+    groups: list[tuple[str, list[int]]] = []
+    for config in args.configs:
+        preset, batch = config.split(":")
+        if groups and groups[-1][0] == preset:
+            groups[-1][1].append(int(batch))
+        else:
+            groups.append((preset, [int(batch)]))
+    for preset, batches in groups:
         model = random_model(preset, dtype=torch.bfloat16, device="cuda")
-        for batch in args.batch:
+        for batch in batches:
             gen = torch.Generator().manual_seed(0)
             ids = torch.randint(0, model.config.vocab_size, (batch, args.prompt_len), generator=gen).cuda()
             row = {"model": preset, "batch": batch, "prompt_len": args.prompt_len, "gen_len": args.gen_len}
             t = time.perf_counter()
             rep = ours(model, batch, args)
+            d = rep.to_dict()
             row.update(ours_engine=rep.engine, ours_tpot_ms=rep.tpot_ms["median"], ours_mbu=rep.roofline["mbu"],
                        tpot_floor_ms=rep.roofline["tpot_floor_ms"], ours_wall_s=time.perf_counter() - t,
-                       ours_notes=rep.notes)
-            row["ours_eager_tpot_ms"] = ours(model, batch, args, cuda_graph=False).tpot_ms["median"]
+                       ours_notes=rep.notes, ours_check_rel_err=d.get("graph_check_rel_err"),
+                       ours_check_max_abs_diff=d.get("graph_check_max_abs_diff"),
+                       ours_check_rel_tol=compile_tolerance(model), peak_bw=rep.roofline.get("peak_bw_bytes_per_s"),
+                       peak_source=rep.roofline.get("peak_source"))
+            t = time.perf_counter()
+            rep = ours(model, batch, args)
+            row.update(ours_second_tpot_ms=rep.tpot_ms["median"], ours_second_wall_s=time.perf_counter() - t,
+                       ours_second_engine=rep.engine)
+            graph = ours(model, batch, args, compile=False)
+            row.update(ours_graph_engine=graph.engine, ours_graph_tpot_ms=graph.tpot_ms["median"],
+                       ours_graph_mbu=graph.roofline["mbu"])
+            if args.with_eager:
+                row["ours_eager_tpot_ms"] = ours(model, batch, args, cuda_graph=False).tpot_ms["median"]
+            if args.time_to_result and not extra and preset == "llama-3.2-1b":
+                for i in range(args.time_to_result_calls):
+                    t = time.perf_counter()
+                    r = measure_latency(model, batch=batch, prompt_len=args.prompt_len, gen_len=args.gen_len,
+                                        progress=False)
+                    extra[f"all_phases_energy_wall_s_call{i + 1}"] = time.perf_counter() - t
+                extra.update(time_to_result_config=f"{preset}:{batch}", time_to_result_engine=r.engine,
+                             time_to_result_energy=r.energy, time_to_result_notes=r.notes)
+                print(json.dumps(extra, default=str), flush=True)
             model.generation_config.disable_compile = True
             row["generate_eager_tpot_ms"] = generate_tpot(model, ids, args.gen_len, args.runs, 1)["tpot_ms"]
             if not args.skip_compile:
@@ -112,7 +152,7 @@ def main() -> None:
             row["ours_over_fastest"] = row["ours_tpot_ms"] / fastest
             rows.append(row)
             print(json.dumps(row), flush=True)
-            write(args, env, rows)
+            write(args, env, rows, extra)
             if hasattr(model, "_cache"):
                 del model._cache
             torch.cuda.empty_cache()
@@ -120,30 +160,38 @@ def main() -> None:
         gc.collect()
         torch._dynamo.reset()
         torch.cuda.empty_cache()
-    print(write(args, env, rows))
+    print(write(args, env, rows, extra))
 
 
 def _ms(value) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-def write(args, env: dict, rows: list[dict]) -> str:
+def write(args, env: dict, rows: list[dict], extra: dict) -> str:
     """Save the rows so far (json + markdown table); return the table."""
     os.makedirs(args.out, exist_ok=True)
-    stamp = env["card"].replace(" ", "_")
+    stamp = env["card"].replace(" ", "_") + args.suffix
     with open(os.path.join(args.out, f"latency_decode_paths_{stamp}.json"), "w") as f:
-        json.dump({"environment": env, "rows": rows}, f, indent=2)
+        json.dump({"environment": env, "rows": rows, "time_to_result": extra}, f, indent=2, default=str)
     lines = [f"Decode TPOT (median step, ms), prompt {args.prompt_len}, gen {args.gen_len}, bf16 random weights.",
              f"{env['card']}, driver {env.get('driver')}, torch {env['torch']}, transformers {env['transformers']},"
              f" {env['date']}", "",
-             "| model | batch | ours default (graph) | ours eager | generate eager |"
-             " generate static+compile | floor | ours default / fastest | MBU ours default |",
-             "|" + "---|" * 9]
+             "| model | batch | ours default (engine) | ours 2nd call | ours graph, no compile | ours eager |"
+             " generate eager | generate static+compile | floor | ours default / fastest | MBU ours default |"
+             " check rel err | compile wall s (1st call) |",
+             "|" + "---|" * 13]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['batch']} | {_ms(r['ours_tpot_ms'])} |"
-                     f" {_ms(r['ours_eager_tpot_ms'])} | {_ms(r['generate_eager_tpot_ms'])} |"
+        lines.append(f"| {r['model']} | {r['batch']} | {_ms(r['ours_tpot_ms'])} ({r['ours_engine']}) |"
+                     f" {_ms(r.get('ours_second_tpot_ms'))} | {_ms(r.get('ours_graph_tpot_ms'))} |"
+                     f" {_ms(r.get('ours_eager_tpot_ms'))} | {_ms(r['generate_eager_tpot_ms'])} |"
                      f" {_ms(r.get('generate_static_compile_tpot_ms'))} | {_ms(r['tpot_floor_ms'])} |"
-                     f" {r['ours_over_fastest']:.3f} | {r['ours_mbu']:.1%} |")
+                     f" {r['ours_over_fastest']:.3f} | {r['ours_mbu']:.1%} |"
+                     f" {'-' if r.get('ours_check_rel_err') is None else format(r['ours_check_rel_err'], '.2e')} |"
+                     f" {r['ours_wall_s']:.1f} |")
+    for key, value in extra.items():
+        if key.startswith("all_phases"):
+            lines.append(f"\n{key} ({extra.get('time_to_result_config')}, engine {extra.get('time_to_result_engine')}):"
+                         f" {value:.2f}")
     table = "\n".join(lines)
     with open(os.path.join(args.out, f"latency_decode_paths_{stamp}.md"), "w") as f:
         f.write(table + "\n")

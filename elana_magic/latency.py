@@ -370,16 +370,23 @@ def _energy_values(rep) -> dict[str, Any] | None:
             "avg_power_w": rep.avg_power_w, "uncertainty_j": getattr(rep, "uncertainty_j", None)}
 
 
+def _decodes(phases: Sequence[str]) -> bool:
+    """Compiling the decode step pays off only where decode steps are timed."""
+    return "tpot" in phases or "ttlt" in phases
+
+
 def measure_latency(model: torch.nn.Module, tokenizer: Any = None, phases: Sequence[str] = PHASES,
                     batch: int = 1, prompt_len: int = 512, gen_len: int = 128, energy: bool | None = None,
                     cuda_graph: bool | None = None, warmup: int = DEFAULT_WARMUP, repeats: int = DEFAULT_REPEATS,
                     min_time: float = DEFAULT_MIN_TIME, label: str | None = None, prompt: str | None = None,
                     peak_bw: float | None = None, peak_flops: float | None = None,
                     energy_window_s: float = DEFAULT_ENERGY_WINDOW_S, max_time: float | None = None,
-                    rel_ci: float = 0.01, progress: bool = True, seed: int = 0, meter=None) -> LatencyReport:
+                    rel_ci: float = 0.01, progress: bool = True, seed: int = 0, meter=None,
+                    compile: bool | None = None) -> LatencyReport:
     """Measure TTFT / TPOT / TTLT (any subset of ``phases``) of ``model`` as loaded; see the module doc.
 
-    ``energy``: None = on when a sensor exists. ``meter``: an open ``EnergyMeter`` to reuse (its idle power
+    ``energy``: None = on when a sensor exists. ``compile``: None = the CUDA-graph engine captures an
+    Inductor-compiled decode step (compiled once per model and shape, tens of seconds; a note says so). ``meter``: an open ``EnergyMeter`` to reuse (its idle power
     is then measured once across calls); it is left open."""
     phases = tuple(dict.fromkeys(p.lower() for p in (phases or PHASES)))
     unknown = [p for p in phases if p not in PHASES]
@@ -402,7 +409,8 @@ def measure_latency(model: torch.nn.Module, tokenizer: Any = None, phases: Seque
     if "tpot" in phases and gen_len < 2:
         raise GenerationInputError("TPOT needs at least 2 generated tokens: raise --gen-len")
     session = GenerationSession(model, batch=batch, prompt_len=prompt_len, gen_len=gen_len,
-                                cuda_graph=cuda_graph, input_ids=input_ids, seed=seed)
+                                cuda_graph=cuda_graph, input_ids=input_ids, seed=seed,
+                                compile=_decodes(phases) if compile is None else compile)
     device = session.device
     own_meter = meter is None or energy is False
     if own_meter:
@@ -424,6 +432,8 @@ def measure_latency(model: torch.nn.Module, tokenizer: Any = None, phases: Seque
         with session as s:
             if s.note:
                 notes.append(s.note)
+            if s.compile_s is not None and s.compile_s > 2.0:
+                notes.append(f"decode step compiled in {s.compile_s:.0f} s (later runs of this shape on this model reuse it)")
             clock = _Clock(device)
             if "ttft" in phases:
                 def ttft_once() -> dict:
@@ -466,7 +476,7 @@ def measure_latency(model: torch.nn.Module, tokenizer: Any = None, phases: Seque
                 r = rule()
                 results["ttlt"] = _repeat("TTLT", ttlt_once, r, "t", warmup, meter, progress)
                 stops["ttlt"] = r.reason
-            engine, max_diff = s.engine, s.max_abs_diff
+            engine, max_diff, rel_err = s.engine, s.max_abs_diff, s.rel_err
     except torch.OutOfMemoryError:
         results = None  # raised below, once the traceback (and the tensors its frames hold) is gone
     finally:
@@ -477,11 +487,11 @@ def measure_latency(model: torch.nn.Module, tokenizer: Any = None, phases: Seque
             torch.cuda.empty_cache()
         raise GenerationOutOfMemory(out_of_memory_message(batch, prompt_len, gen_len, device))
     return _build_report(model, results, stops, phases, batch, prompt_len, gen_len, device, engine, max_diff,
-                         notes, why_no_energy, label, peak_bw, peak_flops)
+                         rel_err, notes, why_no_energy, label, peak_bw, peak_flops)
 
 
 def _build_report(model, results, stops, phases, batch, prompt_len, gen_len, device, engine, max_diff,
-                  notes, why_no_energy, label, peak_bw, peak_flops) -> LatencyReport:
+                  rel_err, notes, why_no_energy, label, peak_bw, peak_flops) -> LatencyReport:
     from .roofline import roofline
 
     ttft = [x for res in results.get("ttft", ([], None))[0] for x in res["t"]]
@@ -496,6 +506,7 @@ def _build_report(model, results, stops, phases, batch, prompt_len, gen_len, dev
         "engine": engine,
         "cuda_graph": engine.startswith("cuda-graph"),
         "graph_check_max_abs_diff": max_diff,
+        "graph_check_rel_err": rel_err,
         "batch": batch, "prompt_len": prompt_len, "gen_len": gen_len,
         "phases": list(phases),
         "ttft_ms": _ms(summarize(ttft)),

@@ -46,6 +46,11 @@ def test_cuda_graph_flag_on_cpu_is_a_note(shell):
     assert rep.engine == "eager" and any("CUDA graphs need a CUDA device" in n for n in rep.notes)
 
 
+def test_no_compile_flag_on_cpu(shell):
+    rep = shell.run_line_magic("elana_latency", f"model --tpot --prompt-len 8 --gen-len 3 {FAST} --no-compile -o -q")
+    assert rep.engine == "eager" and rep.tpot_ms["n"]
+
+
 def test_real_prompt_with_tokenizer(ip, default_model):
     ip.user_ns["lm"] = default_model.model
     ip.user_ns["tok"] = default_model.tokenizer

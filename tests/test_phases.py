@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from elana_magic.phases import GenerationInputError, GenerationSession, random_prompt
+from elana_magic.phases import (COMPILE_REL_TOL_PER_LAYER, GenerationInputError, GenerationSession, compile_tolerance,
+                                random_prompt)
 
 
 def _generate(model, ids, gen_len):
@@ -43,6 +44,12 @@ def test_decode_needs_prefill_and_stops_when_full(tiny_llama):
 def test_cuda_graph_on_cpu_falls_back_with_note(tiny_llama):
     with GenerationSession(tiny_llama, prompt_len=8, gen_len=2, cuda_graph=True) as s:
         assert s.engine == "eager" and "CUDA" in s.note
+
+
+def test_compile_on_cpu_is_eager(tiny_llama):
+    with GenerationSession(tiny_llama, prompt_len=8, gen_len=2, compile=True) as s:
+        assert s.engine == "eager" and not s.compile and s.compile_s is None
+    assert compile_tolerance(tiny_llama) == COMPILE_REL_TOL_PER_LAYER * tiny_llama.config.num_hidden_layers
 
 
 def test_state_restored(tiny_llama):

@@ -57,6 +57,9 @@ class LatencyMagics(Magics):
               help="Decode with a static cache and one step in a CUDA graph (the CUDA default).")
     @argument("--no-cuda-graph", dest="cuda_graph", action="store_const", const=False,
               help="Decode eagerly with a dynamic cache.")
+    @argument("--no-compile", dest="compile", action="store_false", default=True,
+              help="Capture the eager decode step in the CUDA graph instead of an Inductor-compiled one"
+                   " (the default compiles once per model and shape, tens of seconds).")
     @argument("--warmup", type=int, default=2, help="Warm-up runs per phase (default 2).")
     @argument("--repeats", type=int, default=5, help="Minimum measured runs per phase (default 5).")
     @argument("--min-time", type=float, default=1.0,
@@ -114,7 +117,7 @@ class LatencyMagics(Magics):
                 gen_len=args.gen_len, energy=args.energy, cuda_graph=args.cuda_graph, warmup=args.warmup,
                 repeats=args.repeats, min_time=args.min_time, label=args.label, prompt=args.prompt,
                 peak_bw=parse_rate(args.peak_bw, "--peak-bw"), peak_flops=parse_rate(args.peak_flops, "--peak-flops"),
-                progress=not args.quiet)
+                progress=not args.quiet, compile=args.compile)
         except (GenerationInputError, GenerationOutOfMemory) as exc:
             raise UsageError(str(exc)) from None
         except KeyboardInterrupt:

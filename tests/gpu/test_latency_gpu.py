@@ -6,6 +6,8 @@ from IPython.core.error import UsageError
 
 from elana_magic.latency import measure_latency
 from elana_magic.models import random_model
+import time
+
 from elana_magic.phases import GenerationOutOfMemory, GenerationSession
 
 P, G = 512, 128
@@ -53,6 +55,38 @@ def test_graph_tokens_equal_generate(llama_1b):
         assert gap <= tol
 
 
+def test_compiled_engine_checked_reused_and_tokens(llama_1b):
+    """The compiled decode step is captured, checked against eager (relative error, tie-aware top-1), reused
+    by a second session of the same shape, and its greedy tokens follow generate()'s up to a bf16 near-tie."""
+    model = llama_1b
+    with GenerationSession(model, batch=1, prompt_len=P, gen_len=G, compile=True) as s:
+        assert s.engine == "cuda-graph+compile", s.note
+        assert s.rel_err <= s.compile_tol
+        print(f"compiled step: first call {s.compile_s:.1f} s, rel err {s.rel_err:.3g}, max abs {s.max_abs_diff:.3g}")
+        ours = s.request()
+        ids = s.input_ids.clone()
+    t = time.perf_counter()
+    with GenerationSession(model, batch=1, prompt_len=P, gen_len=G, compile=True) as s:
+        assert s.engine == "cuda-graph+compile", s.note
+        reuse = s.compile_s
+    print(f"second session: open {time.perf_counter() - t:.2f} s, compiled step's first call {reuse:.3f} s")
+    assert reuse < 2.0
+    model.generation_config.disable_compile = True
+    try:
+        tokens, logits = _generate(model, ids, cache_implementation="static")
+    finally:
+        model.generation_config.disable_compile = False
+    same = (ours == tokens)[0]
+    first = int(same.long().argmin()) if not bool(same.all()) else G
+    print(f"compiled engine: tokens equal to generate(static): {first}/{G} before any divergence")
+    if first < G:
+        step = logits[first][0].float()
+        gap = (step.max() - step[ours[0, first]]).item()
+        tol = 2e-2 * max(1.0, step.abs().max().item())
+        print(f"divergence at token {first}: generate's logit gap to our token {gap:.4g} (tolerance {tol:.3g})")
+        assert gap <= tol
+
+
 def test_memory_and_state_restored(llama_1b):
     model = llama_1b
     model.train()
@@ -61,7 +95,7 @@ def test_memory_and_state_restored(llama_1b):
     try:
         rep = measure_latency(model, batch=16, prompt_len=P, gen_len=G, energy=False, warmup=1, repeats=2,
                               min_time=0, progress=False)
-        assert rep.engine == "cuda-graph" and rep.cuda_graph
+        assert rep.engine == "cuda-graph+compile" and rep.cuda_graph, rep.notes
         assert model.training and all(m.training for m in model.modules())
         assert getattr(model, "_cache", None) is cache_before
         assert torch.cuda.memory_allocated() == before
