@@ -78,14 +78,37 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+_TABLE_STYLE = ("border-collapse:collapse;font-family:system-ui,-apple-system,'Segoe UI',sans-serif;"
+                "font-size:13px;margin:4px 0 10px 0")
+_CELL_STYLE = "padding:2px 10px;border-bottom:1px solid #e4e4e4;white-space:nowrap"
+_CAPTION_STYLE = "caption-side:top;text-align:left;font-weight:600;padding:2px 0 4px 0"
+
+
+def _looks_numeric(cell: Any) -> bool:
+    """Numbers and their placeholders ('-' for none), e.g. '1.5 GB', '= 524 kB', '-3.2%'."""
+    text = str(cell).strip()
+    if text in ("", "-", "—"):
+        return True
+    text = text.lstrip("=~±<>-+ ")
+    return bool(text) and text[0].isdigit()
+
+
 def html_table(header: list[str], rows: list[list[Any]], caption: str | None = None) -> str:
-    """A small, self-contained HTML table (escaped)."""
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    """A small, self-contained HTML table (escaped, inline styles so it reads the same in widgets,
+    classic/lab notebooks and static HTML); numbers right-aligned."""
+    def cell(tag: str, value: Any, right: bool) -> str:
+        align = "right" if right else "left"
+        return f"<{tag} style='{_CELL_STYLE};text-align:{align}'>{html.escape(str(value))}</{tag}>"
+
+    numeric = [all(_looks_numeric(r[i]) for r in rows if i < len(r)) and bool(rows) for i in range(len(header))]
+    head = "".join(cell("th", h, numeric[i]) for i, h in enumerate(header))
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows
+        "<tr>" + "".join(cell("td", c, i < len(numeric) and numeric[i]) for i, c in enumerate(row)) + "</tr>"
+        for row in rows
     )
-    cap = f"<caption style='caption-side:top;text-align:left'>{html.escape(caption)}</caption>" if caption else ""
-    return f"<table class='elana-table'>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    cap = f"<caption style='{_CAPTION_STYLE}'>{html.escape(caption)}</caption>" if caption else ""
+    return (f"<table class='elana-table' style=\"{_TABLE_STYLE}\">{cap}<thead><tr>{head}</tr></thead>"
+            f"<tbody>{body}</tbody></table>")
 
 
 def text_table(header: list[str], rows: list[list[Any]]) -> str:
