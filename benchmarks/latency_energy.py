@@ -46,7 +46,8 @@ def steady_decode_window(model, seconds: float, batch: int, prompt_len: int, gen
     pynvml.nvmlInit()
     try:
         handle = pynvml.nvmlDeviceGetHandleByIndex(torch.cuda.current_device())
-        with GenerationSession(model, batch=batch, prompt_len=prompt_len, gen_len=gen_len) as s:
+        # the same decode engine as measure_latency's default on CUDA (the compiled step in a CUDA graph)
+        with GenerationSession(model, batch=batch, prompt_len=prompt_len, gen_len=gen_len, compile=True) as s:
             s.prefill()
             for _ in range(gen_len - 1):  # warm
                 s.decode_step()
@@ -124,6 +125,7 @@ def main() -> None:
              f"| TPOT energy on / off (median of {args.pairs} pairs) | {result['overhead']['ratio_on_over_off']:.4f} | <= 1.01 |",
              f"| J/token: phase window vs 10-s counter window | {statistics.median(phase_j):.4f} J vs"
              f" {truth['j_per_step']:.4f} J ({result['energy_truth']['relative_difference']:+.2%}) | within 2% |",
+             "", f"decode engine: measure_latency {rep.engine}, 10-s window {truth['engine']}.",
              "", f"TTFT {rep.ttft_ms['median']:.3f} ms, TPOT {rep.tpot_ms['median']:.3f} ms, TTLT"
              f" {rep.ttlt_ms['median']:.1f} ms; J/prompt {e['j_per_prompt']:.4f}, J/token {e['j_per_token']:.4f},"
              f" J/request {e['j_per_request']:.3f}; MBU {rep.roofline['mbu']:.1%}, MFU {rep.roofline['mfu']:.1%}"]
