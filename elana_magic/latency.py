@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import textwrap
 import time
 from typing import Any, Callable, Sequence
 
@@ -24,7 +25,7 @@ import torch
 from .phases import GenerationInputError, GenerationOutOfMemory, GenerationSession, out_of_memory_message
 from .report import Report, html_table, text_table
 from .stats import StoppingRule, summarize
-from .units import format_bytes, format_energy
+from .units import format_bytes, format_energy, format_time
 
 PHASES = ("ttft", "tpot", "ttlt")
 DEFAULT_WARMUP = 2
@@ -152,7 +153,7 @@ class LatencyReport(Report):
         header = ["phase", "n", "median", "mean", "p90", "p99", "floor", "energy/batch", "energy/seq"]
 
         def f(v):
-            return "-" if v is None else (f"{v:.4g} ms")
+            return format_time(None if v is None else v / 1e3, digits=4)
 
         rows = []
         spec = [("TTFT (prefill)", "ttft_ms", "ttft_floor_ms", "j_per_prompt"),
@@ -277,8 +278,8 @@ class LatencyReport(Report):
             ax.set_yscale("log")
             ax.set_ylabel("J per sequence")
         else:
-            ax.text(0.5, 0.5, e.get("reason") or "energy not measured", ha="center", va="center",
-                    wrap=True, fontsize=8, transform=ax.transAxes)
+            reason = textwrap.fill(e.get("reason") or "energy not measured", width=48)
+            ax.text(0.5, 0.5, reason, ha="center", va="center", fontsize=8, transform=ax.transAxes)
             ax.set_axis_off()
         ax.set_title("energy per phase (per sequence)")
         ax = axes[1][0]
