@@ -19,8 +19,11 @@ def load_ipython_extension(ipython) -> None:
 
 
 def unload_ipython_extension(ipython) -> None:
-    """Remove the magics (called by ``%unload_ext``/``%reload_ext``)."""
+    """Remove the magics (called by ``%unload_ext``/``%reload_ext``) and close the energy meters they opened."""
     from .magics import magic_classes
+    from .magics.energy import close_meters
+
+    close_meters()
 
     manager = ipython.magics_manager
     for cls in magic_classes():

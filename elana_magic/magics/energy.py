@@ -131,7 +131,7 @@ class EnergyMagics(Magics):
         returned = deliver(self.shell, report, args)
         return returned if returned is not None else value
 
-    def _compile(self, source: str, kind: str):
+    def _compile(self, source: str):
         """(body code, last-expression code or None), compiled as IPython compiles a cell."""
         shell = self.shell
         transformed = shell.transform_cell(source)
@@ -145,7 +145,7 @@ class EnergyMagics(Magics):
 
     def _measure_cell(self, cell: str, namespace: dict, meter, args):
         __tracebackhide__ = True  # noqa: F841
-        body, last = self._compile(cell, "cell")
+        body, last = self._compile(cell)
         glob = self.shell.user_ns
         value = None
         with meter.window(label=args.label) as win:
@@ -158,7 +158,7 @@ class EnergyMagics(Magics):
         __tracebackhide__ = True  # noqa: F841
         from ..energy import measure_energy
 
-        body, last = self._compile(statement, "statement")
+        body, last = self._compile(statement)
         glob = self.shell.user_ns
 
         def run() -> None:
