@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from .profile import KINDS, ParsedTrace, load_events
+from .trace import KINDS, ParsedTrace, load_events
 
 KIND_COLORS = {
     "matmul": "#1f77b4", "attention": "#d62728", "norm/elementwise": "#2ca02c",
@@ -48,7 +48,7 @@ def phase_spans(trace: ParsedTrace, spans: list[dict] | None = None) -> list[tup
         spans = [{"name": a["name"], "gpu_start_us": a["ts"], "gpu_end_us": a["ts"] + (a.get("dur") or 0)}
                  for a in gpu_marks]
     elif spans is None:
-        from .profile import annotation_spans
+        from .trace import annotation_spans
 
         spans = annotation_spans(trace)
     out = []
@@ -86,7 +86,7 @@ class Timeline:
             rank[order] = np.arange(len(order))
             lane = rank[cols.lane_id] if len(cols) else cols.lane_id
         else:
-            from .profile import Columns
+            from .trace import Columns
 
             cols = Columns(_top_level(trace.cpu_ops), "cpu_op")
             self.lane_names = [f"CPU thread {tid}" for _, tid in cols.lanes]
