@@ -3,19 +3,19 @@
 * Weights are counted by the bytes of the storage that really holds them (deduplicated, so tied
   weights and views count once): int8, packed 4-bit in uint8, fp8, quantized-layer buffers, torch
   quantized tensors and wrapper tensor subclasses all count what they occupy, not a nominal dtype.
-* The cache is analytic, from the config, for any (batch, seq_len) grid: grouped/multi-query
-  attention, explicit ``head_dim``, sliding-window layers, Mamba-1/Mamba-2 state, hybrids, GPT-2.
-  It follows what transformers' own ``DynamicCache`` holds during generation.
+* The cache is analytic, from the config, for any (batch, seq_len) grid (``cache_shapes``):
+  grouped/multi-query attention, explicit ``head_dim``, sliding-window layers, Mamba-1/Mamba-2
+  state, hybrids, GPT-2. It follows what transformers' own ``DynamicCache`` holds during generation.
 * Cross-check: on a materialized model, where cheap enough, one real prefill (plus one decode step,
   see ``measure_cache``) builds the cache and its storage bytes are summed and compared.
 * A folder, hub id or config is sized on the meta device: no weights are read or allocated.
 
-Plain API: ``measure_size(model_or_folder_or_config, batch=[1], seq_len=[1024]) -> SizeReport``.
+Plain API: ``measure_size(model_or_folder_or_config, batch=[1], seq_len=[1024]) -> SizeReport``
+(``size_report``). The names of ``cache_shapes`` and ``size_report`` stay importable from here.
 """
 
 from __future__ import annotations
 
-import functools
 import inspect
 import os
 import re
@@ -24,8 +24,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .report import Report, html_table, text_table
-from .units import format_bytes
+# the analytic cache and the report have their own modules; their names stay importable from here
+from .cache_shapes import MAMBA1_TYPES, MAMBA2_TYPES, CacheLayout, LayerCache, _one_line, cache_layout  # noqa: F401
+from .size_report import SizeReport
 
 
 class SizeError(ValueError):
@@ -168,156 +169,6 @@ def count_weights(model) -> WeightBytes:
                 account("params", tensor)
         out.packed_modules += 1
     return out
-
-
-# ----------------------------------------------------------------------------------------------
-# the analytic cache layout
-
-MAMBA1_TYPES = {"mamba", "falcon_mamba", "jamba"}
-MAMBA2_TYPES = {"mamba2", "bamba", "falcon_h1", "nemotron_h", "granitemoehybrid", "zamba2"}
-_ATTENTION = {"full_attention": None, "sliding_attention": "window", "chunked_attention": "window",
-              "hybrid": None, "hybrid_sliding": "window"}
-_SSM = {"linear_attention", "conv", "hybrid", "hybrid_sliding"}
-
-
-@dataclass
-class LayerCache:
-    """What one layer caches, per sequence: KV elements per position and fixed SSM/conv elements."""
-
-    kind: str
-    kv_per_position: int = 0  # n_kv_heads * (k_head_dim + v_head_dim)
-    window: int | None = None  # a sliding layer keeps at most this many positions
-    conv_elems: int = 0  # conv state, in the cache dtype
-    ssm_elems: int = 0  # recurrent state, in float32 (see ssm_state_dtype)
-
-    def kv_positions(self, seq_len: int) -> int:
-        return min(seq_len, self.window) if self.window else seq_len
-
-
-@dataclass
-class CacheLayout:
-    arch: str
-    layers: list[LayerCache]
-    known: bool
-    notes: list[str] = field(default_factory=list)
-
-    def counts(self) -> dict[str, int]:
-        counts: dict[str, int] = defaultdict(int)
-        for layer in self.layers:
-            counts[layer.kind] += 1
-        return dict(counts)
-
-    def layer_bytes(self, batch: int, seq_len: int, kv_itemsize: int, ssm_itemsize: int) -> list[tuple[int, int]]:
-        """(kv bytes, ssm+conv bytes) per layer."""
-        return [
-            (batch * layer.kv_per_position * layer.kv_positions(seq_len) * kv_itemsize,
-             batch * (layer.conv_elems * kv_itemsize + layer.ssm_elems * ssm_itemsize))
-            for layer in self.layers
-        ]
-
-
-def _first(cfg, *names, default=None):
-    for name in names:
-        value = getattr(cfg, name, None)
-        if value is not None:
-            return value
-    return default
-
-
-def _layer_types(cfg) -> tuple[list[str], list[int | None]]:
-    """Each decoder layer's cache type and window, the way transformers' DynamicCache decides them."""
-    try:
-        from transformers.cache_utils import get_layer_types_and_kwargs
-
-        types, kwargs = get_layer_types_and_kwargs(cfg)
-        return list(types), [kw.get("sliding_window") for kw in kwargs]
-    except (ImportError, AttributeError):  # older transformers: the same rule, by hand
-        n = cfg.num_hidden_layers
-        types = getattr(cfg, "layer_types", None)
-        window = getattr(cfg, "sliding_window", None)
-        if types is None:
-            types = ["sliding_attention" if window else "full_attention"] * n
-        return list(types), [window if "sliding" in t else None for t in types]
-
-
-def _ssm_elems(cfg) -> tuple[int, int] | None:
-    """(conv elements, recurrent elements) per sequence for one Mamba layer, or None if unknown."""
-    mtype = getattr(cfg, "model_type", "")
-    hidden = cfg.hidden_size
-    if mtype in MAMBA2_TYPES:
-        heads = _first(cfg, "mamba_n_heads", "mamba_num_heads") if mtype != "mamba2" else cfg.num_heads
-        head_dim = _first(cfg, "mamba_d_head", "mamba_head_dim") if mtype != "mamba2" else cfg.head_dim
-        state = _first(cfg, "mamba_d_state", "ssm_state_size", "state_size")
-        groups = _first(cfg, "mamba_n_groups", "n_groups", default=1)
-        kernel = _first(cfg, "mamba_d_conv", "conv_kernel", "mamba_conv_kernel")
-        expand = _first(cfg, "mamba_expand", "expand", default=2)
-        if None in (heads, state, kernel):
-            return None
-        if head_dim in (None, "auto"):
-            head_dim = expand * hidden // heads
-        inner = _first(cfg, "mamba_d_ssm") or heads * head_dim
-        conv_dim = inner + 2 * groups * state
-        return conv_dim * kernel, heads * head_dim * state
-    if mtype in MAMBA1_TYPES:
-        inner = _first(cfg, "intermediate_size") if mtype != "jamba" else None
-        if inner is None:
-            inner = _first(cfg, "mamba_expand", "expand", default=2) * hidden
-        state = _first(cfg, "mamba_d_state", "state_size")
-        kernel = _first(cfg, "mamba_d_conv", "conv_kernel")
-        if None in (state, kernel):
-            return None
-        return inner * kernel, inner * state
-    return None
-
-
-def _attention_dims(cfg) -> int:
-    """n_kv_heads * (k_head_dim + v_head_dim) for one attention layer."""
-    heads = cfg.num_attention_heads
-    kv_heads = _first(cfg, "num_key_value_heads", default=heads)
-    if getattr(cfg, "multi_query", False):  # GPT-BigCode / Falcon style
-        kv_heads = 1
-    if getattr(cfg, "kv_lora_rank", None) and getattr(cfg, "qk_rope_head_dim", None):
-        # MLA (DeepSeek-V2/3): transformers 5.x caches the compressed latent plus the shared rope key
-        return cfg.kv_lora_rank + cfg.qk_rope_head_dim
-    head_dim = _first(cfg, "head_dim") or cfg.hidden_size // heads
-    return kv_heads * 2 * head_dim
-
-
-def cache_layout(config) -> CacheLayout:
-    """The per-layer cache layout of a (decoder) config, analytic; ``known`` False when a part isn't."""
-    cfg = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
-    arch = getattr(cfg, "model_type", type(cfg).__name__)
-    notes: list[str] = []
-    try:
-        types, windows = _layer_types(cfg)
-    except Exception as exc:
-        return CacheLayout(arch, [], False, [f"cache layout of {arch!r} unknown ({_one_line(exc)})"])
-    layers: list[LayerCache] = []
-    unknown: set[str] = set()
-    kv_dims = ssm = None
-    for kind, window in zip(types, windows):
-        layer = LayerCache(kind)
-        if kind == "dummy":
-            layers.append(layer)
-            continue
-        if kind not in _ATTENTION and kind not in _SSM:
-            unknown.add(kind)
-        if kind in _ATTENTION:
-            kv_dims = kv_dims if kv_dims is not None else _attention_dims(cfg)
-            layer.kv_per_position = kv_dims
-            if _ATTENTION[kind] == "window":
-                layer.window = window
-        if kind in _SSM:
-            ssm = ssm if ssm is not None else _ssm_elems(cfg)
-            if ssm is None:
-                unknown.add(f"{kind} ({arch})")
-            else:
-                layer.conv_elems, layer.ssm_elems = ssm
-        layers.append(layer)
-    if unknown:
-        notes.append(f"the analytic cache doesn't know layer type(s) {', '.join(sorted(unknown))} of {arch!r}: "
-                     "cache figures come from a measured prefill where possible")
-    return CacheLayout(arch, layers, not unknown, notes)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -546,203 +397,6 @@ def meta_model(config):
                 continue
     raise SizeError(f"transformers can't build a model of type {getattr(config, 'model_type', '?')!r} "
                     "from this config")
-
-
-# ----------------------------------------------------------------------------------------------
-# the report
-
-
-@dataclass(repr=False)
-class SizeReport(Report):
-    """Parameters, buffers and the cache for a (batch, seq_len) grid. All sizes in bytes."""
-
-    model: str
-    source: str
-    weights: WeightBytes
-    rows: list[dict[str, Any]]
-    model_dtype: str
-    cache_dtype: str
-    ssm_state_dtype: str
-    layer_counts: dict[str, int]
-    binary: bool = False
-    notes: list[str] = field(default_factory=list)
-    gpu: dict[str, Any] | None = None
-    model_on_gpu: bool = False
-    checkpoint: dict[str, Any] | None = None
-
-    @property
-    def params_bytes(self) -> int:
-        return self.weights.params_bytes
-
-    @property
-    def buffers_bytes(self) -> int:
-        return self.weights.buffers_bytes
-
-    @property
-    def model_bytes(self) -> int:
-        return self.weights.params_bytes + self.weights.buffers_bytes
-
-    def to_dict(self) -> dict[str, Any]:
-        w = self.weights
-        return {
-            "model": self.model,
-            "source": self.source,
-            "params_bytes": w.params_bytes,
-            "buffers_bytes": w.buffers_bytes,
-            "model_bytes": self.model_bytes,
-            "param_count": w.param_count,
-            "trainable_param_count": w.trainable_count,
-            "frozen_param_count": w.param_count - w.trainable_count,
-            "buffer_count": w.buffer_count,
-            "tied_tensors": w.tied,
-            "dtypes": w.dtypes,
-            "model_dtype": self.model_dtype,
-            "cache_dtype": self.cache_dtype,
-            "ssm_state_dtype": self.ssm_state_dtype,
-            "layers": self.layer_counts,
-            "rows": [dict(r) for r in self.rows],
-            "gpu": self.gpu,
-            "checkpoint": self.checkpoint,
-            "notes": list(self.notes),
-            "units": "binary (GiB = 2**30 bytes)" if self.binary else "SI (GB = 1e9 bytes)",
-        }
-
-    def _dataframe_rows(self, data: dict[str, Any]) -> list[dict[str, Any]]:
-        head = {k: data[k] for k in ("model", "params_bytes", "buffers_bytes", "model_bytes")}
-        return [{**head, **row} for row in data["rows"]]
-
-    # views
-
-    def _fmt(self, n) -> str:
-        return format_bytes(n, binary=self.binary)
-
-    def _summary_lines(self) -> list[str]:
-        w = self.weights
-        frozen = w.param_count - w.trainable_count
-        lines = [
-            f"{self.model}  ({self.source})",
-            f"parameters {w.param_count:,} ({w.trainable_count:,} trainable, {frozen:,} frozen): "
-            f"{self._fmt(w.params_bytes)}"
-            + (f"; {w.tied} tied tensor(s) counted once" if w.tied else ""),
-            f"buffers {w.buffer_count:,}: {self._fmt(w.buffers_bytes)}",
-            f"model {self._fmt(self.model_bytes)}   cache dtype {self.cache_dtype}"
-            + (f", SSM state {self.ssm_state_dtype}" if self._has_ssm() else "")
-            + f"   layers: {_counts_text(self.layer_counts)}",
-        ]
-        if self.checkpoint:
-            c = self.checkpoint
-            dtypes = ", ".join(f"{d} {self._fmt(n)}" for d, n in sorted(c["dtypes"].items(), key=lambda kv: -kv[1]))
-            lines.append(f"checkpoint on disk: {self._fmt(c['bytes'])} in {c['files']} safetensors file(s) ({dtypes})")
-        if self.gpu:
-            lines.append(f"GPU {self.gpu['name']}: {self._fmt(self.gpu['free_bytes'])} free of "
-                         f"{self._fmt(self.gpu['total_bytes'])}"
-                         + (" (the model is already on it)" if self.model_on_gpu else ""))
-        return lines
-
-    def _has_ssm(self) -> bool:
-        return any((r.get("ssm_cache_bytes") or 0) > 0 for r in self.rows)
-
-    def _dtype_table(self) -> tuple[list[str], list[list[Any]]]:
-        header = ["dtype", "params", "param bytes", "buffers", "buffer bytes"]
-        rows = [[dt, f"{d['params']:,}", self._fmt(d["params_bytes"]), f"{d['buffers']:,}", self._fmt(d["buffers_bytes"])]
-                for dt, d in sorted(self.weights.dtypes.items(), key=lambda kv: -(kv[1]["params_bytes"] + kv[1]["buffers_bytes"]))]
-        return header, rows
-
-    def _grid_table(self) -> tuple[list[str], list[list[Any]]]:
-        measured = any("measured_cache_bytes" in r for r in self.rows)
-        fits = any("fits_gpu" in r for r in self.rows)
-        header = ["batch", "seq_len", "KV cache", "SSM state", "cache", "model + cache"]
-        header += ["measured cache"] if measured else []
-        header += ["fits GPU"] if fits else []
-        rows = []
-        for r in self.rows:
-            row = [r["batch"], r["seq_len"], self._fmt(r["kv_cache_bytes"]), self._fmt(r["ssm_cache_bytes"]),
-                   self._fmt(r["cache_bytes"]), self._fmt(r["total_bytes"])]
-            if measured:
-                m = r.get("measured_cache_bytes")
-                row.append("-" if m is None else ("= " if m == r["cache_bytes"] else "") + self._fmt(m))
-            if fits:
-                row.append({True: "yes", False: "NO", None: "-"}[r.get("fits_gpu")])
-            rows.append(row)
-        return header, rows
-
-    def to_text(self) -> str:
-        parts = ["\n".join(self._summary_lines()), text_table(*self._dtype_table()), text_table(*self._grid_table())]
-        if self.notes:
-            parts.append("\n".join(f"note: {n}" for n in self.notes))
-        return "\n\n".join(parts)
-
-    def to_html(self) -> str:
-        import html
-
-        summary = "<br>".join(html.escape(line) for line in self._summary_lines())
-        notes = "".join(f"<li>{html.escape(n)}</li>" for n in self.notes)
-        return (f"<div class='elana-size'><p>{summary}</p>"
-                + html_table(*self._grid_table(), caption="cache for each (batch, seq_len)")
-                + html_table(*self._dtype_table(), caption="weights by dtype")
-                + (f"<ul>{notes}</ul>" if notes else "") + "</div>")
-
-    def figure(self):
-        """A stacked bar chart: model, KV cache and SSM state for each grid row."""
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-
-        unit = "GiB" if self.binary else "GB"
-        scale = 2**30 if self.binary else 1e9
-        labels = [f"B={r['batch']}\nL={r['seq_len']}" for r in self.rows]
-        model = [self.model_bytes / scale] * len(self.rows)
-        kv = [(r["kv_cache_bytes"] or 0) / scale for r in self.rows]
-        ssm = [(r["ssm_cache_bytes"] or 0) / scale for r in self.rows]
-        fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(self.rows) + 2), 3.0))
-        ax.bar(labels, model, label="model", color="#8da0cb")
-        ax.bar(labels, kv, bottom=model, label="KV cache", color="#fc8d62")
-        ax.bar(labels, ssm, bottom=[a + b for a, b in zip(model, kv)], label="SSM state", color="#66c2a5")
-        if self.gpu:
-            free = self.gpu["free_bytes"] / scale + (self.model_bytes / scale if self.model_on_gpu else 0)
-            ax.axhline(free, color="k", ls="--", lw=1, label="GPU free")
-        ax.set_ylabel(unit)
-        ax.set_title(self.model, fontsize=9)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        return fig
-
-    def widget(self):
-        """An HTML table and the bar chart, stacked (ipywidgets); text and HTML for static renderers."""
-        import base64
-
-        import ipywidgets as widgets
-
-        from .widgets import figure_to_widget
-
-        image = figure_to_widget(self.figure())
-        png = base64.b64encode(image.value).decode("ascii")
-        view = _size_view_class()([widgets.HTML(self.to_html()), image])
-        view.fallback = {"text/plain": self.to_text(), "text/html": self.to_html() + f"<img src='data:image/png;base64,{png}'/>"}
-        return view
-
-
-@functools.cache
-def _size_view_class():
-    """A VBox whose static fallback is the report (text and HTML), not ``VBox(children=...)``."""
-    import ipywidgets as widgets
-
-    class SizeView(widgets.VBox):
-        fallback: dict[str, str] = {}
-
-        def _repr_mimebundle_(self, **kwargs):
-            bundle = super()._repr_mimebundle_(**kwargs) or {}
-            return {**bundle, **self.fallback}
-
-        def __repr__(self) -> str:
-            return self.fallback.get("text/plain") or super().__repr__()
-
-    return SizeView
-
-
-def _counts_text(counts: dict[str, int]) -> str:
-    return ", ".join(f"{n} {kind}" for kind, n in counts.items()) or "-"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -994,7 +648,3 @@ def _why_different(batch, seq_len, analytic, measured, layout: CacheLayout, m_dt
                     f"analytic kv {a[0]:,} B + state {a[1]:,} B")
     return head  # pragma: no cover
 
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")

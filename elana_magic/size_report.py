@@ -1,0 +1,206 @@
+"""SizeReport: parameters, buffers and the cache for a (batch, seq_len) grid, and its views."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .report import Report, html_table, text_table
+from .units import format_bytes
+
+if TYPE_CHECKING:
+    from .size import WeightBytes
+
+
+@dataclass(repr=False)
+class SizeReport(Report):
+    """Parameters, buffers and the cache for a (batch, seq_len) grid. All sizes in bytes."""
+
+    model: str
+    source: str
+    weights: WeightBytes
+    rows: list[dict[str, Any]]
+    model_dtype: str
+    cache_dtype: str
+    ssm_state_dtype: str
+    layer_counts: dict[str, int]
+    binary: bool = False
+    notes: list[str] = field(default_factory=list)
+    gpu: dict[str, Any] | None = None
+    model_on_gpu: bool = False
+    checkpoint: dict[str, Any] | None = None
+
+    @property
+    def params_bytes(self) -> int:
+        return self.weights.params_bytes
+
+    @property
+    def buffers_bytes(self) -> int:
+        return self.weights.buffers_bytes
+
+    @property
+    def model_bytes(self) -> int:
+        return self.weights.params_bytes + self.weights.buffers_bytes
+
+    def to_dict(self) -> dict[str, Any]:
+        w = self.weights
+        return {
+            "model": self.model,
+            "source": self.source,
+            "params_bytes": w.params_bytes,
+            "buffers_bytes": w.buffers_bytes,
+            "model_bytes": self.model_bytes,
+            "param_count": w.param_count,
+            "trainable_param_count": w.trainable_count,
+            "frozen_param_count": w.param_count - w.trainable_count,
+            "buffer_count": w.buffer_count,
+            "tied_tensors": w.tied,
+            "dtypes": w.dtypes,
+            "model_dtype": self.model_dtype,
+            "cache_dtype": self.cache_dtype,
+            "ssm_state_dtype": self.ssm_state_dtype,
+            "layers": self.layer_counts,
+            "rows": [dict(r) for r in self.rows],
+            "gpu": self.gpu,
+            "checkpoint": self.checkpoint,
+            "notes": list(self.notes),
+            "units": "binary (GiB = 2**30 bytes)" if self.binary else "SI (GB = 1e9 bytes)",
+        }
+
+    def _dataframe_rows(self, data: dict[str, Any]) -> list[dict[str, Any]]:
+        head = {k: data[k] for k in ("model", "params_bytes", "buffers_bytes", "model_bytes")}
+        return [{**head, **row} for row in data["rows"]]
+
+    # views
+
+    def _fmt(self, n) -> str:
+        return format_bytes(n, binary=self.binary)
+
+    def _summary_lines(self) -> list[str]:
+        w = self.weights
+        frozen = w.param_count - w.trainable_count
+        lines = [
+            f"{self.model}  ({self.source})",
+            f"parameters {w.param_count:,} ({w.trainable_count:,} trainable, {frozen:,} frozen): "
+            f"{self._fmt(w.params_bytes)}"
+            + (f"; {w.tied} tied tensor(s) counted once" if w.tied else ""),
+            f"buffers {w.buffer_count:,}: {self._fmt(w.buffers_bytes)}",
+            f"model {self._fmt(self.model_bytes)}   cache dtype {self.cache_dtype}"
+            + (f", SSM state {self.ssm_state_dtype}" if self._has_ssm() else "")
+            + f"   layers: {_counts_text(self.layer_counts)}",
+        ]
+        if self.checkpoint:
+            c = self.checkpoint
+            dtypes = ", ".join(f"{d} {self._fmt(n)}" for d, n in sorted(c["dtypes"].items(), key=lambda kv: -kv[1]))
+            lines.append(f"checkpoint on disk: {self._fmt(c['bytes'])} in {c['files']} safetensors file(s) ({dtypes})")
+        if self.gpu:
+            lines.append(f"GPU {self.gpu['name']}: {self._fmt(self.gpu['free_bytes'])} free of "
+                         f"{self._fmt(self.gpu['total_bytes'])}"
+                         + (" (the model is already on it)" if self.model_on_gpu else ""))
+        return lines
+
+    def _has_ssm(self) -> bool:
+        return any((r.get("ssm_cache_bytes") or 0) > 0 for r in self.rows)
+
+    def _dtype_table(self) -> tuple[list[str], list[list[Any]]]:
+        header = ["dtype", "params", "param bytes", "buffers", "buffer bytes"]
+        rows = [[dt, f"{d['params']:,}", self._fmt(d["params_bytes"]), f"{d['buffers']:,}", self._fmt(d["buffers_bytes"])]
+                for dt, d in sorted(self.weights.dtypes.items(), key=lambda kv: -(kv[1]["params_bytes"] + kv[1]["buffers_bytes"]))]
+        return header, rows
+
+    def _grid_table(self) -> tuple[list[str], list[list[Any]]]:
+        measured = any("measured_cache_bytes" in r for r in self.rows)
+        fits = any("fits_gpu" in r for r in self.rows)
+        header = ["batch", "seq_len", "KV cache", "SSM state", "cache", "model + cache"]
+        header += ["measured cache"] if measured else []
+        header += ["fits GPU"] if fits else []
+        rows = []
+        for r in self.rows:
+            row = [r["batch"], r["seq_len"], self._fmt(r["kv_cache_bytes"]), self._fmt(r["ssm_cache_bytes"]),
+                   self._fmt(r["cache_bytes"]), self._fmt(r["total_bytes"])]
+            if measured:
+                m = r.get("measured_cache_bytes")
+                row.append("-" if m is None else ("= " if m == r["cache_bytes"] else "") + self._fmt(m))
+            if fits:
+                row.append({True: "yes", False: "NO", None: "-"}[r.get("fits_gpu")])
+            rows.append(row)
+        return header, rows
+
+    def to_text(self) -> str:
+        parts = ["\n".join(self._summary_lines()), text_table(*self._dtype_table()), text_table(*self._grid_table())]
+        if self.notes:
+            parts.append("\n".join(f"note: {n}" for n in self.notes))
+        return "\n\n".join(parts)
+
+    def to_html(self) -> str:
+        import html
+
+        summary = "<br>".join(html.escape(line) for line in self._summary_lines())
+        notes = "".join(f"<li>{html.escape(n)}</li>" for n in self.notes)
+        return (f"<div class='elana-size'><p>{summary}</p>"
+                + html_table(*self._grid_table(), caption="cache for each (batch, seq_len)")
+                + html_table(*self._dtype_table(), caption="weights by dtype")
+                + (f"<ul>{notes}</ul>" if notes else "") + "</div>")
+
+    def figure(self):
+        """A stacked bar chart: model, KV cache and SSM state for each grid row."""
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+
+        unit = "GiB" if self.binary else "GB"
+        scale = 2**30 if self.binary else 1e9
+        labels = [f"B={r['batch']}\nL={r['seq_len']}" for r in self.rows]
+        model = [self.model_bytes / scale] * len(self.rows)
+        kv = [(r["kv_cache_bytes"] or 0) / scale for r in self.rows]
+        ssm = [(r["ssm_cache_bytes"] or 0) / scale for r in self.rows]
+        fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(self.rows) + 2), 3.0))
+        ax.bar(labels, model, label="model", color="#8da0cb")
+        ax.bar(labels, kv, bottom=model, label="KV cache", color="#fc8d62")
+        ax.bar(labels, ssm, bottom=[a + b for a, b in zip(model, kv)], label="SSM state", color="#66c2a5")
+        if self.gpu:
+            free = self.gpu["free_bytes"] / scale + (self.model_bytes / scale if self.model_on_gpu else 0)
+            ax.axhline(free, color="k", ls="--", lw=1, label="GPU free")
+        ax.set_ylabel(unit)
+        ax.set_title(self.model, fontsize=9)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        return fig
+
+    def widget(self):
+        """An HTML table and the bar chart, stacked (ipywidgets); text and HTML for static renderers."""
+        import base64
+
+        import ipywidgets as widgets
+
+        from .widgets import figure_to_widget
+
+        image = figure_to_widget(self.figure())
+        png = base64.b64encode(image.value).decode("ascii")
+        view = _size_view_class()([widgets.HTML(self.to_html()), image])
+        view.fallback = {"text/plain": self.to_text(), "text/html": self.to_html() + f"<img src='data:image/png;base64,{png}'/>"}
+        return view
+
+
+@functools.cache
+def _size_view_class():
+    """A VBox whose static fallback is the report (text and HTML), not ``VBox(children=...)``."""
+    import ipywidgets as widgets
+
+    class SizeView(widgets.VBox):
+        fallback: dict[str, str] = {}
+
+        def _repr_mimebundle_(self, **kwargs):
+            bundle = super()._repr_mimebundle_(**kwargs) or {}
+            return {**bundle, **self.fallback}
+
+        def __repr__(self) -> str:
+            return self.fallback.get("text/plain") or super().__repr__()
+
+    return SizeView
+
+
+def _counts_text(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {kind}" for kind, n in counts.items()) or "-"
