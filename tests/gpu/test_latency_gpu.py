@@ -27,6 +27,24 @@ def _generate(model, ids, **kwargs):
     return out.sequences[:, ids.shape[1]:], out.logits
 
 
+def assert_tokens_follow_generate(model, ids, ours, engine: str) -> None:
+    """Our greedy tokens equal generate(static)'s, except where generate's own logits show a bf16 tie."""
+    model.generation_config.disable_compile = True
+    try:
+        tokens, logits = _generate(model, ids, cache_implementation="static")
+    finally:
+        model.generation_config.disable_compile = False
+    same = (ours == tokens)[0]
+    first = int(same.long().argmin()) if not bool(same.all()) else G
+    print(f"{engine}: tokens equal to generate(static): {first}/{G} before any divergence")
+    if first < G:
+        step = logits[first][0].float()
+        gap = (step.max() - step[ours[0, first]]).item()
+        tol = 2e-2 * max(1.0, step.abs().max().item())
+        print(f"divergence at token {first}: generate's logit gap to our token {gap:.4g} (bf16 tie tolerance {tol:.3g})")
+        assert gap <= tol
+
+
 def test_graph_tokens_equal_generate(llama_1b):
     """Greedy tokens of the graph engine == generate()'s, for all G tokens, up to a bf16 near-tie.
 
@@ -39,20 +57,7 @@ def test_graph_tokens_equal_generate(llama_1b):
         ours = s.request()
         ids = s.input_ids.clone()
         assert s.max_abs_diff == 0.0  # the captured step == an eager step from the same state
-    model.generation_config.disable_compile = True
-    try:
-        tokens, logits = _generate(model, ids, cache_implementation="static")
-    finally:
-        model.generation_config.disable_compile = False
-    same = (ours == tokens)[0]
-    first = int(same.long().argmin()) if not bool(same.all()) else G
-    print(f"tokens equal to generate(static): {first}/{G} before any divergence")
-    if first < G:
-        step = logits[first][0].float()
-        gap = (step.max() - step[ours[0, first]]).item()
-        tol = 2e-2 * max(1.0, step.abs().max().item())
-        print(f"divergence at token {first}: generate's logit gap to our token {gap:.4g} (bf16 tie tolerance {tol:.3g})")
-        assert gap <= tol
+    assert_tokens_follow_generate(model, ids, ours, "graph engine")
 
 
 def test_compiled_engine_checked_reused_and_tokens(llama_1b):
@@ -71,20 +76,7 @@ def test_compiled_engine_checked_reused_and_tokens(llama_1b):
         reuse = s.compile_s
     print(f"second session: open {time.perf_counter() - t:.2f} s, compiled step's first call {reuse:.3f} s")
     assert reuse < 2.0
-    model.generation_config.disable_compile = True
-    try:
-        tokens, logits = _generate(model, ids, cache_implementation="static")
-    finally:
-        model.generation_config.disable_compile = False
-    same = (ours == tokens)[0]
-    first = int(same.long().argmin()) if not bool(same.all()) else G
-    print(f"compiled engine: tokens equal to generate(static): {first}/{G} before any divergence")
-    if first < G:
-        step = logits[first][0].float()
-        gap = (step.max() - step[ours[0, first]]).item()
-        tol = 2e-2 * max(1.0, step.abs().max().item())
-        print(f"divergence at token {first}: generate's logit gap to our token {gap:.4g} (tolerance {tol:.3g})")
-        assert gap <= tol
+    assert_tokens_follow_generate(model, ids, ours, "compiled engine")
 
 
 def test_memory_and_state_restored(llama_1b):
