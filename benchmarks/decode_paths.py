@@ -29,7 +29,7 @@ from transformers import LogitsProcessor, LogitsProcessorList
 
 from elana_magic.latency import measure_latency
 from elana_magic.models import random_model
-from elana_magic.phases import compile_tolerance
+from elana_magic.latency.session import compile_tolerance
 
 
 def environment() -> dict:

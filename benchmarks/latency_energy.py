@@ -22,7 +22,7 @@ import torch
 
 from elana_magic.latency import measure_latency
 from elana_magic.models import random_model
-from elana_magic.phases import GenerationSession
+from elana_magic.latency.session import GenerationSession
 
 try:
     from decode_paths import environment

@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from elana_magic.models import random_model
     from elana_magic.profile import profile_phase
-    from elana_magic.timeline import Timeline
+    from elana_magic.profile.timeline import Timeline
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)

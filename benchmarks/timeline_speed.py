@@ -73,7 +73,7 @@ def synthetic_trace(n_kernels: int, kernels_per_step: int = 200, launch_us: floa
 def time_once(path: str) -> tuple[dict, int, int]:
     """One pass from the file to the PNG, each step timed."""
     from elana_magic.profile import ParsedTrace, analyze_trace, load_events
-    from elana_magic.timeline import Timeline
+    from elana_magic.profile.timeline import Timeline
 
     t0 = time.perf_counter()
     events = load_events(path)

@@ -19,7 +19,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .report import json_safe
+from .core.report import json_safe
 
 
 class ModelTarget:
@@ -175,7 +175,7 @@ PHASES: list[Phase] = [
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
     """The one-line errors of the measurements (bad input, out of memory)."""
-    from .phases import GenerationInputError, GenerationOutOfMemory
+    from .latency.session import GenerationInputError, GenerationOutOfMemory
     from .profile import ProfileError
     from .size import SizeError
 

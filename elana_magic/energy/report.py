@@ -6,8 +6,8 @@ import html as _html
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..report import Report, html_table, text_table
-from ..units import format_energy, format_power, format_time
+from ..core.report import Report, html_table, text_table
+from ..core.units import format_energy, format_power, format_time
 from .sampler import integrate
 
 
@@ -258,7 +258,7 @@ class EnergyReport(Report):
         if self.show_plot and self.available:
             fig = self.figure()
             if fig is not None:
-                from ..widgets import figure_to_html
+                from ..core.display import figure_to_html
 
                 plot = figure_to_html(fig)
         return f"<div class='elana-energy'>{self._tables_html()}{plot}</div>"
@@ -270,7 +270,7 @@ class EnergyReport(Report):
         if self.show_plot and self.available:
             fig = self.figure()
             if fig is not None:
-                from ..widgets import figure_to_widget
+                from ..core.display import figure_to_widget
 
                 children.append(figure_to_widget(fig))
         return widgets.VBox(children)

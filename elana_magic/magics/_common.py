@@ -76,7 +76,7 @@ def deliver(shell, report: Any, args) -> Any:
             raise UsageError(f"-v needs a valid Python name, got {args.var!r}")
         shell.user_ns[args.var] = report
     if not getattr(args, "quiet", False):
-        from ..widgets import display_report
+        from ..core.display import display_report
 
         display_report(report)
     return report if getattr(args, "output", False) else None

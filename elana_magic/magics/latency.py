@@ -78,7 +78,7 @@ class LatencyMagics(Magics):
             %elana_latency model --tokenizer tok --prompt "The capital of France is" --gen-len 32
         """
         from ..latency import measure_latency
-        from ..phases import GenerationInputError, GenerationOutOfMemory
+        from ..latency.session import GenerationInputError, GenerationOutOfMemory
 
         args = parse_argstring(self.elana_latency, line)
         if args.prompt is not None:

@@ -63,7 +63,7 @@ class ProfileMagics(Magics):
             value = getattr(args, name)
             if value is not None and value <= 0:
                 raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
-        from ..phases import GenerationInputError, GenerationOutOfMemory
+        from ..latency.session import GenerationInputError, GenerationOutOfMemory
 
         phase = args.phase or "tpot"
         label = args.label or (f"{args.model}-{phase}" if args.model.isidentifier() else None)

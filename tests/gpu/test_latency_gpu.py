@@ -8,7 +8,7 @@ from elana_magic.latency import measure_latency
 from elana_magic.models import random_model
 import time
 
-from elana_magic.phases import GenerationOutOfMemory, GenerationSession
+from elana_magic.latency.session import GenerationOutOfMemory, GenerationSession
 
 P, G = 512, 128
 

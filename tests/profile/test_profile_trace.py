@@ -5,26 +5,16 @@ The traces are small hand-made Kineto-format traces with known answers (the GPU 
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import pathlib
 
 import pytest
 
-from elana_magic.profile import (ParsedTrace, analyze_trace, annotation_spans, busy_idle, classify,
-                                 decode_step_time, graph_visibility_note, hta_available, kernel_table,
-                                 launch_gaps, merged_intervals, safe_label)
+from elana_magic.profile import ParsedTrace, analyze_trace
+from elana_magic.profile.capture import safe_label
+from elana_magic.profile.trace import (annotation_spans, busy_idle, classify, decode_step_time, graph_visibility_note,
+                                       hta_available, kernel_table, launch_gaps, merged_intervals)
 
 CPU = {"pid": 100, "tid": 100}
-
-
-def synthetic_trace(n: int) -> dict:
-    """The benchmark's synthetic Kineto-format trace of ``n`` GPU events."""
-    path = pathlib.Path(__file__).parents[1] / "benchmarks" / "timeline_speed.py"
-    spec = importlib.util.spec_from_file_location("timeline_speed", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.synthetic_trace(n)
 
 
 def _kernel(name, ts, dur, corr=None, stream=7, cat="kernel"):
@@ -157,7 +147,7 @@ def test_analyze_any_trace_file(tmp_path):
 
 
 @pytest.mark.skipif(not hta_available(), reason="HolisticTraceAnalysis is not installed (optional extra)")
-def test_hta_tables_when_installed(tmp_path):
+def test_hta_tables_when_installed(tmp_path, synthetic_trace):
     path = tmp_path / "rank0.json"
     trace = synthetic_trace(2000)
     trace["distributedInfo"] = {"rank": 0}

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from elana_magic.models import preset_config, random_model
-from elana_magic.roofline import kv_bytes_per_token, lookup_peak, prefill_flops, roofline, weight_bytes
+from elana_magic.latency.roofline import kv_bytes_per_token, lookup_peak, prefill_flops, roofline, weight_bytes
 
 
 @pytest.mark.parametrize("name, expect", [

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .report import Report, html_table, text_table
-from .units import format_bytes
-
-if TYPE_CHECKING:
-    from .size import WeightBytes
+from ..core.report import Report, html_table, text_table
+from ..core.units import format_bytes
+from .weights import WeightBytes
 
 
 @dataclass(repr=False)
@@ -175,7 +173,7 @@ class SizeReport(Report):
 
         import ipywidgets as widgets
 
-        from .widgets import figure_to_widget
+        from ..core.display import figure_to_widget
 
         image = figure_to_widget(self.figure())
         png = base64.b64encode(image.value).decode("ascii")

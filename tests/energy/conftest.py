@@ -186,8 +186,57 @@ def write(path, text) -> None:
         f.write(str(text))
 
 
-def test_fake_gpu_counter_ticks():
-    gpu = FakeGpu(idle_w=100.0, tick=0.05)
-    first = gpu.counter_mj()
-    time.sleep(0.12)
-    assert gpu.counter_mj() - first in range(9000, 16000)
+def write_atomic(path, text) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        f.write(str(text))
+    os.replace(tmp, path)  # sysfs reads are atomic; so must the fake's be
+
+
+@pytest.fixture
+def no_nvml(monkeypatch):
+    """No NVML library, no Jetson rails, no RAPL: a machine without any energy sensor."""
+    from elana_magic.energy import jetson, nvml, rapl
+
+    class NoLibrary:
+        def nvmlInit(self):
+            raise OSError("NVML Shared Library Not Found")
+
+    monkeypatch.setattr(nvml, "_module", NoLibrary())
+    monkeypatch.setattr(jetson, "SYSFS_ROOT", "/nonexistent-sys")
+    monkeypatch.setattr(rapl, "POWERCAP_ROOT", "/nonexistent-powercap")
+
+
+def make_orin_nano(root) -> str:
+    hw = os.path.join(root, "bus/i2c/drivers/ina3221/1-0040/hwmon/hwmon3")
+    for ch, (label, mv, ma) in enumerate([("VDD_IN", 5000, 2000), ("VDD_CPU_GPU_CV", 5000, 800),
+                                          ("VDD_SOC", 5000, 400)], start=1):
+        write(f"{hw}/in{ch}_label", label)
+        write(f"{hw}/in{ch}_input", mv)
+        write(f"{hw}/curr{ch}_input", ma)
+    write(f"{hw}/in7_label", "Sum of shunt voltages")
+    write(f"{hw}/in7_input", 0)
+    write(f"{hw}/update_interval", 140)
+    return hw
+
+
+def make_rapl(root, package_uj=1_000_000, dram_uj=500_000, max_uj=262_143_328_850) -> str:
+    pkg = os.path.join(root, "intel-rapl:0")
+    write(f"{pkg}/name", "package-0")
+    write(f"{pkg}/energy_uj", package_uj)
+    write(f"{pkg}/max_energy_range_uj", max_uj)
+    write(f"{pkg}/intel-rapl:0:0/name", "core")
+    write(f"{pkg}/intel-rapl:0:0/energy_uj", 1)
+    write(f"{pkg}/intel-rapl:0:1/name", "dram")
+    write(f"{pkg}/intel-rapl:0:1/energy_uj", dram_uj)
+    write(f"{pkg}/intel-rapl:0:1/max_energy_range_uj", max_uj)
+    return pkg
+
+
+@pytest.fixture
+def sysfs():
+    """The fake-sysfs writers and NVML fakes, for tests that build their own sensor trees."""
+    import types
+
+    return types.SimpleNamespace(write=write, write_atomic=write_atomic, make_orin_nano=make_orin_nano,
+                                 make_rapl=make_rapl, FakeGpu=FakeGpu, FakeNvml=FakeNvml)

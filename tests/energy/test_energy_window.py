@@ -9,7 +9,6 @@ import tracemalloc
 
 import pytest
 
-from test_energy_fakes import fake_nvml  # noqa: F401 - fixture
 
 from elana_magic.energy import EnergyMeter, EnergyReport, ShortWindowWarning, measure_energy
 

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from elana_magic.stats import StoppingRule, median_ci, relative_ci_halfwidth, summarize
+from elana_magic.core.stats import StoppingRule, median_ci, relative_ci_halfwidth, summarize
 
 
 def test_summarize_matches_numpy():

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from elana_magic.phases import (COMPILE_REL_TOL_PER_LAYER, GenerationInputError, GenerationSession, compile_tolerance,
+from elana_magic.latency.session import (COMPILE_REL_TOL_PER_LAYER, GenerationInputError, GenerationSession, compile_tolerance,
                                 random_prompt)
 
 

@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import pathlib
 
 import pytest
 from matplotlib.collections import PolyCollection
 
 from elana_magic.profile import ParsedTrace, analyze_trace
-from elana_magic.timeline import KIND_COLORS, Timeline, draw_timeline, short_phase_name, timeline_widget
-
-
-def synthetic_trace(n: int) -> dict:
-    path = pathlib.Path(__file__).parents[1] / "benchmarks" / "timeline_speed.py"
-    spec = importlib.util.spec_from_file_location("timeline_speed", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.synthetic_trace(n)
+from elana_magic.profile.timeline import KIND_COLORS, Timeline, draw_timeline, short_phase_name, timeline_widget
 
 
 @pytest.fixture(scope="module")
-def big():
+def big(synthetic_trace):
     return ParsedTrace.from_events(synthetic_trace(20_000)["traceEvents"])
 
 
@@ -77,7 +67,7 @@ def test_sub_pixel_kernels_take_the_busiest_kind():
     assert to_rgba(KIND_COLORS["attention"]) not in colours  # 2 µs of attention < 3 µs of matmul in that pixel
 
 
-def test_phases_shaded_and_labelled():
+def test_phases_shaded_and_labelled(synthetic_trace):
     trace = ParsedTrace.from_events(synthetic_trace(1_000)["traceEvents"])
     rep = analyze_trace("synthetic", trace=trace, hta=False)
     tl = Timeline(trace, spans=rep.steps)
@@ -106,7 +96,7 @@ def test_empty_trace_says_so(tmp_path):
     assert "no kernels or operators" in fig.axes[0].texts[0].get_text()
 
 
-def test_widget_zooms_on_slider_and_phase_picker():
+def test_widget_zooms_on_slider_and_phase_picker(synthetic_trace):
     trace = ParsedTrace.from_events(synthetic_trace(2_000)["traceEvents"])
     rep = analyze_trace("synthetic", trace=trace, hta=False)
     box = timeline_widget(trace, spans=rep.steps)
@@ -123,7 +113,7 @@ def test_widget_zooms_on_slider_and_phase_picker():
     assert slider.value[0] <= a and slider.value[1] >= b and slider.value[1] - slider.value[0] < (hi - lo) / 2
 
 
-def test_report_widget_has_header_timeline_and_tabs(tmp_path):
+def test_report_widget_has_header_timeline_and_tabs(tmp_path, synthetic_trace):
     path = tmp_path / "t.json"
     path.write_text(json.dumps(synthetic_trace(500)))
     rep = analyze_trace(str(path), hta=False)

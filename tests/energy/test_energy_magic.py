@@ -10,8 +10,6 @@ import pytest
 from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 
-from test_energy_fakes import fake_nvml  # noqa: F401 - fixture
-from test_energy_sensors import make_rapl, no_nvml  # noqa: F401 - fixture
 
 from elana_magic.energy import EnergyReport, rapl
 from elana_magic.magics import energy as energy_magics
@@ -112,8 +110,8 @@ def test_no_sensor_runs_the_cell_and_says_why(eip, no_nvml):
     assert "powercap" in text and "The code ran in" in text
 
 
-def test_cpu_only_machine_reports_rapl(eip, no_nvml, tmp_path, monkeypatch):
-    pkg = make_rapl(tmp_path)
+def test_cpu_only_machine_reports_rapl(sysfs, eip, no_nvml, tmp_path, monkeypatch):
+    pkg = sysfs.make_rapl(tmp_path)
     monkeypatch.setattr(rapl, "POWERCAP_ROOT", str(tmp_path))
     eip.user_ns["bump"] = lambda: open(f"{pkg}/energy_uj", "w").write("6000000")  # +5 J
     rep = eip.run_cell_magic("elana_energy", "-o -q", "bump()")

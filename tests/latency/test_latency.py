@@ -9,8 +9,8 @@ import torch
 from elana_magic.energy import EnergyMeter
 from elana_magic.energy.sensor import Reading, Sensor
 from elana_magic.latency import LatencyReport, measure_latency
-from elana_magic.phases import GenerationInputError
-from elana_magic.units import format_energy
+from elana_magic.latency.session import GenerationInputError
+from elana_magic.core.units import format_energy
 
 FAST = dict(warmup=0, repeats=2, min_time=0.0, progress=False)
 STAT_KEYS = {"n", "mean", "median", "std", "p90", "p99"}

@@ -15,17 +15,14 @@ least ``energy_window_s`` so that it spans many ticks of the board's energy coun
 from __future__ import annotations
 
 import contextlib
-import math
-import textwrap
 import time
 from typing import Any, Callable, Sequence
 
 import torch
 
-from .phases import GenerationInputError, GenerationOutOfMemory, GenerationSession, out_of_memory_message
-from .report import Report, html_table, text_table
-from .stats import StoppingRule, summarize
-from .units import format_bytes, format_energy, format_time
+from .session import GenerationInputError, GenerationOutOfMemory, GenerationSession, out_of_memory_message
+from .report import LatencyReport, _ms
+from ..core.stats import StoppingRule, summarize
 
 PHASES = ("ttft", "tpot", "ttlt")
 DEFAULT_WARMUP = 2
@@ -115,203 +112,6 @@ def _repeat(name: str, run_once: Callable[[], dict], rule: StoppingRule, key: st
     return results, (win.report if meter is not None else None)
 
 
-# -- the report ------------------------------------------------------------------------------------
-def _ms(stats: dict) -> dict:
-    return {k: (v * 1e3 if isinstance(v, float) else v) for k, v in stats.items()}
-
-
-class LatencyReport(Report):
-    """TTFT / TPOT / TTLT statistics (ms), energy per phase, roofline, notes."""
-
-    def __init__(self, data: dict[str, Any], step_ms: list[float]):
-        self.data = data
-        self.step_ms = step_ms
-
-    def __getattr__(self, name: str) -> Any:
-        data = self.__dict__.get("data", {})
-        if name in data:
-            return data[name]
-        raise AttributeError(name)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**self.data, "step_latencies_ms": list(self.step_ms)}
-
-    def _dataframe_rows(self, data: dict[str, Any]) -> list[dict[str, Any]]:
-        rows = []
-        for phase in ("ttft_ms", "tpot_ms", "ttlt_ms"):
-            stats = data.get(phase) or {}
-            if stats.get("n"):
-                rows.append({"label": data.get("label"), "phase": phase[:4], "batch": data["batch"],
-                             "prompt_len": data["prompt_len"], "gen_len": data["gen_len"],
-                             "engine": data["engine"], **{f"{k}_ms" if k != "n" else k: v for k, v in stats.items()}})
-        return rows
-
-    # rows shared by the text and HTML tables
-    def _table(self) -> tuple[list[str], list[list[str]]]:
-        d, e, r = self.data, self.data.get("energy") or {}, self.data.get("roofline") or {}
-        per_seq = e.get("per_sequence") or {}
-        header = ["phase", "n", "median", "mean", "p90", "p99", "floor", "energy/batch", "energy/seq"]
-
-        def f(v):
-            return format_time(None if v is None else v / 1e3, digits=4)
-
-        rows = []
-        spec = [("TTFT (prefill)", "ttft_ms", "ttft_floor_ms", "j_per_prompt"),
-                ("TPOT (decode step)", "tpot_ms", "tpot_floor_ms", "j_per_token"),
-                ("TTLT (request)", "ttlt_ms", "ttlt_floor_ms", "j_per_request")]
-        for title, key, floor, ekey in spec:
-            s = d.get(key) or {}
-            if not s.get("n"):
-                continue
-            rows.append([title, s["n"], f(s["median"]), f(s["mean"]), f(s["p90"]), f(s["p99"]),
-                         f(r.get(floor)), format_energy(e.get(ekey)), format_energy(per_seq.get(ekey))])
-        if d.get("tpot_from_ttlt_ms") is not None:
-            rows.append(["TPOT = (TTLT-TTFT)/(G-1)", "", f(d["tpot_from_ttlt_ms"]), "", "", "", "", "", ""])
-        return header, rows
-
-    def _summary_lines(self) -> list[str]:
-        d, e, r = self.data, self.data.get("energy") or {}, self.data.get("roofline") or {}
-        lines = []
-        if r.get("mbu") is not None or r.get("achieved_bw_bytes_per_s") is not None:
-            bw = r.get("achieved_bw_bytes_per_s")
-            peak = r.get("peak_bw_bytes_per_s")
-            mbu = f" = {r['mbu']:.0%} MBU of {format_bytes(peak)}/s" if r.get("mbu") is not None else ""
-            lines.append(f"decode: {format_bytes(r['decode_step_bytes'])}/step (weights {format_bytes(r['weights_read_bytes'])}"
-                         f" + KV {format_bytes(r['kv_read_bytes'])}) -> {format_bytes(bw)}/s{mbu}")
-        if r.get("achieved_prefill_flops_per_s") is not None:
-            mfu = f" = {r['mfu']:.0%} MFU of {r['peak_flops_per_s'] / 1e12:.0f} TFLOP/s" if r.get("mfu") is not None else ""
-            lines.append(f"prefill: {r['prefill_flops'] / 1e12:.3g} TFLOP -> "
-                         f"{r['achieved_prefill_flops_per_s'] / 1e12:.3g} TFLOP/s{mfu}")
-        if r.get("peak_source"):
-            lines.append(f"peaks: {r['peak_source']}")
-        if e.get("tokens_per_s") is not None:
-            lines.append(f"decode throughput: {e['tokens_per_s']:.4g} tokens/s"
-                         + (f", {e['tokens_per_j']:.4g} tokens/J" if e.get("tokens_per_j") else ""))
-        counter = e.get("request_split_counter_j") or {}
-        if counter:
-            lines.append(f"request energy from the phase counters: prefill {format_energy(counter['prefill'])}"
-                         f" + decode {format_energy(counter['decode'])} = "
-                         f"{format_energy(counter['prefill'] + counter['decode'])} (measured"
-                         f" {format_energy(e.get('j_per_request'))} per request)")
-        split = e.get("request_split_j") or {}
-        if split.get("prefill") is not None:
-            lines.append(f"request energy split (power timeline, coarse below ~0.1 s): prefill"
-                         f" {format_energy(split['prefill'])}, decode {format_energy(split['decode'])}")
-        if e.get("method"):
-            idle = e.get("idle_power_w")
-            lines.append(f"energy: {e['method']}" + (f"; idle {idle:.4g} W" if idle else ""))
-        return lines
-
-    def title(self) -> str:
-        d = self.data
-        label = f"{d['label']} · " if d.get("label") else ""
-        return (f"{label}{d['model']} on {d['device_name']} · batch {d['batch']} · prompt {d['prompt_len']}"
-                f" · gen {d['gen_len']} · {d['engine']} decode")
-
-    def to_text(self) -> str:
-        header, rows = self._table()
-        parts = ["elana latency: " + self.title(), text_table(header, rows) if rows else "(no phase measured)"]
-        parts += self._summary_lines()
-        parts += [f"note: {n}" for n in self.data.get("notes", [])]
-        return "\n".join(parts)
-
-    def to_html(self) -> str:
-        import html
-
-        header, rows = self._table()
-        body = html_table(header, rows, caption="elana latency: " + self.title())
-        extra = "".join(f"<div>{html.escape(x)}</div>" for x in self._summary_lines())
-        notes = "".join(f"<div><i>note: {html.escape(n)}</i></div>" for n in self.data.get("notes", []))
-        fig = ""
-        try:
-            from .widgets import figure_to_html
-
-            fig = figure_to_html(self.figure())
-        except ImportError:
-            pass
-        return f"<div class='elana-latency'>{body}{extra}{notes}{fig}</div>"
-
-    def widget(self):
-        import ipywidgets as widgets
-
-        from .widgets import figure_to_widget
-
-        header, rows = self._table()
-        table = widgets.HTML(html_table(header, rows, caption="elana latency: " + self.title())
-                             + "".join(f"<div>{x}</div>" for x in self._summary_lines())
-                             + "".join(f"<div><i>note: {n}</i></div>" for n in self.data.get("notes", [])))
-        return widgets.VBox([table, figure_to_widget(self.figure())])
-
-    def figure(self):
-        """Per-phase latency and energy bars (with floors), the decode-step distribution, the roofline."""
-        import matplotlib
-
-        matplotlib.use(matplotlib.get_backend())  # keep the user's backend
-        from matplotlib.figure import Figure
-
-        d, e, r = self.data, self.data.get("energy") or {}, self.data.get("roofline") or {}
-        fig = Figure(figsize=(11, 6.5))
-        axes = fig.subplots(2, 2)
-        names, meds, floors = [], [], []
-        for title, key, floor in (("TTFT", "ttft_ms", "ttft_floor_ms"), ("TPOT", "tpot_ms", "tpot_floor_ms"),
-                                  ("TTLT", "ttlt_ms", "ttlt_floor_ms")):
-            if (d.get(key) or {}).get("n"):
-                names.append(title)
-                meds.append(d[key]["median"])
-                floors.append(r.get(floor))
-        ax = axes[0][0]
-        if names:
-            ax.bar(names, meds, color="#4C72B0", label="measured (median)")
-            fl = [f if f is not None else math.nan for f in floors]
-            if any(not math.isnan(f) for f in fl):
-                ax.bar(names, fl, color="none", edgecolor="black", hatch="//", label="roofline floor")
-            ax.set_yscale("log")
-            ax.legend(fontsize=8)
-        ax.set_ylabel("latency (ms)")
-        ax.set_title("latency per phase")
-        ax = axes[0][1]
-        per_seq = e.get("per_sequence") or {}
-        ekeys = [("J/prompt", "j_per_prompt"), ("J/token", "j_per_token"), ("J/request", "j_per_request")]
-        vals = [(n, per_seq.get(k)) for n, k in ekeys if per_seq.get(k) is not None]
-        if vals:
-            ax.bar([v[0] for v in vals], [v[1] for v in vals], color="#DD8452")
-            ax.set_yscale("log")
-            ax.set_ylabel("J per sequence")
-        else:
-            reason = textwrap.fill(e.get("reason") or "energy not measured", width=48)
-            ax.text(0.5, 0.5, reason, ha="center", va="center", fontsize=8, transform=ax.transAxes)
-            ax.set_axis_off()
-        ax.set_title("energy per phase (per sequence)")
-        ax = axes[1][0]
-        if self.step_ms:
-            ax.hist(self.step_ms, bins=min(60, max(10, len(self.step_ms) // 10)), color="#55A868")
-            ax.axvline(d["tpot_ms"]["median"], color="black", linestyle="--", label="median")
-            if r.get("tpot_floor_ms"):
-                ax.axvline(r["tpot_floor_ms"], color="red", linestyle=":", label="floor")
-            ax.legend(fontsize=8)
-        ax.set_xlabel("decode step latency (ms)")
-        ax.set_title("inter-token latency distribution")
-        ax = axes[1][1]
-        bars = []
-        if r.get("mbu") is not None:
-            bars.append(("decode MBU", r["mbu"]))
-        if r.get("mfu") is not None:
-            bars.append(("prefill MFU", r["mfu"]))
-        if r.get("decode_mfu") is not None:
-            bars.append(("decode MFU", r["decode_mfu"]))
-        if bars:
-            ax.barh([b[0] for b in bars], [b[1] * 100 for b in bars], color="#8172B3")
-            ax.set_xlim(0, 100)
-            ax.set_xlabel("% of peak")
-        else:
-            ax.text(0.5, 0.5, "no peak known for this device:\npass --peak-bw / --peak-flops",
-                    ha="center", va="center", fontsize=8, transform=ax.transAxes)
-            ax.set_axis_off()
-        ax.set_title("roofline: share of the hardware's peak")
-        fig.tight_layout()
-        return fig
-
-
 # -- measurement -----------------------------------------------------------------------------------
 def _prompt_ids(tokenizer, prompt: str, batch: int) -> torch.Tensor:
     if tokenizer is None:
@@ -329,7 +129,7 @@ def _open_meter(energy: bool | None, device: torch.device, notes: list[str]):
     if energy is False:
         return None, "energy off (--no-energy)"
     try:
-        from .energy import EnergyMeter
+        from ..energy import EnergyMeter
     except ImportError as exc:
         reason = f"energy unavailable: elana_magic.energy cannot be imported ({exc})"
         return None, reason

@@ -7,57 +7,11 @@ import time
 
 import pytest
 
-from test_energy_fakes import write
-
 from elana_magic.energy import EnergyMeter, jetson, nvml, rapl
 
 
-def write_atomic(path, text) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        f.write(str(text))
-    os.replace(tmp, path)  # sysfs reads are atomic; so must the fake's be
-
-
-@pytest.fixture
-def no_nvml(monkeypatch):
-    class NoLibrary:
-        def nvmlInit(self):
-            raise OSError("NVML Shared Library Not Found")
-
-    monkeypatch.setattr(nvml, "_module", NoLibrary())
-    monkeypatch.setattr(jetson, "SYSFS_ROOT", "/nonexistent-sys")
-    monkeypatch.setattr(rapl, "POWERCAP_ROOT", "/nonexistent-powercap")
-
-
-def make_orin_nano(root) -> str:
-    hw = os.path.join(root, "bus/i2c/drivers/ina3221/1-0040/hwmon/hwmon3")
-    for ch, (label, mv, ma) in enumerate([("VDD_IN", 5000, 2000), ("VDD_CPU_GPU_CV", 5000, 800),
-                                          ("VDD_SOC", 5000, 400)], start=1):
-        write(f"{hw}/in{ch}_label", label)
-        write(f"{hw}/in{ch}_input", mv)
-        write(f"{hw}/curr{ch}_input", ma)
-    write(f"{hw}/in7_label", "Sum of shunt voltages")
-    write(f"{hw}/in7_input", 0)
-    write(f"{hw}/update_interval", 140)
-    return hw
-
-
-def make_rapl(root, package_uj=1_000_000, dram_uj=500_000, max_uj=262_143_328_850) -> str:
-    pkg = os.path.join(root, "intel-rapl:0")
-    write(f"{pkg}/name", "package-0")
-    write(f"{pkg}/energy_uj", package_uj)
-    write(f"{pkg}/max_energy_range_uj", max_uj)
-    write(f"{pkg}/intel-rapl:0:0/name", "core")
-    write(f"{pkg}/intel-rapl:0:0/energy_uj", 1)
-    write(f"{pkg}/intel-rapl:0:1/name", "dram")
-    write(f"{pkg}/intel-rapl:0:1/energy_uj", dram_uj)
-    write(f"{pkg}/intel-rapl:0:1/max_energy_range_uj", max_uj)
-    return pkg
-
-
-def test_jetson_rails_are_labelled_honestly(tmp_path):
-    make_orin_nano(tmp_path)
+def test_jetson_rails_are_labelled_honestly(sysfs, tmp_path):
+    sysfs.make_orin_nano(tmp_path)
     rails, why = jetson.discover(str(tmp_path))
     assert why is None
     names = [r.name for r in rails]
@@ -67,13 +21,13 @@ def test_jetson_rails_are_labelled_honestly(tmp_path):
     assert "140 ms" in rails[0].note
 
 
-def test_jetson_window_integrates_the_module_input(tmp_path, no_nvml, monkeypatch):
-    hw = make_orin_nano(tmp_path)
+def test_jetson_window_integrates_the_module_input(sysfs, tmp_path, no_nvml, monkeypatch):
+    hw = sysfs.make_orin_nano(tmp_path)
     monkeypatch.setattr(jetson, "SYSFS_ROOT", str(tmp_path))
     with EnergyMeter() as meter:
         assert meter.available
         with meter.window() as win:
-            write_atomic(f"{hw}/curr1_input", 4000)  # 20 W
+            sysfs.write_atomic(f"{hw}/curr1_input", 4000)  # 20 W
             time.sleep(0.3)
     rep = win.report
     assert rep.energy_j == pytest.approx(20.0 * rep.duration_s, rel=0.1)
@@ -84,29 +38,29 @@ def test_jetson_window_integrates_the_module_input(tmp_path, no_nvml, monkeypatc
     assert "not summed into the total" in rep.to_text()
 
 
-def test_old_jetson_iio_layout(tmp_path):
+def test_old_jetson_iio_layout(sysfs, tmp_path):
     dev = os.path.join(tmp_path, "bus/i2c/drivers/ina3221x/6-0040/iio:device0")
     for n, (name, mw) in enumerate([("POM_5V_IN", 4000), ("POM_5V_GPU", 1200), ("POM_5V_CPU", 900)]):
-        write(f"{dev}/rail_name_{n}", name)
-        write(f"{dev}/in_power{n}_input", mw)
+        sysfs.write(f"{dev}/rail_name_{n}", name)
+        sysfs.write(f"{dev}/in_power{n}_input", mw)
     rails, why = jetson.discover(str(tmp_path))
     assert [r.name for r in rails] == ["POM_5V_IN - module input (total)", "POM_5V_GPU - GPU", "POM_5V_CPU - CPU"]
     assert rails[1].read().power_w == pytest.approx(1.2)
 
 
-def test_rails_without_input_rail_are_summed(tmp_path):
+def test_rails_without_input_rail_are_summed(sysfs, tmp_path):
     hw = os.path.join(tmp_path, "bus/i2c/drivers/ina3221/1-0041/hwmon/hwmon1")
     for ch, label in enumerate(["VDD_GPU_SOC", "VDD_CPU_CV"], start=1):
-        write(f"{hw}/in{ch}_label", label)
-        write(f"{hw}/in{ch}_input", 1000)
-        write(f"{hw}/curr{ch}_input", 1000)
+        sysfs.write(f"{hw}/in{ch}_label", label)
+        sysfs.write(f"{hw}/in{ch}_input", 1000)
+        sysfs.write(f"{hw}/curr{ch}_input", 1000)
     rails, _ = jetson.discover(str(tmp_path))
     assert all(r.counted_in_total for r in rails)
     assert "sum of rails" in rails[0].note and rails[0].name == "VDD_GPU_SOC - GPU+SoC (shared rail)"
 
 
-def test_rapl_zones_found_and_core_skipped(tmp_path):
-    make_rapl(tmp_path)
+def test_rapl_zones_found_and_core_skipped(sysfs, tmp_path):
+    sysfs.make_rapl(tmp_path)
     zones, why = rapl.discover(str(tmp_path))
     assert why is None
     assert [(z.name, z.kind) for z in zones] == [("CPU package-0 (RAPL)", "cpu-package"),
@@ -114,16 +68,16 @@ def test_rapl_zones_found_and_core_skipped(tmp_path):
     assert zones[0].read().energy_j == pytest.approx(1.0)
 
 
-def test_rapl_counter_wrap(tmp_path, no_nvml, monkeypatch):
+def test_rapl_counter_wrap(sysfs, tmp_path, no_nvml, monkeypatch):
     max_uj = 10_000_000
-    pkg = make_rapl(tmp_path, package_uj=max_uj - 1_000_000, dram_uj=0, max_uj=max_uj)
+    pkg = sysfs.make_rapl(tmp_path, package_uj=max_uj - 1_000_000, dram_uj=0, max_uj=max_uj)
     monkeypatch.setattr(rapl, "POWERCAP_ROOT", str(tmp_path))
     with EnergyMeter(measure_idle=False) as meter:
         assert meter.available and all(s.counted_in_total for s in meter.sensors)
         with meter.window() as win:
             time.sleep(0.05)
-            write_atomic(f"{pkg}/energy_uj", 2_000_000)  # wrapped: 1 J to the top + 2 J
-            write_atomic(f"{pkg}/intel-rapl:0:1/energy_uj", 500_000)
+            sysfs.write_atomic(f"{pkg}/energy_uj", 2_000_000)  # wrapped: 1 J to the top + 2 J
+            sysfs.write_atomic(f"{pkg}/intel-rapl:0:1/energy_uj", 500_000)
             time.sleep(0.05)
     rep = win.report
     assert rep.devices[0]["energy_j"] == pytest.approx(3.0, abs=0.01)
@@ -131,8 +85,8 @@ def test_rapl_counter_wrap(tmp_path, no_nvml, monkeypatch):
     assert rep.cpu_energy_j == pytest.approx(rep.energy_j)
 
 
-def test_rapl_unreadable_gives_the_reason(tmp_path, monkeypatch):
-    make_rapl(tmp_path)
+def test_rapl_unreadable_gives_the_reason(sysfs, tmp_path, monkeypatch):
+    sysfs.make_rapl(tmp_path)
 
     real_open = open
 
@@ -146,10 +100,10 @@ def test_rapl_unreadable_gives_the_reason(tmp_path, monkeypatch):
     assert zones == [] and "root" in why and "chmod" in why
 
 
-def test_rapl_is_reported_apart_from_gpu_energy(tmp_path, monkeypatch):
-    from test_energy_fakes import FakeGpu, FakeNvml
+def test_rapl_is_reported_apart_from_gpu_energy(sysfs, tmp_path, monkeypatch):
+    FakeGpu, FakeNvml = sysfs.FakeGpu, sysfs.FakeNvml
 
-    make_rapl(tmp_path)
+    sysfs.make_rapl(tmp_path)
     monkeypatch.setattr(nvml, "_module", FakeNvml([FakeGpu()]))
     monkeypatch.setattr(rapl, "POWERCAP_ROOT", str(tmp_path))
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)

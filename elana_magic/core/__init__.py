@@ -1,0 +1,1 @@
+"""The parts every measurement shares: the report base, units, statistics and notebook display."""
