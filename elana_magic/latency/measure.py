@@ -21,6 +21,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from .session import GenerationInputError, GenerationOutOfMemory, GenerationSession, out_of_memory_message
+from .memory import MemoryProbe, phase_entry, remember_peaks
 from .report import LatencyReport, _ms
 from ..core.stats import StoppingRule, summarize
 
@@ -176,19 +177,47 @@ def _decodes(phases: Sequence[str]) -> bool:
     return "tpot" in phases or "ttlt" in phases
 
 
+def _is_grid(*values) -> bool:
+    return any(isinstance(v, (list, tuple)) and len(v) > 1 for v in values)
+
+
+def _one(name: str, value):
+    """A single value given as itself or a one-element list."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != 1:
+            raise GenerationInputError(f"{name} needs one value here, got {list(value)}")
+        return value[0]
+    return value
+
+
 def measure_latency(model: torch.nn.Module, tokenizer: Any = None, phases: Sequence[str] = PHASES,
-                    batch: int = 1, prompt_len: int = 512, gen_len: int = 128, energy: bool | None = None,
+                    batch: int | Sequence[int] = 1, prompt_len: int | Sequence[int] = 512,
+                    gen_len: int | Sequence[int] = 128, energy: bool | None = None,
                     cuda_graph: bool | None = None, warmup: int = DEFAULT_WARMUP, repeats: int = DEFAULT_REPEATS,
                     min_time: float = DEFAULT_MIN_TIME, label: str | None = None, prompt: str | None = None,
                     peak_bw: float | None = None, peak_flops: float | None = None,
                     energy_window_s: float = DEFAULT_ENERGY_WINDOW_S, max_time: float | None = None,
                     rel_ci: float = 0.01, progress: bool = True, seed: int = 0, meter=None,
-                    compile: bool | None = None) -> LatencyReport:
+                    compile: bool | None = None, shared_runs: bool = True, memory: bool = True):
     """Measure TTFT / TPOT / TTLT (any subset of ``phases``) of ``model`` as loaded; see the module doc.
 
-    ``energy``: None = on when a sensor exists. ``compile``: None = the CUDA-graph engine captures an
-    Inductor-compiled decode step (compiled once per model and shape, tens of seconds; a note says so). ``meter``: an open ``EnergyMeter`` to reuse (its idle power
-    is then measured once across calls); it is left open."""
+    ``batch``, ``prompt_len``, ``gen_len``: a value each, or lists of values: then every cell of the grid is
+    measured and a ``LatencyGridReport`` returned (``grid.measure_grid``). ``energy``: None = on when a
+    sensor exists. ``compile``: None = the CUDA-graph engine captures an Inductor-compiled decode step
+    (compiled once per model and shape, tens of seconds; a note says so). ``meter``: an open
+    ``EnergyMeter`` to reuse (its idle power is then measured once across calls); it is left open.
+    ``shared_runs``: without energy windows, one loop of requests serves every phase (each request's
+    prefill is a TTFT sample and its steps TPOT samples); False = each phase runs on its own, as before.
+    ``memory``: measure each phase's peak memory beside the analytic size."""
+    if _is_grid(batch, prompt_len, gen_len):
+        from .grid import measure_grid
+
+        return measure_grid(model, tokenizer=tokenizer, phases=phases, batch=batch, prompt_len=prompt_len,
+                            gen_len=gen_len, energy=energy, cuda_graph=cuda_graph, warmup=warmup, repeats=repeats,
+                            min_time=min_time, label=label, prompt=prompt, peak_bw=peak_bw, peak_flops=peak_flops,
+                            energy_window_s=energy_window_s, max_time=max_time, rel_ci=rel_ci, progress=progress,
+                            seed=seed, meter=meter, compile=compile, shared_runs=shared_runs, memory=memory)
+    batch, prompt_len, gen_len = _one("batch", batch), _one("prompt length", prompt_len), _one("gen length", gen_len)
     phases = tuple(dict.fromkeys(p.lower() for p in (phases or PHASES)))
     unknown = [p for p in phases if p not in PHASES]
     if unknown:
@@ -227,68 +256,176 @@ def measure_latency(model: torch.nn.Module, tokenizer: Any = None, phases: Seque
         return StoppingRule(min_count=repeats, min_time=min_time, rel_ci=rel_ci, floor_time=floor_time,
                             max_time=max_time)
 
+    shared = shared_runs and meter is None and len(phases) > 1 and gen_len > 1
+    probe = MemoryProbe(device) if memory else None
+    peaks: dict[str, dict] = {}
     results: dict[str, Any] = {}
     stops: dict[str, str] = {}
+    t_start = time.perf_counter()
     try:
         with session as s:
             if s.note:
                 notes.append(s.note)
-            if s.compile_s is not None and s.compile_s > 2.0:
-                notes.append(f"decode step compiled in {s.compile_s:.0f} s (later runs of this shape on this model reuse it)")
+            if s.compile_s is not None and s.compile_s > 2.0 and (s.compile_info or {}).get("variant") == "new":
+                notes.append(f"decode step compiled in {s.compile_s:.0f} s, before and apart from the measurement"
+                             " (later runs of this shape on this model reuse it)")
             clock = _Clock(device)
-            if "ttft" in phases:
-                def ttft_once() -> dict:
-                    a = clock.start()
-                    s.prefill()
-                    b = clock.mark()
-                    clock.sync()
-                    return {"t": [clock.seconds(a, b)]}
-
-                r = rule()
-                results["ttft"] = _repeat("TTFT", ttft_once, r, "t", warmup, meter, progress)
-                stops["ttft"] = r.reason
-            if "tpot" in phases:
-                s.prefill()
-
-                def tpot_once() -> dict:
-                    s.restart_decode()
-                    marks = [clock.start()]
-                    for _ in range(gen_len - 1):
-                        s.decode_step()
-                        marks.append(clock.mark())
-                    clock.sync()
-                    return {"t": [clock.seconds(a, b) for a, b in zip(marks, marks[1:])]}
-
-                r = rule()
-                results["tpot"] = _repeat("TPOT", tpot_once, r, "t", max(1, warmup), meter, progress)
-                stops["tpot"] = r.reason
-            if "ttlt" in phases:
-                def ttlt_once() -> dict:
-                    a = clock.start()
-                    s.prefill()
-                    b = clock.mark()
-                    for _ in range(gen_len - 1):
-                        s.decode_step()
-                    c = clock.mark()
-                    clock.sync()
-                    return {"t": [clock.seconds(a, c)], "prefill": clock.seconds(a, b), "decode_steps": gen_len - 1,
-                            "decode": clock.seconds(b, c), "edges": (clock.host(a), clock.host(b), clock.host(c))}
-
-                r = rule()
-                results["ttlt"] = _repeat("TTLT", ttlt_once, r, "t", warmup, meter, progress)
-                stops["ttlt"] = r.reason
+            if shared:
+                results, stops = _shared_phases(s, clock, phases, gen_len, warmup, rule, probe, peaks, progress)
+                notes.append("one loop of requests served every phase: each request's prefill is a TTFT sample"
+                             " and its decode steps TPOT samples (no energy window needs them apart)")
+            else:
+                results, stops = _separate_phases(s, clock, phases, gen_len, warmup, rule, meter, probe, peaks,
+                                                  progress)
             engine, max_diff, rel_err = s.engine, s.max_abs_diff, s.rel_err
+            compile_info = s.compile_info
+            static_cache = s._graph is not None
     except torch.OutOfMemoryError:
         results = None  # raised below, once the traceback (and the tensors its frames hold) is gone
     finally:
+        if probe is not None:
+            probe.close()
         if meter is not None and own_meter:
             meter.close()
     if results is None:
         if device.type == "cuda":
             torch.cuda.empty_cache()
         raise GenerationOutOfMemory(out_of_memory_message(batch, prompt_len, gen_len, device))
-    return _build_report(model, results, stops, phases, batch, prompt_len, gen_len, device, engine, max_diff,
-                         rel_err, notes, why_no_energy, label, peak_bw, peak_flops)
+    report = _build_report(model, results, stops, phases, batch, prompt_len, gen_len, device, engine, max_diff,
+                           rel_err, notes, why_no_energy, label, peak_bw, peak_flops)
+    report.data["compile"] = compile_info
+    report.data["shared_runs"] = shared
+    report.data["time_to_result_s"] = time.perf_counter() - t_start
+    if probe is not None:
+        entries = [phase_entry(model, part, peaks[part], batch, prompt_len, gen_len, static_cache, probe.method)
+                   for part in ("prefill", "decode", "request") if part in peaks]
+        report.data["memory"] = {"method": probe.method, "phases": entries}
+        remember_peaks(model, device, batch, prompt_len, gen_len, entries)
+    else:
+        report.data["memory"] = None
+    return report
+
+
+def _probed(probe, peaks: dict, part: str, fn: Callable[[], Any]) -> Any:
+    """Run ``fn`` with the memory probe around it, keeping the phase's peak under ``part``."""
+    if probe is None:
+        return fn()
+    probe.start()
+    try:
+        return fn()
+    finally:
+        peaks[part] = probe.stop()
+
+
+def _separate_phases(s, clock, phases, gen_len, warmup, rule, meter, probe, peaks, progress):
+    """Each phase on its own (and in its own energy window)."""
+    results: dict[str, Any] = {}
+    stops: dict[str, str] = {}
+    if "ttft" in phases:
+        def ttft_once() -> dict:
+            a = clock.start()
+            s.prefill()
+            b = clock.mark()
+            clock.sync()
+            return {"t": [clock.seconds(a, b)]}
+
+        r = rule()
+        results["ttft"] = _probed(probe, peaks, "prefill",
+                                  lambda: _repeat("TTFT", ttft_once, r, "t", warmup, meter, progress))
+        stops["ttft"] = r.reason
+    if "tpot" in phases:
+        s.prefill()
+
+        def tpot_once() -> dict:
+            s.restart_decode()
+            marks = [clock.start()]
+            for _ in range(gen_len - 1):
+                s.decode_step()
+                marks.append(clock.mark())
+            clock.sync()
+            return {"t": [clock.seconds(a, b) for a, b in zip(marks, marks[1:])]}
+
+        r = rule()
+        results["tpot"] = _probed(probe, peaks, "decode",
+                                  lambda: _repeat("TPOT", tpot_once, r, "t", max(1, warmup), meter, progress))
+        stops["tpot"] = r.reason
+    if "ttlt" in phases:
+        def ttlt_once() -> dict:
+            a = clock.start()
+            s.prefill()
+            b = clock.mark()
+            for _ in range(gen_len - 1):
+                s.decode_step()
+            c = clock.mark()
+            clock.sync()
+            return {"t": [clock.seconds(a, c)], "prefill": clock.seconds(a, b), "decode_steps": gen_len - 1,
+                    "decode": clock.seconds(b, c), "edges": (clock.host(a), clock.host(b), clock.host(c))}
+
+        r = rule()
+        results["ttlt"] = _probed(probe, peaks, "request",
+                                  lambda: _repeat("TTLT", ttlt_once, r, "t", warmup, meter, progress))
+        stops["ttlt"] = r.reason
+    return results, stops
+
+
+def _shared_phases(s, clock, phases, gen_len, warmup, rule, probe, peaks, progress):
+    """One loop of requests for every phase, each step timed: TTFT = the request's prefill, TPOT = its steps.
+
+    Each phase keeps its own stopping rule on its own samples; the loop ends when every phase's rule
+    is met. The last warm-up request is where the prefill's and the decode steps' peaks are measured."""
+    def request(timed: bool = True) -> dict:
+        a = clock.start()
+        s.prefill()
+        marks = [clock.mark()]
+        for _ in range(gen_len - 1):
+            s.decode_step()
+            marks.append(clock.mark())
+        clock.sync()
+        b, c = marks[0], marks[-1]
+        return {"t": [clock.seconds(a, c)], "prefill": clock.seconds(a, b), "decode_steps": gen_len - 1,
+                "decode": clock.seconds(b, c), "edges": (clock.host(a), clock.host(b), clock.host(c)),
+                "steps": [clock.seconds(x, y) for x, y in zip(marks, marks[1:])]}
+
+    for i in range(warmup):
+        if probe is not None and i == warmup - 1:
+            _probed(probe, peaks, "prefill", s.prefill)
+            _probed(probe, peaks, "decode", lambda: [s.decode_step() for _ in range(gen_len - 1)])
+        else:
+            request()
+    rules = {p: rule() for p in phases}
+    samples: dict[str, list[float]] = {p: [] for p in phases}
+    reqs: list[dict] = []
+    bar = _progress("elana " + "+".join(p.upper() for p in phases), progress)
+
+    def loop() -> None:
+        t0 = time.perf_counter()
+        while True:
+            res = request()
+            reqs.append(res)
+            samples.get("ttft", []).append(res["prefill"])
+            samples.get("tpot", []).extend(res["steps"])
+            samples.get("ttlt", []).append(res["t"][0])
+            if bar is not None:
+                bar.update(1)
+            elapsed = time.perf_counter() - t0
+            # every rule is asked each time, so that each one records why it stopped
+            done = [rules[p].done(len(reqs), elapsed, samples[p]) for p in phases]
+            if all(done):
+                return
+
+    try:
+        _probed(probe, peaks, "request", loop)
+    finally:
+        if bar is not None:
+            bar.close()
+    results: dict[str, Any] = {}
+    if "ttft" in phases:
+        results["ttft"] = ([{"t": [r["prefill"]]} for r in reqs], None)
+    if "tpot" in phases:
+        results["tpot"] = ([{"t": r["steps"]} for r in reqs], None)
+    if "ttlt" in phases:
+        results["ttlt"] = (reqs, None)
+    return results, {p: rules[p].reason for p in phases}
 
 
 def _build_report(model, results, stops, phases, batch, prompt_len, gen_len, device, engine, max_diff,

@@ -10,6 +10,38 @@ from ..core.report import Report, html_table, text_table
 from ..core.units import format_bytes, format_energy, format_time
 
 
+def memory_lines(memory: dict[str, Any] | None) -> list[str]:
+    """Per phase: the analytic model + cache, the measured peak, and the difference (activations, workspace)."""
+    if not memory:
+        return []
+    lines = []
+    for p in memory.get("phases", []):
+        cache = p["analytic_cache_bytes"]
+        cache_text = format_bytes(cache) if cache is not None else "unknown"
+        if p["measured_kind"] == "allocated":
+            extra = f"; reserved {format_bytes(p['reserved_peak_bytes'])}" if p.get("reserved_peak_bytes") else ""
+            extra += f"; NVML used {format_bytes(p['nvml_used_bytes'])}" if p.get("nvml_used_bytes") else ""
+            analytic = format_bytes(p["analytic_bytes"]) if p["analytic_bytes"] is not None else "unknown"
+            lines.append(f"memory {p['phase']}: analytic model {format_bytes(p['analytic_model_bytes'])} + cache"
+                         f" {cache_text} = {analytic}; measured peak {format_bytes(p['measured_peak_bytes'])}"
+                         f" allocated{extra}; difference {_signed_bytes(p['activation_bytes'])}"
+                         " (activations and workspace)")
+        else:
+            built = format_bytes(p["compared_bytes"]) if p["compared_bytes"] is not None else "unknown"
+            lines.append(f"memory {p['phase']}: analytic model {format_bytes(p['analytic_model_bytes'])} (resident"
+                         f" before) + cache {cache_text} at {p['context']} tokens; measured resident growth"
+                         f" {format_bytes(p['measured_peak_bytes'])} vs cache built in the phase {built};"
+                         f" difference {_signed_bytes(p['activation_bytes'])} (activations and workspace)")
+    lines.append(f"memory measured as: {memory['method']}")
+    return lines
+
+
+def _signed_bytes(n: int | None) -> str:
+    if n is None:
+        return "unknown"
+    return ("-" if n < 0 else "") + format_bytes(abs(n))
+
+
 # -- the report ------------------------------------------------------------------------------------
 def _ms(stats: dict) -> dict:
     return {k: (v * 1e3 if isinstance(v, float) else v) for k, v in stats.items()}
@@ -95,6 +127,12 @@ class LatencyReport(Report):
         if e.get("method"):
             idle = e.get("idle_power_w")
             lines.append(f"energy: {e['method']}" + (f"; idle {idle:.4g} W" if idle else ""))
+        lines += memory_lines(d.get("memory"))
+        c = d.get("compile") or {}
+        if c:
+            took = f", compiled in {c['compile_s']:.1f} s before the measurement" if c.get("compile_s") else ""
+            lines.append(f"compile: {c['requested']} requested, variant {c['variant']}{took}; the engine that ran:"
+                         f" {d['engine']}")
         return lines
 
     def title(self) -> str:

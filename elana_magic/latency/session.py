@@ -174,13 +174,91 @@ def _model_logits(model: torch.nn.Module, kwargs: dict) -> torch.Tensor:
 
 _COMPILED: dict[str, Any] = {}
 
+# Variants of the compiled step this process may keep (one per model x batch x cache length). torch.compile's
+# global default is 8, which a grid reaches quickly; where torch.compile takes a per-call limit, the step
+# gets its own. Past the limit, dynamo runs the step uncompiled: ``CompileWatch`` sees it and the engine
+# is named for what ran.
+COMPILE_VARIANTS = 64
+
 
 def _compiled_logits():
     """``_model_logits`` compiled once per process (Inductor, static shapes); torch.compile's cache holds one
     entry per model and shape, so a second session of the same shape reuses the first one's kernels."""
     if "step" not in _COMPILED:
-        _COMPILED["step"] = torch.compile(_model_logits, dynamic=False)
+        extra = {}
+        if "recompile_limit" in inspect.signature(torch.compile).parameters:
+            extra = {"recompile_limit": COMPILE_VARIANTS}
+        _COMPILED["step"] = torch.compile(_model_logits, dynamic=False, **extra)
     return _COMPILED["step"]
+
+
+def graphs_supported(device: torch.device) -> bool:
+    """CUDA graphs (and so the compiled engine) need a CUDA device."""
+    return device.type == "cuda"
+
+
+_COMPILED_SHAPES: set[tuple] = set()
+
+
+class CompileWatch:
+    """Around the compiled step's first calls: did dynamo compile a new variant, reuse one, or fall back?
+
+    A new variant bumps ``torch._dynamo.utils.counters["frames"]["ok"]``; a fallback (recompile limit
+    hit) logs "torch._dynamo hit config.recompile_limit" once and then runs the step uncompiled silently
+    (no counter moves), so a shape this process never compiled that compiles nothing fell back as well."""
+
+    def __init__(self, key: tuple):
+        import logging
+
+        self.key = key
+        self._logger = logging.getLogger("torch._dynamo.convert_frame")
+        self.limit_message: str | None = None
+        self.variant: str | None = None
+
+    def __enter__(self) -> "CompileWatch":
+        import logging
+
+        from torch._dynamo.utils import counters
+
+        watch = self
+
+        class _Hook(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                text = record.getMessage()
+                if "hit config." in text:
+                    watch.limit_message = text.splitlines()[0].strip()
+
+        self._ok = counters["frames"]["ok"]
+        self._hook = _Hook(level=logging.WARNING)
+        self._logger.addHandler(self._hook)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        from torch._dynamo.utils import counters
+
+        self._logger.removeHandler(self._hook)
+        compiled = counters["frames"]["ok"] > self._ok
+        if self.limit_message is not None or not (compiled or self.key in _COMPILED_SHAPES):
+            self.variant = "fell back"
+        else:
+            self.variant = "new" if compiled else "reused"
+            _COMPILED_SHAPES.add(self.key)
+
+    @property
+    def fell_back(self) -> bool:
+        return self.variant == "fell back"
+
+    def reason(self) -> str:
+        if self.limit_message:
+            return self.limit_message
+        try:
+            from torch._dynamo import config
+
+            limit = getattr(config, "recompile_limit", getattr(config, "cache_size_limit", None))
+        except Exception:  # noqa: BLE001
+            limit = None
+        step_limit = COMPILE_VARIANTS if "recompile_limit" in inspect.signature(torch.compile).parameters else limit
+        return f"torch.compile compiled no variant for this shape (recompile limit {step_limit} reached earlier)"
 
 
 # Fused bf16 kernels vs eager: relative L2 error of the last-position logits, per decoder layer (rounding
@@ -233,11 +311,12 @@ class GenerationSession:
         self.check = check
         self.engine = "eager"
         self.note: str | None = None
-        if self.want_graph and not on_cuda:
+        if self.want_graph and not graphs_supported(self.device):
             self.note = f"CUDA graphs need a CUDA device (model is on {self.device}): eager decode"
             self.want_graph = False
         self.compile = bool(compile) and self.want_graph
         self.compile_s: float | None = None   # wall time of the compiled step's first call (compilation)
+        self.compile_info: dict[str, Any] | None = None  # what torch.compile did: variant new/reused/fell back
         self.rel_err: float | None = None     # relative L2 logit error of the graph step vs an eager step
         self.compile_tol = compile_tolerance(model)
         self.max_abs_diff: float | None = None
@@ -305,7 +384,19 @@ class GenerationSession:
     def _setup_engine(self) -> None:
         if self.compile:
             try:
-                self._setup_graph(compiled=True)
+                key = (id(self.model), self.batch, self.prompt_len + self.gen_len, str(self.dtype), str(self.device))
+                with CompileWatch(key) as watch:
+                    self._setup_graph(compiled=True)
+                self.compile_info = {"requested": "cuda-graph+compile", "variant": watch.variant,
+                                     "compile_s": self.compile_s if watch.variant == "new" else None,
+                                     "first_call_s": self.compile_s}
+                if watch.fell_back:
+                    # dynamo ran the model's forward uncompiled, so the graph holds the eager step
+                    self.compile_info["reason"] = watch.reason()
+                    self.engine = "cuda-graph"
+                    self.note = (f"compiled decode step not used: {watch.reason()}; the CUDA graph holds the"
+                                 " eager step (--no-compile says so up front)")
+                    return
                 self.engine = "cuda-graph+compile"
                 return
             except torch.OutOfMemoryError:
@@ -317,6 +408,8 @@ class GenerationSession:
                 text = str(exc).strip().splitlines()
                 self.note = (f"compiled decode step not used ({type(exc).__name__}: {text[0] if text else ''}):"
                              " CUDA graph of the eager step")
+                self.compile_info = {"requested": "cuda-graph+compile", "variant": "failed", "compile_s": None,
+                                     "first_call_s": self.compile_s, "reason": self.note}
         if self.want_graph:
             try:
                 self._setup_graph()

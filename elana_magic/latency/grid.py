@@ -1,0 +1,305 @@
+"""Workload grids: every (batch, prompt length, generation length) cell measured on the model as loaded.
+
+``measure_grid(model, batch=[1, 8], prompt_len=[128, 512], gen_len=[128]) -> LatencyGridReport``
+(also reached by ``measure_latency`` with lists). One energy meter serves every cell (its idle power is
+measured once); a cell that runs out of memory is marked "out of memory" and the others go on. Each
+cell's own ``LatencyReport`` is kept in ``grid.reports`` (None where the cell did not run).
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from typing import Any, Sequence
+
+import torch
+
+from ..core.report import Report, html_table, text_table
+from ..core.units import format_bytes, format_energy, format_time
+from .session import GenerationInputError, GenerationOutOfMemory, check_lengths, model_device
+
+OUT_OF_MEMORY = "out of memory"
+
+
+def _values(name: str, value) -> list[int]:
+    values = list(value) if isinstance(value, (list, tuple)) else [value]
+    if not values:
+        raise GenerationInputError(f"{name} needs at least one value")
+    for v in values:
+        if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+            raise GenerationInputError(f"{name} values must be positive integers, got {v!r}")
+    return list(dict.fromkeys(values))
+
+
+def _bar(total: int, enabled: bool):
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover - tqdm comes with transformers
+        return None
+    return tqdm(total=total, desc="elana grid", unit="cell")
+
+
+def measure_grid(model: torch.nn.Module, tokenizer: Any = None, phases: Sequence[str] = ("ttft", "tpot", "ttlt"),
+                 batch: int | Sequence[int] = 1, prompt_len: int | Sequence[int] = 512,
+                 gen_len: int | Sequence[int] = 128, energy: bool | None = None, meter=None,
+                 progress: bool = True, label: str | None = None, prompt: str | None = None,
+                 **options: Any) -> "LatencyGridReport":
+    """Measure every cell of batch x prompt_len x gen_len; ``options`` go to ``measure_latency``."""
+    from .measure import _open_meter, measure_latency
+
+    if prompt is not None:
+        raise GenerationInputError("a grid uses random prompts of each length: drop --prompt, or give one length")
+    batches, prompts, gens = _values("batch", batch), _values("prompt length", prompt_len), _values("gen length", gen_len)
+    cells = [(b, p, g) for p, g, b in itertools.product(prompts, gens, batches)]
+    for b, p, g in cells:  # every cell's input is checked before anything runs
+        check_lengths(model, b, p, g)
+    if "tpot" in [x.lower() for x in phases] and min(gens) < 2:
+        raise GenerationInputError("TPOT needs at least 2 generated tokens: raise --gen-len")
+    notes: list[str] = []
+    own_meter = meter is None and energy is not False
+    why_no_energy = None
+    if own_meter:
+        meter, why_no_energy = _open_meter(energy, model_device(model), notes)
+        if why_no_energy and energy is not False:
+            notes.append(why_no_energy)
+    reports: list[Any] = []
+    rows: list[dict[str, Any]] = []
+    bar = _bar(len(cells), progress)
+    t0 = time.perf_counter()
+    try:
+        for b, p, g in cells:
+            if bar is not None:
+                bar.set_postfix_str(f"batch {b}, prompt {p}, gen {g}")
+            try:
+                rep = measure_latency(model, tokenizer=tokenizer, phases=phases, batch=b, prompt_len=p, gen_len=g,
+                                      energy=energy, meter=meter,
+                                      progress=progress, label=label, **options)
+            except GenerationOutOfMemory as exc:
+                reports.append(None)
+                rows.append({"batch": b, "prompt_len": p, "gen_len": g, "status": OUT_OF_MEMORY,
+                             "error": str(exc)})
+            else:
+                reports.append(rep)
+                rows.append(cell_row(rep))
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+        if own_meter and meter is not None:
+            meter.close()
+    first = next((r for r in reports if r is not None), None)
+    data = {
+        "label": label,
+        "model": type(model).__name__,
+        "device_name": first.data["device_name"] if first is not None else str(model_device(model)),
+        "batch": batches, "prompt_len": prompts, "gen_len": gens, "phases": list(phases),
+        "cells": rows,
+        "largest_batch_that_fit": largest_batches(rows),
+        "engines": sorted({r["engine"] for r in rows if r.get("engine")}),
+        "time_to_result_s": time.perf_counter() - t0,
+        "notes": notes + _grid_notes(reports),
+    }
+    return LatencyGridReport(data, reports)
+
+
+def _grid_notes(reports) -> list[str]:
+    seen: list[str] = []
+    for rep in reports:
+        for n in (rep.data.get("notes", []) if rep is not None else []):
+            if n not in seen:
+                seen.append(n)
+    return seen
+
+
+def cell_row(rep) -> dict[str, Any]:
+    """One cell's figures: latency medians and CIs, energy per unit, throughput, MBU/MFU, peak memory."""
+    d, e, r = rep.data, rep.data.get("energy") or {}, rep.data.get("roofline") or {}
+    row: dict[str, Any] = {"batch": d["batch"], "prompt_len": d["prompt_len"], "gen_len": d["gen_len"],
+                           "status": "ok", "engine": d["engine"]}
+    for key in ("ttft", "tpot", "ttlt"):
+        s = d.get(f"{key}_ms") or {}
+        row[f"{key}_ms"] = s.get("median")
+        row[f"{key}_ci95_low_ms"] = s.get("ci95_low")
+        row[f"{key}_ci95_high_ms"] = s.get("ci95_high")
+        row[f"{key}_n"] = s.get("n")
+    for key in ("j_per_prompt", "j_per_token", "j_per_request", "tokens_per_s", "tokens_per_j"):
+        row[key] = e.get(key)
+    row["mbu"], row["mfu"] = r.get("mbu"), r.get("mfu")
+    phases = (d.get("memory") or {}).get("phases") or []
+    peak = max(phases, key=lambda p: p["measured_peak_bytes"], default=None)
+    row["peak_memory_bytes"] = peak["measured_peak_bytes"] if peak else None
+    row["peak_memory_phase"] = peak["phase"] if peak else None
+    row["peak_memory_kind"] = peak["measured_kind"] if peak else None
+    prefill = next((p for p in phases if p["phase"] == "prefill"), None)
+    row["prefill_peak_bytes"] = prefill["measured_peak_bytes"] if prefill else None
+    row["activation_bytes"] = prefill["activation_bytes"] if prefill else None
+    row["compile_variant"] = (d.get("compile") or {}).get("variant")
+    row["time_to_result_s"] = d.get("time_to_result_s")
+    return row
+
+
+def largest_batches(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (prompt, gen): the largest batch that ran, and the smallest that ran out of memory."""
+    out = []
+    for key in dict.fromkeys((r["prompt_len"], r["gen_len"]) for r in rows):
+        mine = [r for r in rows if (r["prompt_len"], r["gen_len"]) == key]
+        fit = [r["batch"] for r in mine if r["status"] == "ok"]
+        oom = [r["batch"] for r in mine if r["status"] == OUT_OF_MEMORY]
+        out.append({"prompt_len": key[0], "gen_len": key[1], "largest_batch": max(fit) if fit else None,
+                    "smallest_out_of_memory": min(oom) if oom else None})
+    return out
+
+
+class LatencyGridReport(Report):
+    """One row per cell (``cells``); each cell's ``LatencyReport`` in ``reports`` (None: out of memory)."""
+
+    def __init__(self, data: dict[str, Any], reports: list[Any]):
+        self.data = data
+        self.reports = reports
+
+    def __getattr__(self, name: str) -> Any:
+        data = self.__dict__.get("data", {})
+        if name in data:
+            return data[name]
+        raise AttributeError(name)
+
+    def __len__(self) -> int:
+        return len(self.data["cells"])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.data, "reports": [None if r is None else r.to_dict() for r in self.reports]}
+
+    def _dataframe_rows(self, data: dict[str, Any]) -> list[dict[str, Any]]:
+        return [dict(row) for row in data["cells"]]
+
+    # -- text / HTML -------------------------------------------------------------------------------
+    def title(self) -> str:
+        d = self.data
+        label = f"{d['label']} · " if d.get("label") else ""
+        return (f"{label}{d['model']} on {d['device_name']} · {len(d['cells'])} cells (batch"
+                f" {'/'.join(map(str, d['batch']))} x prompt {'/'.join(map(str, d['prompt_len']))} x gen"
+                f" {'/'.join(map(str, d['gen_len']))})")
+
+    def _table(self) -> tuple[list[str], list[list[str]]]:
+        header = ["batch", "prompt", "gen", "TTFT", "TPOT", "TTLT", "J/prompt", "J/token", "J/request",
+                  "tokens/s", "tokens/J", "MBU", "MFU", "peak mem", "engine"]
+
+        def t(v):
+            return format_time(None if v is None else v / 1e3, digits=4)
+
+        def ci(row, key):
+            med, lo, hi = row.get(f"{key}_ms"), row.get(f"{key}_ci95_low_ms"), row.get(f"{key}_ci95_high_ms")
+            if med is None:
+                return "-"
+            if lo is None or hi is None:
+                return t(med)
+            return f"{t(med)} ±{(hi - lo) / 2 / med:.0%}" if med else t(med)
+
+        def num(v, fmt="{:.4g}"):
+            return "-" if v is None else fmt.format(v)
+
+        rows = []
+        for r in self.data["cells"]:
+            if r["status"] != "ok":
+                rows.append([r["batch"], r["prompt_len"], r["gen_len"], r["status"]] + [""] * (len(header) - 4))
+                continue
+            rows.append([r["batch"], r["prompt_len"], r["gen_len"], ci(r, "ttft"), ci(r, "tpot"), ci(r, "ttlt"),
+                         format_energy(r["j_per_prompt"]), format_energy(r["j_per_token"]),
+                         format_energy(r["j_per_request"]), num(r["tokens_per_s"]), num(r["tokens_per_j"]),
+                         num(r["mbu"], "{:.0%}"), num(r["mfu"], "{:.0%}"), format_bytes(r["peak_memory_bytes"]),
+                         r["engine"]])
+        return header, rows
+
+    def _summary_lines(self) -> list[str]:
+        lines = []
+        for f in self.data["largest_batch_that_fit"]:
+            fit = f"largest batch that fit: {f['largest_batch']}" if f["largest_batch"] else "no batch fit"
+            oom = f" (batch {f['smallest_out_of_memory']} ran out of memory)" if f["smallest_out_of_memory"] else ""
+            lines.append(f"prompt {f['prompt_len']} + gen {f['gen_len']}: {fit}{oom}")
+        kinds = {r.get("peak_memory_kind") for r in self.data["cells"] if r.get("peak_memory_kind")}
+        if kinds:
+            lines.append("peak mem: " + ("the allocator's peak (allocated)" if kinds == {"allocated"}
+                                         else "growth of the process's resident memory") + " of the phase that needed most")
+        lines.append(f"time to result: {self.data['time_to_result_s']:.1f} s for the grid")
+        return lines
+
+    def to_text(self) -> str:
+        header, rows = self._table()
+        parts = ["elana latency grid: " + self.title(), text_table(header, rows)]
+        parts += self._summary_lines()
+        parts += [f"note: {n}" for n in self.data.get("notes", [])]
+        return "\n".join(parts)
+
+    def to_html(self) -> str:
+        import html
+
+        header, rows = self._table()
+        body = html_table(header, rows, caption="elana latency grid: " + self.title())
+        extra = "".join(f"<div>{html.escape(x)}</div>" for x in self._summary_lines())
+        notes = "".join(f"<div><i>note: {html.escape(n)}</i></div>" for n in self.data.get("notes", []))
+        fig = ""
+        try:
+            from ..core.display import figure_to_html
+
+            fig = figure_to_html(self.figure())
+        except ImportError:
+            pass
+        return f"<div class='elana-latency-grid'>{body}{extra}{notes}{fig}</div>"
+
+    def widget(self):
+        import html
+
+        import ipywidgets as widgets
+
+        from ..core.display import figure_to_widget
+
+        header, rows = self._table()
+        table = widgets.HTML(html_table(header, rows, caption="elana latency grid: " + self.title())
+                             + "".join(f"<div>{html.escape(x)}</div>" for x in self._summary_lines())
+                             + "".join(f"<div><i>note: {html.escape(n)}</i></div>" for n in self.data.get("notes", [])))
+        return widgets.VBox([table, figure_to_widget(self.figure())])
+
+    # -- plots -------------------------------------------------------------------------------------
+    def figure(self):
+        """TPOT and J/token against context length (a line per batch); throughput and tokens/J against
+        batch (a line per context length). A matplotlib Figure (no pyplot state is touched)."""
+        from matplotlib.figure import Figure
+
+        ok = [r for r in self.data["cells"] if r["status"] == "ok"]
+        gens = sorted({r["gen_len"] for r in ok})
+        fig = Figure(figsize=(11, 7))
+        axes = fig.subplots(2, 2)
+
+        def lines(ax, x_key, group_key, y_key, xlabel, ylabel, title, group_name):
+            groups = sorted({(r[group_key], r["gen_len"]) for r in ok})
+            drawn = False
+            for value, gen in groups:
+                pts = sorted((r[x_key], r[y_key]) for r in ok
+                             if r[group_key] == value and r["gen_len"] == gen and r[y_key] is not None)
+                if pts:
+                    name = f"{group_name} {value}" + (f", gen {gen}" if len(gens) > 1 else "")
+                    ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
+                    drawn = True
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(ylabel)
+            ax.set_title(title)
+            if drawn:
+                ax.legend(fontsize=8)
+                ax.set_xscale("log", base=2)
+            else:
+                ax.text(0.5, 0.5, f"no {ylabel} measured", ha="center", va="center", fontsize=9,
+                        transform=ax.transAxes)
+
+        lines(axes[0][0], "prompt_len", "batch", "tpot_ms", "context length (prompt tokens)", "TPOT (ms)",
+              "TPOT vs context length", "batch")
+        lines(axes[0][1], "prompt_len", "batch", "j_per_token", "context length (prompt tokens)", "J/token",
+              "energy per decode step vs context length", "batch")
+        lines(axes[1][0], "batch", "prompt_len", "tokens_per_s", "batch", "tokens/s", "decode throughput vs batch",
+              "prompt")
+        lines(axes[1][1], "batch", "prompt_len", "tokens_per_j", "batch", "tokens/J", "tokens per joule vs batch",
+              "prompt")
+        fig.tight_layout()
+        return fig
