@@ -196,14 +196,15 @@ def measure_latency(model: torch.nn.Module, tokenizer: Any = None, phases: Seque
                     cuda_graph: bool | None = None, warmup: int = DEFAULT_WARMUP, repeats: int = DEFAULT_REPEATS,
                     min_time: float = DEFAULT_MIN_TIME, label: str | None = None, prompt: str | None = None,
                     peak_bw: float | None = None, peak_flops: float | None = None,
-                    energy_window_s: float = DEFAULT_ENERGY_WINDOW_S, max_time: float | None = None,
+                    energy_window_s: float | None = None, max_time: float | None = None,
                     rel_ci: float = 0.01, progress: bool = True, seed: int = 0, meter=None,
                     compile: bool | None = None, shared_runs: bool = True, memory: bool = True):
     """Measure TTFT / TPOT / TTLT (any subset of ``phases``) of ``model`` as loaded; see the module doc.
 
     ``batch``, ``prompt_len``, ``gen_len``: a value each, or lists of values: then every cell of the grid is
     measured and a ``LatencyGridReport`` returned (``grid.measure_grid``). ``energy``: None = on when a
-    sensor exists. ``compile``: None = the CUDA-graph engine captures an Inductor-compiled decode step
+    sensor exists; ``energy_window_s`` (default ``DEFAULT_ENERGY_WINDOW_S``): a phase's window lasts at
+    least this long. ``compile``: None = the CUDA-graph engine captures an Inductor-compiled decode step
     (compiled once per model and shape, tens of seconds; a note says so). ``meter``: an open
     ``EnergyMeter`` to reuse (its idle power is then measured once across calls); it is left open.
     ``shared_runs``: without energy windows, one loop of requests serves every phase (each request's
@@ -250,6 +251,8 @@ def measure_latency(model: torch.nn.Module, tokenizer: Any = None, phases: Seque
         meter = meter if meter.available else None
     if why_no_energy and energy is not False:
         notes.append(why_no_energy)
+    if energy_window_s is None:
+        energy_window_s = DEFAULT_ENERGY_WINDOW_S
     floor_time = energy_window_s if meter is not None else 0.0
 
     def rule() -> StoppingRule:

@@ -24,6 +24,11 @@ def parse_rate(text: str | None, what: str) -> float | None:
     return value
 
 
+def _value_or_list(values: list[int]):
+    """One value as itself (a LatencyReport), several as a list (a grid)."""
+    return values[0] if len(values) == 1 else values
+
+
 def _load_model(path: str):
     from transformers import AutoModelForCausalLM
 
@@ -47,9 +52,12 @@ class LatencyMagics(Magics):
     @argument("--ttft", action="store_true", help="Measure time to first token (one prefill).")
     @argument("--tpot", action="store_true", help="Measure time per output token (decode steps).")
     @argument("--ttlt", action="store_true", help="Measure time to last token (a whole request).")
-    @argument("--batch", type=int, default=1, help="Sequences per batch (default 1).")
-    @argument("--prompt-len", type=int, default=512, help="Prompt tokens (default 512).")
-    @argument("--gen-len", type=int, default=128, help="Generated tokens, EOS ignored (default 128).")
+    @argument("--batch", type=int, nargs="+", default=[1], metavar="B",
+              help="Sequences per batch (default 1); several values measure a grid.")
+    @argument("--prompt-len", type=int, nargs="+", default=[512], metavar="P",
+              help="Prompt tokens (default 512); several values measure a grid.")
+    @argument("--gen-len", type=int, nargs="+", default=[128], metavar="G",
+              help="Generated tokens, EOS ignored (default 128); several values measure a grid.")
     @argument("--energy", dest="energy", action="store_const", const=True, default=None,
               help="Measure energy per phase (default: on when a sensor exists).")
     @argument("--no-energy", dest="energy", action="store_const", const=False, help="Do not measure energy.")
@@ -72,9 +80,11 @@ class LatencyMagics(Magics):
     def elana_latency(self, line: str = ""):
         """Measure TTFT, TPOT and TTLT of MODEL with energy per phase and roofline context.
 
-        No phase flag measures all three. Examples::
+        No phase flag measures all three. Several values of --batch, --prompt-len or --gen-len measure
+        every cell of the grid (a LatencyGridReport: one row per cell, plots, "out of memory" cells). Examples::
 
             %elana_latency model --batch 1 --prompt-len 512 --gen-len 128
+            %elana_latency model --batch 1 8 32 --prompt-len 128 512 2048 --gen-len 128 256
             %elana_latency model --tokenizer tok --prompt "The capital of France is" --gen-len 32
         """
         from ..latency import measure_latency
@@ -85,6 +95,8 @@ class LatencyMagics(Magics):
             args.prompt = unquote(args.prompt)  # the parser keeps the quotes
         if args.label is not None:
             args.label = unquote(args.label)
+        if args.prompt is not None and any(len(v) > 1 for v in (args.batch, args.prompt_len, args.gen_len)):
+            raise UsageError("--prompt sets one prompt length: give one --prompt-len and --batch value with it")
         model_expr = args.model
         model = resolve_model(self.shell, model_expr, load=_load_model)
         tokenizer = None
@@ -104,17 +116,19 @@ class LatencyMagics(Magics):
         if args.prompt is not None and tokenizer is None:
             raise UsageError("--prompt needs a tokenizer: pass --tokenizer TOK (a tokenizer in the notebook)")
         phases = [p for p in ("ttft", "tpot", "ttlt") if getattr(args, p)] or ["ttft", "tpot", "ttlt"]
-        for name, value, low in (("--batch", args.batch, 1), ("--prompt-len", args.prompt_len, 1),
-                                 ("--gen-len", args.gen_len, 1), ("--repeats", args.repeats, 1),
-                                 ("--warmup", args.warmup, 0)):
-            if value < low:
-                raise UsageError(f"{name} must be at least {low}, got {value}")
+        for name, values, low in (("--batch", args.batch, 1), ("--prompt-len", args.prompt_len, 1),
+                                  ("--gen-len", args.gen_len, 1), ("--repeats", [args.repeats], 1),
+                                  ("--warmup", [args.warmup], 0)):
+            for value in values:
+                if value < low:
+                    raise UsageError(f"{name} must be at least {low}, got {value}")
+
         if args.min_time < 0:
             raise UsageError(f"--min-time must be >= 0 seconds, got {args.min_time}")
         try:
             report = measure_latency(
-                model, tokenizer=tokenizer, phases=phases, batch=args.batch, prompt_len=args.prompt_len,
-                gen_len=args.gen_len, energy=args.energy, cuda_graph=args.cuda_graph, warmup=args.warmup,
+                model, tokenizer=tokenizer, phases=phases, batch=_value_or_list(args.batch),
+                prompt_len=_value_or_list(args.prompt_len), gen_len=_value_or_list(args.gen_len), energy=args.energy, cuda_graph=args.cuda_graph, warmup=args.warmup,
                 repeats=args.repeats, min_time=args.min_time, label=args.label, prompt=args.prompt,
                 peak_bw=parse_rate(args.peak_bw, "--peak-bw"), peak_flops=parse_rate(args.peak_flops, "--peak-flops"),
                 progress=not args.quiet, compile=args.compile)

@@ -25,6 +25,10 @@ class SizeMagics(Magics):
               help="KV/conv cache dtype (e.g. bfloat16, float16, fp8); default: the model's dtype.")
     @argument("--gib", action="store_true", help="Binary units (GiB = 2**30 bytes) instead of SI (GB = 1e9 bytes).")
     @argument("--no-check", action="store_true", help="Skip the measured cross-check (a real prefill).")
+    @argument("--max-batch", action="store_true",
+              help="Answer the largest batch that fits the free memory at --seq-len L (one value).")
+    @argument("--max-seq-len", action="store_true",
+              help="Answer the largest length that fits the free memory at --batch B (one value, default 1).")
     @output_arguments
     @line_magic
     def elana_size(self, line: str = ""):
@@ -35,11 +39,15 @@ class SizeMagics(Magics):
             %elana_size model --batch 1 8 --seq-len 1024 4096
             %elana_size "/models/Llama-3.1-8B" --gib
             %elana_size "$folder" --seq-len 8192       # $name and {expr} expand, as in any line magic
+            %elana_size model --max-batch --seq-len 4096  # the largest batch that fits the free memory
+            %elana_size model --max-seq-len --batch 8     # the largest length that fits
             r = %elana_size model -o
         """
         from ..size import SizeError, measure_size
 
         args = _parse(self.elana_size, line)
+        if args.max_batch or args.max_seq_len:
+            return deliver(self.shell, self._fit(args), args)
         batch = positive_ints("--batch", args.batch) or DEFAULT_BATCH
         seq_len = positive_ints("--seq-len", args.seq_len) or DEFAULT_SEQ_LEN
         target = unquote(args.model) if is_quoted(args.model) else require_module(
@@ -51,6 +59,33 @@ class SizeMagics(Magics):
         except SizeError as exc:
             raise UsageError(str(exc)) from None
         return deliver(self.shell, report, args)
+
+
+    def _fit(self, args):
+        from ..size import SizeError, largest_fit
+
+        if args.max_batch and args.max_seq_len:
+            raise UsageError("--max-batch and --max-seq-len ask different questions: pass one")
+        if args.max_batch:
+            if args.batch is not None:
+                raise UsageError("--max-batch answers the batch: give --seq-len L, not --batch")
+            lengths = positive_ints("--seq-len", args.seq_len)
+            if not lengths or len(lengths) != 1:
+                raise UsageError("--max-batch needs one length: e.g. --max-batch --seq-len 4096")
+            at = {"seq_len": lengths[0]}
+        else:
+            if args.seq_len is not None:
+                raise UsageError("--max-seq-len answers the length: give --batch B, not --seq-len")
+            batches = positive_ints("--batch", args.batch) or [1]
+            if len(batches) != 1:
+                raise UsageError("--max-seq-len needs one batch: e.g. --max-seq-len --batch 8")
+            at = {"batch": batches[0]}
+        target = unquote(args.model) if is_quoted(args.model) else require_module(
+            evaluate(self.shell, args.model, "model"), args.model)
+        try:
+            return largest_fit(target, cache_dtype=args.cache_dtype, **at)
+        except SizeError as exc:
+            raise UsageError(str(exc)) from None
 
 
 def _parse(magic, line: str):
