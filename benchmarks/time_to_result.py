@@ -1,6 +1,6 @@
 """Time to result of one latency cell: today's method (each phase on its own) vs shared runs.
 
-    python benchmarks/time_to_result.py [--rounds 3] [--prompt-len 64] [--gen-len 32] [--out benchmarks/results]
+    python benchmarks/time_to_result.py [--rounds 3] [--prompt-len 64] [--gen-len 32] [--threads 1] [--out benchmarks/results]
 
 On the embedded SmolLM2-135M (real weights), batch 1, energy off (no per-phase window: that is when one
 loop of requests may serve every phase). Each round runs the old method (``shared_runs=False``: TTFT,
@@ -39,6 +39,9 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--prompt-len", type=int, default=64)
     parser.add_argument("--gen-len", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1: on a machine shared with other jobs, OpenMP threads that"
+                             " wait for a descheduled peer make every op slower, for both methods alike)")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     args = parser.parse_args(argv)
 
@@ -47,6 +50,7 @@ def main(argv=None) -> int:
     from elana_magic.latency import measure_latency
     from elana_magic.models import default_model
 
+    torch.set_num_threads(args.threads)
     loaded = default_model()
     model = loaded.model
     runs = []
@@ -89,7 +93,7 @@ def main(argv=None) -> int:
         json.dump(result, f, indent=2)
     lines = [f"# Time to result: separate phases vs shared runs ({loaded.label})", "",
              f"batch 1, prompt {args.prompt_len}, gen {args.gen_len}, energy off, {args.rounds} rounds alternating"
-             f" old/new on a shared {os.cpu_count()}-core machine (load average 1 min: "
+             f" old/new, {args.threads} torch thread(s), on a shared {os.cpu_count()}-core machine (load average 1 min: "
              f"{min(r['load_avg_1m_before'] for r in runs):.1f} to {max(r['load_avg_1m_after'] for r in runs):.1f}).", "",
              "| method | wall (median) | runs (s) | TTFT median / n / CI± | TPOT median / n / CI± | TTLT median / n / CI± |",
              "|---|---|---|---|---|---|"]
