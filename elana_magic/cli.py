@@ -3,6 +3,7 @@
     elana-magic                               # the embedded default model, every phase
     elana-magic random:llama-3.1-8b --size --batch 1 8 --seq-len 1024 8192
     elana-magic random:llama-3.2-1b --ttft --tpot --prompt-len 512 --gen-len 128
+    elana-magic DIR --batch 1 8 --prompt-len 128 512 --json --csv grid.csv   # a grid: one row per cell
     elana-magic /models/Llama-3.2-1B --tpot --torch-profile --out traces/
 
 Each measurement is a ``Phase``: its flag, its own options, and a function that takes the model
@@ -114,9 +115,12 @@ def run_size(target: ModelTarget, args: argparse.Namespace, names: list[str]):
 
 
 def _latency_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("latency (--ttft --tpot --ttlt; the first --batch value is used)")
-    group.add_argument("--prompt-len", type=int, default=512, metavar="P", help="prompt tokens (default 512)")
-    group.add_argument("--gen-len", type=int, default=128, metavar="G", help="generated tokens (default 128)")
+    group = parser.add_argument_group("latency (--ttft --tpot --ttlt; several --batch, --prompt-len or --gen-len"
+                                      " values measure every cell of the grid)")
+    group.add_argument("--prompt-len", type=int, nargs="+", default=[512], metavar="P",
+                       help="prompt tokens (default 512)")
+    group.add_argument("--gen-len", type=int, nargs="+", default=[128], metavar="G",
+                       help="generated tokens (default 128)")
     group.add_argument("--prompt", default=None, help="a real prompt (needs the model's tokenizer)")
     group.add_argument("--energy", dest="energy", action="store_true", default=None,
                        help="measure energy per phase (default: when a sensor exists)")
@@ -137,9 +141,18 @@ def run_latency(target: ModelTarget, args: argparse.Namespace, names: list[str])
     if device.type == "cpu" and _cuda_available():
         model.to("cuda")
     options = {k: getattr(args, k) for k in ("warmup", "repeats", "min_time") if getattr(args, k) is not None}
-    return measure_latency(model, tokenizer=target.loaded.tokenizer, phases=names, batch=args.batch[0],
-                           prompt_len=args.prompt_len, gen_len=args.gen_len, energy=args.energy,
-                           cuda_graph=args.cuda_graph, prompt=args.prompt, label=target.label, **options)
+    grid = any(len(v) > 1 for v in (args.batch, args.prompt_len, args.gen_len))
+    if grid and args.prompt is not None:
+        raise _input_error("--prompt sets one prompt length: give one --prompt-len and --batch value with it")
+    return measure_latency(model, tokenizer=target.loaded.tokenizer, phases=names, batch=_one_or_all(args.batch),
+                           prompt_len=_one_or_all(args.prompt_len), gen_len=_one_or_all(args.gen_len),
+                           energy=args.energy, cuda_graph=args.cuda_graph, prompt=args.prompt, label=target.label,
+                           **options)
+
+
+def _one_or_all(values: list[int]):
+    """One value as itself (a LatencyReport), several as a list (a LatencyGridReport)."""
+    return values[0] if len(values) == 1 else values
 
 
 # --- kernel profile ----------------------------------------------------------------------------
@@ -155,8 +168,14 @@ def _profile_arguments(parser: argparse.ArgumentParser) -> None:
 def run_profile(target: ModelTarget, args: argparse.Namespace, names: list[str]):
     from .profile import profile_phase
 
-    return profile_phase(target.model, args.profile_phase, batch=args.batch[0], prompt_len=args.prompt_len,
-                         gen_len=args.gen_len, out=args.out, cuda_graph=args.cuda_graph)
+    return profile_phase(target.model, args.profile_phase, batch=args.batch[0], prompt_len=args.prompt_len[0],
+                         gen_len=args.gen_len[0], out=args.out, cuda_graph=args.cuda_graph)
+
+
+def _input_error(message: str) -> Exception:
+    from .latency.session import GenerationInputError
+
+    return GenerationInputError(message)
 
 
 def _cuda_available() -> bool:
@@ -196,6 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
         flags = [f"--{phase.name}"] + ([f"--{phase.name.replace('-', '_')}"] if "-" in phase.name else [])
         parser.add_argument(*flags, dest=_dest(phase), action="store_true", help=phase.help)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    parser.add_argument("--csv", metavar="FILE", default=None,
+                        help="also write the latency rows as CSV (a grid: one row per cell; '-' = stdout)")
     for phase in PHASES:
         phase.add_arguments(parser)
     return parser
@@ -233,7 +254,25 @@ def main(argv: list[str] | None = None) -> int:
             print()
     if args.json:
         print(json.dumps({"model": target.label, **{k: json_safe(r.to_dict()) for k, r in results.items()}}, indent=2))
+    if args.csv is not None and "latency" in results:
+        write_csv(results["latency"], args.csv)
     return 0
+
+
+def write_csv(report, path: str) -> None:
+    """The report's rows (``to_dataframe``'s, without pandas) as CSV to ``path`` ('-' = stdout)."""
+    import csv
+
+    rows = report._dataframe_rows(json_safe(report.to_dict()))
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    out = sys.stdout if path == "-" else open(path, "w", newline="")
+    try:
+        writer = csv.DictWriter(out, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    finally:
+        if out is not sys.stdout:
+            out.close()
 
 
 if __name__ == "__main__":  # pragma: no cover
