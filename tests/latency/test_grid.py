@@ -17,7 +17,7 @@ FIGURES = ["ttft_ms", "tpot_ms", "ttlt_ms", "tpot_ci95_low_ms", "tpot_ci95_high_
 def test_grid_through_the_shell_on_the_embedded_model(ip, default_model, fake_energy):
     """Done when 1: a 2 x 2 grid (batch x prompt length) returns 4 rows with every figure, plots, DataFrame."""
     ip.user_ns["model"] = default_model.model
-    grid = ip.run_line_magic("elana_latency", "model --batch 1 2 --prompt-len 8 16 --gen-len 4 --warmup 0"
+    grid = ip.run_line_magic("elana_latency", "model --batch 1 2 --prompt-len 8 16 --gen-len 7 --warmup 0"
                                               " --repeats 2 --min-time 0 --peak-bw 50GB/s --peak-flops 1T -o -q")
     assert isinstance(grid, LatencyGridReport)
     assert [(r["batch"], r["prompt_len"]) for r in grid.cells] == [(1, 8), (2, 8), (1, 16), (2, 16)]
