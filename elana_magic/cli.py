@@ -283,6 +283,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.ngpus > 1 and not _has_replicas():
         raise CommandInputError(f"--ngpus {args.ngpus}: replicas over several GPUs are not in this build; "
                                 "use --ngpus 1")
+    if args.model is None or args.model.startswith("random:"):
+        _single_device(args.device_map, args.model)  # refused now, not after the first phase
     gpu = _cuda_available()
     sized = [o for o in cpu_sized(args, gpu) if names & set(_PHASE_GROUPS[o.group])]
     to_stdout = args.json == "-"
