@@ -314,7 +314,8 @@ def _run(args: argparse.Namespace) -> int:
         for key, report in results.items():
             frame = report.to_dataframe()
             frame.insert(0, "measurement", key)
-            frame.insert(0, "model", target.label)
+            if "model" not in frame:
+                frame.insert(0, "model", target.label)
             frames.append(frame)
         _write(args.csv, pd.concat(frames, ignore_index=True).to_csv(index=False))
     return 0

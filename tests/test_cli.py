@@ -127,7 +127,9 @@ def test_elana_flags_on_a_local_folder_report_size_ttft_tpot_ttlt(model_folder, 
         assert latency[key]["n"] >= 2 and latency[key]["median"] > 0
     assert data["size"]["params_bytes"] > 0 and data["size"]["rows"][0]["kv_cache_bytes"] > 0
     csv = (tmp_path / "run.csv").read_text().splitlines()
-    assert csv[0].startswith("model,measurement,") and {line.split(",")[1] for line in csv[1:]} == {"size", "latency"}
+    header = csv[0].split(",")
+    assert header[:2] == ["measurement", "model"] or header[:2] == ["model", "measurement"]
+    assert {line.split(",")[header.index("measurement")] for line in csv[1:]} == {"size", "latency"}
 
 
 def test_json_to_stdout_keeps_stdout_json(capsys):
