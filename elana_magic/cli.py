@@ -44,9 +44,11 @@ class CommandInputError(Exception):
 class ModelTarget:
     """What the user named (nothing = the embedded default), materialized only when a phase needs it."""
 
-    def __init__(self, spec: str | None, device_map: str | None = None, tokenizer: str | None = None):
+    def __init__(self, spec: str | None, device_map: str | None = None, tokenizer: str | None = None,
+                 trust_remote_code: bool = False):
         self.spec = spec
         self.device_map = device_map
+        self.trust_remote_code = trust_remote_code
         self.tokenizer_spec = tokenizer
         self._loaded = None
         self._tokenizer = None
@@ -61,7 +63,7 @@ class ModelTarget:
     def loaded(self):
         """A ``models.LoadedModel`` (model, tokenizer, label), loaded once, on the GPU when one exists."""
         if self._loaded is None:
-            self._loaded = load_model(self.spec, self.device_map)
+            self._loaded = load_model(self.spec, self.device_map, self.trust_remote_code)
             if self.device_map is None and _cuda_available():
                 self._loaded.model.to("cuda")
         return self._loaded
@@ -75,7 +77,7 @@ class ModelTarget:
         if self.tokenizer_spec is None:
             return self.loaded.tokenizer
         if self._tokenizer is None:
-            self._tokenizer = load_tokenizer(self.tokenizer_spec)
+            self._tokenizer = load_tokenizer(self.tokenizer_spec, self.trust_remote_code)
         return self._tokenizer
 
     @property
@@ -83,7 +85,7 @@ class ModelTarget:
         return self._loaded is not None
 
 
-def load_model(spec: str | None, device_map: str | None = None):
+def load_model(spec: str | None, device_map: str | None = None, trust_remote_code: bool = False):
     """The embedded default (None), a random preset (``random:NAME``) or a local folder / hub id."""
     from .models import PRESETS, LoadedModel, default_model, random_model
 
@@ -103,23 +105,25 @@ def load_model(spec: str | None, device_map: str | None = None):
         raise CommandInputError(f"no folder {spec!r}: give a local model folder, a hub id or random:PRESET")
     from transformers import AutoModelForCausalLM
 
-    kwargs = {"device_map": device_map} if device_map is not None else {}
+    kwargs = {"trust_remote_code": trust_remote_code}  # explicit: transformers never asks on stdin
+    if device_map is not None:
+        kwargs["device_map"] = device_map
     try:
         model = AutoModelForCausalLM.from_pretrained(os.path.expanduser(spec), **kwargs).eval()
     except Exception as exc:  # a broken config, a hub id without network, an unknown architecture
         raise CommandInputError(f"could not load {spec!r}: {one_line(exc)}") from exc
     try:
-        tokenizer = load_tokenizer(spec)
+        tokenizer = load_tokenizer(spec, trust_remote_code)
     except CommandInputError:  # a folder without tokenizer files: phases use random token ids
         tokenizer = None
     return LoadedModel(model, tokenizer, spec, False)
 
 
-def load_tokenizer(spec: str):
+def load_tokenizer(spec: str, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(os.path.expanduser(spec))
+        return AutoTokenizer.from_pretrained(os.path.expanduser(spec), trust_remote_code=trust_remote_code)
     except Exception as exc:
         raise CommandInputError(f"could not load the tokenizer {spec!r}: {one_line(exc)}") from exc
 
@@ -295,7 +299,7 @@ def _run(args: argparse.Namespace) -> int:
     groups: dict[str, list[Phase]] = {}
     for phase in chosen:
         groups.setdefault(phase.key, []).append(phase)
-    target = ModelTarget(args.model, args.device_map, args.tokenizer)
+    target = ModelTarget(args.model, args.device_map, args.tokenizer, args.trust_remote_code)
     results: dict[str, Any] = {}
     for key, phases in groups.items():
         report = phases[0].run(target, args, [p.name for p in phases])

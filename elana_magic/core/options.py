@@ -300,6 +300,9 @@ OPTIONS: dict[str, Option] = {o.key: o for o in [
     Option("gzip", ("--gzip",), "Write .json.gz (Perfetto opens it as well).", action="store_true", group="profile"),
     Option("top", ("--top",), f"Rows in the kernel and op tables (default {defaults.PROFILE_TOP}).", whole(1, "20"),
            defaults.PROFILE_TOP, metavar="N", group="profile"),
+    # loading
+    Option("trust-remote-code", ("--trust-remote-code",), "Run a model folder's own Python code (an auto_map in its "
+           "config.json) when loading it; off by default.", action="store_true", group="output"),
     # every magic; the command's output
     Option("label", ("--label",), "A name for this measurement, shown on the report (a trace file's name keeps "
            "letters, digits, '.', '_', '-'); the command's default: the model id.", metavar="NAME",
@@ -356,7 +359,7 @@ COMMAND = Uses(("command-model", "size", "ttft", "tpot", "ttlt", "torch-profile"
                 "tokenizer", "prompt", "prompt-len", "gen-len", "energy", "no-energy", "cuda-graph",
                 "no-cuda-graph", "no-compile", "warmup", "repeats", "min-time", "peak-bw", "peak-flops", "ngpus",
                 "phase", "steps", "out", "gzip", "top",
-                "label", "json", "csv", "device-map", "log-level"),
+                "label", "json", "csv", "device-map", "trust-remote-code", "log-level"),
                unset=_CPU_SIZED)
 
 COMMAND_GROUPS = {
