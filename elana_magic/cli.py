@@ -209,8 +209,9 @@ PHASES: list[Phase] = [
     Phase("ttlt", run_latency, "latency"),
     Phase("torch-profile", run_profile),
 ]
-_PHASE_GROUPS = {"size": ("size",), "latency": ("ttft", "tpot", "ttlt", "torch-profile"),
-                 "profile": ("torch-profile",)}
+_LATENCY = {"ttft", "tpot", "ttlt"}
+_USED_BY = {"seq-len": {"size"}, "prompt-len": _LATENCY | {"torch-profile"}, "gen-len": _LATENCY | {"torch-profile"},
+            "warmup": _LATENCY, "repeats": _LATENCY, "min-time": _LATENCY}  # the phases a CPU-sized option changes
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
@@ -290,7 +291,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.model is None or args.model.startswith("random:"):
         _single_device(args.device_map, args.model)  # refused now, not after the first phase
     gpu = _cuda_available()
-    sized = [o for o in cpu_sized(args, gpu) if names & set(_PHASE_GROUPS[o.group])]
+    sized = [o for o in cpu_sized(args, gpu) if names & _USED_BY[o.key]]
     to_stdout = args.json == "-"
     if sized:
         print(f"note: no GPU, so CPU-sized defaults: {flags_text(sized, cpu=True)}; for the GPU-sized run "

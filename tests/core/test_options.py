@@ -171,3 +171,9 @@ def test_readme_lists_the_commands_flags_as_the_spec_declares_them():
     for option in COMMAND.options():
         for flag in option.flags + option.elana:
             assert f"`{flag}" in block
+
+
+def test_every_cpu_sized_option_names_the_phases_it_changes():
+    """The command's CPU note lists only options the chosen phases use: each CPU-sized option says which."""
+    assert set(COMMAND.unset) == set(cli._USED_BY)
+    assert all(set(phases) <= {p.name for p in cli.PHASES} for phases in cli._USED_BY.values())
