@@ -339,7 +339,8 @@ class GenerationSession:
         if self.want_graph and not on_cuda:
             self.note = f"CUDA graphs need a CUDA device (model is on {self.device}): eager decode"
             self.want_graph = False
-        self.compile_mode = compile_mode(compile) if self.want_graph else None   # "regional" | "whole" | None
+        mode = compile_mode(compile)  # a bad value is refused on any device
+        self.compile_mode = mode if self.want_graph else None   # "regional" | "whole" | None
         self.compile = self.compile_mode is not None
         self.compile_s: float | None = None   # wall time of the compiled step's first call (compilation)
         self.compile_frames: int | None = None  # frames torch.compile compiled for this session (0 = all reused)
