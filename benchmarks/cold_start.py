@@ -14,6 +14,10 @@ the 1B regional case then runs once more in a new process over the cache folder 
 Inductor's FX graph and AOTAutograd caches skip code generation; dynamo still traces).
 
     python benchmarks/cold_start.py --out benchmarks/results
+
+``--cpu`` runs, without a GPU, only the compile itself: the first call of one compiled decode step (no CUDA graph)
+on a narrow model of Llama-3.2-1B depth (16 layers, hidden 256, fp32), regional vs whole, each in a new process
+(results: ``latency_cold_start_cpu.md``). It shows what one shared block saves in tracing and code generation.
 """
 
 from __future__ import annotations
@@ -30,6 +34,48 @@ import time
 T_PROCESS = time.perf_counter()
 
 
+NARROW_1B = {"hidden_size": 256, "intermediate_size": 512, "num_attention_heads": 4, "num_key_value_heads": 2,
+             "vocab_size": 1024, "head_dim": 64}
+
+
+def cpu_step(spec: dict) -> dict:
+    """First call of one compiled decode step on CPU (regional or whole), after an eager prefill."""
+    import torch
+    from transformers import StaticCache
+
+    from elana_magic.latency.session import (_cache_kwarg, _compile_counters, _compiled_logits, _recompile_room,
+                                             regional_compiled, repeated_blocks)
+    from elana_magic.models import preset_config, random_model
+
+    model = random_model(preset_config(spec["preset"], **NARROW_1B), dtype=torch.float32)
+    kw, blocks = _cache_kwarg(model), repeated_blocks(model)
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, model.config.vocab_size, (1, 32), generator=gen)
+    token = torch.randint(0, model.config.vocab_size, (1, 1), generator=gen)
+
+    def step(compiled: bool):
+        cache = StaticCache(config=model.config, max_cache_len=40)
+        args = {kw: cache, "use_cache": True}
+        with torch.inference_mode():
+            model(input_ids=ids, **args)
+            if not compiled:
+                return model(input_ids=token, **args).logits
+            if spec["mode"] == "regional":
+                with regional_compiled(blocks, cache):
+                    return model(input_ids=token, **args).logits
+            return _compiled_logits()(model, {"input_ids": token, **args})
+
+    eager = step(False)
+    before = _compile_counters()
+    t = time.perf_counter()
+    with _recompile_room(8 + 2 * len(blocks)):
+        logits = step(True)
+    first = time.perf_counter() - t
+    return {"layers": model.config.num_hidden_layers, "compile_s": first,
+            "compile_frames": _compile_counters()["frames"] - before["frames"],
+            "rel_err": ((logits - eager).norm() / eager.norm()).item()}
+
+
 def child(spec: dict) -> dict:
     import torch
 
@@ -38,6 +84,10 @@ def child(spec: dict) -> dict:
     from elana_magic.models import random_model
 
     out: dict = {**spec, "import_s": t_import}
+    if spec["case"] == "cpu_step":
+        out.update(cpu_step(spec))
+        out["process_s"] = time.perf_counter() - T_PROCESS
+        return out
     t = time.perf_counter()
     model = random_model(spec["preset"], dtype=torch.bfloat16, device="cuda")
     torch.cuda.synchronize()
@@ -78,13 +128,15 @@ def run_child(spec: dict, cache_dir: str, timeout: float) -> dict:
     return {**json.loads(lines[-1]), "wall_s": wall}
 
 
-def environment() -> dict:
+def environment(cpu: bool = False) -> dict:
+    import platform
+
     import torch
     import transformers
 
     env = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-           "card": torch.cuda.get_device_name(0), "torch": torch.__version__, "cuda": torch.version.cuda,
-           "transformers": transformers.__version__}
+           "card": f"CPU ({os.cpu_count()} cores, {platform.machine()})" if cpu else torch.cuda.get_device_name(0),
+           "torch": torch.__version__, "cuda": torch.version.cuda, "transformers": transformers.__version__}
     try:
         import pynvml
 
@@ -98,6 +150,25 @@ def environment() -> dict:
 
 def _f(value, fmt=".1f") -> str:
     return "-" if value is None else format(value, fmt)
+
+
+def cpu_markdown(result: dict) -> str:
+    env, rows = result["environment"], result["rows"]
+    lines = [f"# First call of a compiled decode step, regional vs whole, on {env['card']}", "",
+             f"{env['date']}, torch {env['torch']}, transformers {env['transformers']}. Llama-3.2-1B depth (16 layers) "
+             f"at narrow width ({', '.join(f'{k} {v}' for k, v in NARROW_1B.items())}), fp32, batch 1, one decode step after a "
+             "32-token eager prefill, static cache of 40. Each row a new process; `empty` = a new empty Inductor cache "
+             "folder, `warm disk` = the folder the row above filled. No CUDA graph here: only the compile. On a shared CPU the "
+             "seconds vary from run to run; the ratio and the frame count are the point.", "",
+             "| compile | disk cache | first compiled call s | frames compiled | rel err vs eager | process s |",
+             "|---|---|---:|---:|---:|---:|"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['mode']} | {r['disk']} | error: {' '.join(r['error'])[-200:]} |")
+            continue
+        lines.append(f"| {r['mode']} | {r['disk']} | {r['compile_s']:.1f} | {r['compile_frames']} | {r['rel_err']:.1e} | "
+                     f"{r['process_s']:.1f} |")
+    return "\n".join(lines) + "\n"
 
 
 def markdown(result: dict) -> str:
@@ -168,11 +239,12 @@ def main() -> None:
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--timeout", type=float, default=240.0, help="seconds per child process")
     parser.add_argument("--skip-whole-8b", action="store_true", help="skip the slowest case (8B whole-model compile)")
+    parser.add_argument("--cpu", action="store_true", help="no GPU: time only the compile of one step on CPU")
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(json.loads(args.child)), default=str), flush=True)
         return
-    env = environment()
+    env = environment(args.cpu)
     root = tempfile.mkdtemp(prefix="elana-cold-")
     plan = [("first_step", "llama-3.1-8b", "regional", "reg8"),
             ("first_step", "llama-3.1-8b", "whole", "whole8"),
@@ -180,6 +252,9 @@ def main() -> None:
             ("three_phases", "llama-3.2-1b", "whole", "whole1")]
     if args.skip_whole_8b:
         plan = [p for p in plan if p[3] != "whole8"]
+    if args.cpu:
+        plan = [("cpu_step", "llama-3.2-1b", "regional", "reg"), ("cpu_step", "llama-3.2-1b", "regional", "reg"),
+                ("cpu_step", "llama-3.2-1b", "whole", "whole")]
     rows, used = [], set()
     for case, preset, mode, folder in plan:
         disk = "warm disk" if folder in used else "empty"
@@ -188,12 +263,12 @@ def main() -> None:
         row = run_child(spec, os.path.join(root, folder), args.timeout)
         rows.append(row)
         print(json.dumps(row, default=str), flush=True)
-    result = {"environment": env, "rows": rows, "targets": targets(rows)}
+    result = {"environment": env, "rows": rows, "targets": {} if args.cpu else targets(rows)}
     os.makedirs(args.out, exist_ok=True)
-    stamp = env["card"].replace(" ", "_")
+    stamp = "cpu" if args.cpu else env["card"].replace(" ", "_")
     with open(os.path.join(args.out, f"latency_cold_start_{stamp}.json"), "w") as f:
         json.dump(result, f, indent=2, default=str)
-    text = markdown(result)
+    text = cpu_markdown(result) if args.cpu else markdown(result)
     with open(os.path.join(args.out, f"latency_cold_start_{stamp}.md"), "w") as f:
         f.write(text)
     print(text)
