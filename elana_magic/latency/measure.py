@@ -23,12 +23,13 @@ import torch
 from .session import GenerationInputError, GenerationOutOfMemory, GenerationSession, out_of_memory_message
 from .memory import MemoryProbe, phase_entry, remember_peaks
 from .report import LatencyReport, _ms
+from ..core import defaults
 from ..core.stats import StoppingRule, summarize
 
 PHASES = ("ttft", "tpot", "ttlt")
-DEFAULT_WARMUP = 2
-DEFAULT_REPEATS = 5
-DEFAULT_MIN_TIME = 1.0
+DEFAULT_WARMUP = defaults.WARMUP
+DEFAULT_REPEATS = defaults.REPEATS
+DEFAULT_MIN_TIME = defaults.MIN_TIME_S
 DEFAULT_ENERGY_WINDOW_S = 3.0
 
 
@@ -191,21 +192,22 @@ def _one(name: str, value):
 
 
 def measure_latency(model: torch.nn.Module, tokenizer: Any = None, phases: Sequence[str] = PHASES,
-                    batch: int | Sequence[int] = 1, prompt_len: int | Sequence[int] = 512,
-                    gen_len: int | Sequence[int] = 128, energy: bool | None = None,
+                    batch: int | Sequence[int] = defaults.BATCH, prompt_len: int | Sequence[int] = defaults.PROMPT_LEN,
+                    gen_len: int | Sequence[int] = defaults.GEN_LEN, energy: bool | None = None,
                     cuda_graph: bool | None = None, warmup: int = DEFAULT_WARMUP, repeats: int = DEFAULT_REPEATS,
                     min_time: float = DEFAULT_MIN_TIME, label: str | None = None, prompt: str | None = None,
                     peak_bw: float | None = None, peak_flops: float | None = None,
                     energy_window_s: float | None = None, max_time: float | None = None,
                     rel_ci: float = 0.01, progress: bool = True, seed: int = 0, meter=None,
-                    compile: bool | None = None, shared_runs: bool = True, memory: bool = True):
+                    compile: bool | str | None = None, shared_runs: bool = True, memory: bool = True):
     """Measure TTFT / TPOT / TTLT (any subset of ``phases``) of ``model`` as loaded; see the module doc.
 
     ``batch``, ``prompt_len``, ``gen_len``: a value each, or lists of values: then every cell of the grid is
     measured and a ``LatencyGridReport`` returned (``grid.measure_grid``). ``energy``: None = on when a
     sensor exists; ``energy_window_s`` (default ``DEFAULT_ENERGY_WINDOW_S``): a phase's window lasts at
     least this long. ``compile``: None = the CUDA-graph engine captures an Inductor-compiled decode step
-    (compiled once per model and shape, tens of seconds; a note says so). ``meter``: an open
+    (compiled once per model and shape; a note says so); True/"regional" = one compiled decoder block shared
+    by every layer (the default), "whole" = the whole forward compiled, False = none. ``meter``: an open
     ``EnergyMeter`` to reuse (its idle power is then measured once across calls); it is left open.
     ``shared_runs``: without energy windows, one loop of requests serves every phase (each request's
     prefill is a TTFT sample and its steps TPOT samples); False = each phase runs on its own, as before.

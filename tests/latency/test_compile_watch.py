@@ -49,20 +49,20 @@ def one_variant(monkeypatch):
 def test_compile_fallback_names_the_engine_that_ran(tiny_llama, one_variant):
     """Done when 4."""
     one_variant(_OtherModel(), {"input_ids": torch.ones(1, 1, dtype=torch.long)})  # the one variant, used up
-    rep = measure_latency(tiny_llama, batch=1, prompt_len=8, gen_len=3, cuda_graph=True, compile=True, **FAST)
+    rep = measure_latency(tiny_llama, batch=1, prompt_len=8, gen_len=3, cuda_graph=True, compile="whole", **FAST)
     assert rep.engine == "cuda-graph"            # not "cuda-graph+compile": the step ran uncompiled
     assert rep.compile["variant"] == "fell back" and rep.compile["compile_s"] is None
     assert "recompile_limit" in rep.compile["reason"]
     assert any("compiled decode step not used" in n for n in rep.notes)
     assert "cuda-graph decode" in rep.to_text() and "variant fell back" in rep.to_text()
     # a second session of another shape: dynamo now runs the step uncompiled silently; still seen
-    rep2 = measure_latency(tiny_llama, batch=2, prompt_len=8, gen_len=3, cuda_graph=True, compile=True, **FAST)
+    rep2 = measure_latency(tiny_llama, batch=2, prompt_len=8, gen_len=3, cuda_graph=True, compile="whole", **FAST)
     assert rep2.engine == "cuda-graph" and rep2.compile["variant"] == "fell back"
 
 
 def test_compiled_variant_new_then_reused(tiny_llama, one_variant):
-    rep = measure_latency(tiny_llama, batch=1, prompt_len=8, gen_len=3, cuda_graph=True, compile=True, **FAST)
+    rep = measure_latency(tiny_llama, batch=1, prompt_len=8, gen_len=3, cuda_graph=True, compile="whole", **FAST)
     assert rep.engine == "cuda-graph+compile" and rep.compile["variant"] == "new"
     assert rep.compile["compile_s"] is not None  # compile time, apart from the measured figures
-    again = measure_latency(tiny_llama, batch=1, prompt_len=8, gen_len=3, cuda_graph=True, compile=True, **FAST)
+    again = measure_latency(tiny_llama, batch=1, prompt_len=8, gen_len=3, cuda_graph=True, compile="whole", **FAST)
     assert again.engine == "cuda-graph+compile" and again.compile["variant"] == "reused"

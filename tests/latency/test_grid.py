@@ -121,7 +121,7 @@ def test_grid_bad_input_in_the_magic_is_one_line(ip, tiny_llama):
     from IPython.core.error import UsageError
 
     ip.user_ns["model"] = tiny_llama
-    with pytest.raises(UsageError, match=r"^--batch must be at least 1, got 0$"):
+    with pytest.raises(UsageError, match=r"^--batch takes whole numbers >= 1"):
         ip.run_line_magic("elana_latency", "model --batch 1 0 --no-energy -q")
     with pytest.raises(UsageError, match="--prompt sets one prompt length"):
         ip.run_line_magic("elana_latency", "model --batch 1 2 --prompt 'hi' --no-energy -q")
