@@ -256,9 +256,9 @@ OPTIONS: dict[str, Option] = {o.key: o for o in [
     Option("batch", ("--batch",), f"Sequences per batch (default {_B}).", whole(1, "8"), _B, metavar="B",
            group="latency"),
     Option("prompt-len", ("--prompt-len",), f"Prompt tokens (default {_P}).", whole(1, "128"), _P, metavar="P",
-           elana=("--prompt_len",), group="latency", cpu_default=32),
+           elana=("--prompt_len",), group="latency"),
     Option("gen-len", ("--gen-len",), f"Generated tokens, EOS ignored (default {_G}).", whole(1, "32"), _G,
-           metavar="G", elana=("--gen_len",), group="latency", cpu_default=8),
+           metavar="G", elana=("--gen_len",), group="latency"),
     # latency takes lists: several values measure every cell of the grid
     Option("grid-batch", ("--batch",), f"Sequences per batch (default {_B}); several values: a grid, every cell "
            "measured.", whole(1, "1 8"), [_B], nargs="+", metavar="B", group="latency", dest="batch"),

@@ -114,6 +114,8 @@ def test_defaults_are_the_plain_apis():
                             ("batch", profile_phase, "batch"), ("phase", profile_phase, "phase"),
                             ("top", profile_phase, "top"), ("energy-min-time", measure_energy, "min_time")):
         assert OPTIONS[key].default == api(func, name), key
+    for key, name in (("grid-batch", "batch"), ("grid-prompt-len", "prompt_len"), ("grid-gen-len", "gen_len")):
+        assert OPTIONS[key].default == [api(measure_latency, name)], key
     assert OPTIONS["size-batch"].default == list(api(measure_size, "batch"))
     assert OPTIONS["seq-len"].default == list(api(measure_size, "seq_len"))
     for key in ("energy", "cuda-graph", "no-compile"):  # None: the API decides (sensor present, CUDA)
@@ -124,7 +126,7 @@ def test_defaults_are_the_plain_apis():
 @pytest.mark.parametrize("argv, message", [
     (["--min-time", "nan"], "--min-time takes a number of seconds >= 0, e.g. --min-time 1; got 'nan'"),
     (["--min-time", "1e400"], "--min-time takes a number of seconds >= 0, e.g. --min-time 1; got '1e400'"),
-    (["--prompt_len", "abc"], "--prompt-len takes a whole number >= 1, e.g. --prompt-len 128; got 'abc'"),
+    (["--prompt_len", "abc"], "--prompt-len takes whole numbers >= 1, e.g. --prompt-len 128 512; got 'abc'"),
     (["--seq-len", "128", "x"], "--seq-len takes whole numbers >= 1, e.g. --seq-len 1024 8192; got 'x'"),
     (["--peak-flops", "1e400"], "--peak-flops takes a rate > 0 such as 989e12 or 989T; got '1e400'"),
     (["--peak-bw", "inf"], "--peak-bw takes a rate > 0 such as 3.35e12 or 3.35TB/s; got 'inf'"),
@@ -155,12 +157,14 @@ def test_cpu_sized_defaults_only_without_a_gpu():
     parser = cli.build_parser()
     on_gpu = parser.parse_args([])
     assert cpu_sized(on_gpu, gpu=True) == []
-    assert (on_gpu.prompt_len, on_gpu.gen_len, on_gpu.repeats) == (defaults.PROMPT_LEN, defaults.GEN_LEN,
+    # the command's request lengths are lists (several values: a grid)
+    assert (on_gpu.prompt_len, on_gpu.gen_len, on_gpu.repeats) == ([defaults.PROMPT_LEN], [defaults.GEN_LEN],
                                                                    defaults.REPEATS)
     on_cpu = parser.parse_args(["--gen_len", "64"])
     changed = {o.key for o in cpu_sized(on_cpu, gpu=False)}
-    assert "prompt-len" in changed and "gen-len" not in changed  # what the user gave stays
-    assert on_cpu.prompt_len == OPTIONS["prompt-len"].cpu_default < defaults.PROMPT_LEN and on_cpu.gen_len == 64
+    assert "grid-prompt-len" in changed and "grid-gen-len" not in changed  # what the user gave stays
+    assert on_cpu.prompt_len == OPTIONS["grid-prompt-len"].cpu_default and on_cpu.prompt_len[0] < defaults.PROMPT_LEN
+    assert on_cpu.gen_len == [64]
 
 
 def test_readme_lists_the_commands_flags_as_the_spec_declares_them():
