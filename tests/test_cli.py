@@ -66,7 +66,7 @@ def test_local_folder(tmp_path, capsys):
     (["random:tiny-llama", "--batch", "0"], "--batch takes whole numbers >= 1, e.g. --batch 1 8; got '0'"),
     (["random:tiny-llama", "--cache-dtype", "float7"], "unknown dtype"),
     (["random:tiny-llama", "--ttft", "--prompt-len", "4000"], "maximum"),
-    (["random:tiny-llama", "--tpot", "--gen-len", "0"], "--gen-len takes a whole number >= 1, e.g. --gen-len 32; got '0'"),
+    (["random:tiny-llama", "--tpot", "--gen-len", "0"], "--gen-len takes whole numbers >= 1, e.g. --gen-len 32 128; got '0'"),
 ])
 def test_bad_input_exits_with_one_line(argv, message, capsys):
     with pytest.raises(SystemExit) as exc:

@@ -61,10 +61,10 @@ def test_real_prompt_with_tokenizer(ip, default_model):
 
 @pytest.mark.parametrize("line, match", [
     ("model --prompt-len 1000 --gen-len 100", r"^prompt length 1000 \+ generated length 100 = 1100 exceeds"),
-    ("model --prompt-len 0", r"^--prompt-len takes a whole number >= 1, e.g. --prompt-len 128; got '0'$"),
-    ("model --prompt-len abc", r"^--prompt-len takes a whole number >= 1, e.g. --prompt-len 128; got 'abc'$"),
-    ("model --gen-len 0", r"^--gen-len takes a whole number >= 1, e.g. --gen-len 32; got '0'$"),
-    ("model --batch 0", r"^--batch takes a whole number >= 1, e.g. --batch 8; got '0'$"),
+    ("model --prompt-len 0", r"^--prompt-len takes whole numbers >= 1, e.g. --prompt-len 128 512; got '0'$"),
+    ("model --prompt-len abc", r"^--prompt-len takes whole numbers >= 1, e.g. --prompt-len 128 512; got 'abc'$"),
+    ("model --gen-len 0", r"^--gen-len takes whole numbers >= 1, e.g. --gen-len 32 128; got '0'$"),
+    ("model --batch 0", r"^--batch takes whole numbers >= 1, e.g. --batch 1 8; got '0'$"),
     ("model --repeats 0", r"^--repeats takes a whole number >= 1"),
     ("model --warmup -1", r"^--warmup takes a whole number >= 0"),
     ("model --tpot --gen-len 1", r"^TPOT needs at least 2 generated tokens"),
