@@ -213,7 +213,8 @@ def measure_latency(model: torch.nn.Module, tokenizer: Any = None, phases: Seque
     A model spread over several GPUs (``device_map``) is timed, synchronized and metered on every GPU
     it occupies (``devices``, ``energy["per_device"]``, ``peak_memory``). ``ngpus=N`` (N > 1) runs N
     replicas instead, one per GPU (gloo processes on CPU) through torchrun, the batch split across
-    them: see ``replicas.measure_replicas``; the result is a ``ReplicaLatencyReport``."""
+    them: see ``replicas.measure_replicas``; ``model`` may then also be a model folder, and the result is
+    a ``ReplicaLatencyReport``."""
     if ngpus is not None and ngpus != 1:
         from .replicas import measure_replicas
 

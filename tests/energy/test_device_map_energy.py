@@ -131,3 +131,18 @@ def test_profile_block_synchronizes_every_gpu(fake_cuda):
 
     _synchronize()
     assert sorted(fake_cuda.syncs) == [0, 1]
+
+
+def test_balanced_device_map_puts_whole_layers_on_both_gpus():
+    from transformers import AutoModelForCausalLM
+
+    from elana_magic.models import balanced_device_map, preset_config
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(preset_config("llama-3.1-8b"))
+    device_map = balanced_device_map(model, [0, 1], free_bytes={0: 80 * 2**30, 1: 80 * 2**30})
+    assert set(device_map.values()) == {0, 1}
+    layers = [k for k in device_map if k.startswith("model.layers.")]
+    assert len(layers) == 32  # decoder layers are never split
+    model.hf_device_map = device_map
+    assert model_devices(model) == [torch.device("cuda", 0), torch.device("cuda", 1)]
