@@ -196,6 +196,24 @@ def _decodes(phases: Sequence[str]) -> bool:
     return "tpot" in phases or "ttlt" in phases
 
 
+def check_options(phases: Sequence[str] | None, warmup: Any, repeats: Any, min_time: Any,
+                  gen_len: Any) -> tuple[str, ...]:
+    """The phases, normalized; GenerationInputError (one line) for options no measurement can take."""
+    phases = tuple(dict.fromkeys(p.lower() for p in (phases or PHASES)))
+    unknown = [p for p in phases if p not in PHASES]
+    if unknown:
+        raise GenerationInputError(f"unknown phase {unknown[0]!r}: choose from ttft, tpot, ttlt")
+    if not isinstance(warmup, int) or warmup < 0:
+        raise GenerationInputError(f"warmup must be a non-negative integer, got {warmup!r}")
+    if not isinstance(repeats, int) or repeats <= 0:
+        raise GenerationInputError(f"repeats must be a positive integer, got {repeats!r}")
+    if not (min_time >= 0):
+        raise GenerationInputError(f"min time must be >= 0 seconds, got {min_time!r}")
+    if "tpot" in phases and isinstance(gen_len, int) and gen_len < 2:
+        raise GenerationInputError("TPOT needs at least 2 generated tokens: raise --gen-len")
+    return phases
+
+
 def measure_latency(model: torch.nn.Module, tokenizer: Any = None, phases: Sequence[str] = PHASES,
                     batch: int = 1, prompt_len: int = 512, gen_len: int = 128, energy: bool | None = None,
                     cuda_graph: bool | None = None, warmup: int = DEFAULT_WARMUP, repeats: int = DEFAULT_REPEATS,
@@ -215,6 +233,7 @@ def measure_latency(model: torch.nn.Module, tokenizer: Any = None, phases: Seque
     replicas instead, one per GPU (gloo processes on CPU) through torchrun, the batch split across
     them: see ``replicas.measure_replicas``; ``model`` may then also be a model folder, and the result is
     a ``ReplicaLatencyReport``."""
+    phases = check_options(phases, warmup, repeats, min_time, gen_len)
     if ngpus is not None and ngpus != 1:
         from .replicas import measure_replicas
 
@@ -226,17 +245,6 @@ def measure_latency(model: torch.nn.Module, tokenizer: Any = None, phases: Seque
                                 peak_bw=peak_bw, peak_flops=peak_flops, energy_window_s=energy_window_s,
                                 max_time=max_time, rel_ci=rel_ci, seed=seed, compile=compile,
                                 progress=progress)
-    phases = tuple(dict.fromkeys(p.lower() for p in (phases or PHASES)))
-    unknown = [p for p in phases if p not in PHASES]
-    if unknown:
-        raise GenerationInputError(f"unknown phase {unknown[0]!r}: choose from ttft, tpot, ttlt")
-    for name, value in (("warmup", warmup),):
-        if not isinstance(value, int) or value < 0:
-            raise GenerationInputError(f"{name} must be a non-negative integer, got {value!r}")
-    if not isinstance(repeats, int) or repeats <= 0:
-        raise GenerationInputError(f"repeats must be a positive integer, got {repeats!r}")
-    if not (min_time >= 0):
-        raise GenerationInputError(f"min time must be >= 0 seconds, got {min_time!r}")
     notes: list[str] = []
     input_ids = None
     if prompt is not None:
@@ -244,8 +252,6 @@ def measure_latency(model: torch.nn.Module, tokenizer: Any = None, phases: Seque
         if prompt_len != input_ids.shape[1]:
             prompt_len = int(input_ids.shape[1])
             notes.append(f"prompt length {prompt_len} follows the prompt text")
-    if "tpot" in phases and gen_len < 2:
-        raise GenerationInputError("TPOT needs at least 2 generated tokens: raise --gen-len")
     session = GenerationSession(model, batch=batch, prompt_len=prompt_len, gen_len=gen_len,
                                 cuda_graph=cuda_graph, input_ids=input_ids, seed=seed,
                                 compile=_decodes(phases) if compile is None else compile)

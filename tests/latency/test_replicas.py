@@ -46,6 +46,7 @@ def test_two_gloo_replicas_report_per_rank_and_combined(tiny_llama, no_leftovers
     assert d["energy"]["tokens_per_s"] == pytest.approx(4 / (d["tpot_ms"]["median"] / 1e3))
     text = rep.to_text()
     assert "2 replicas" in text and "per rank (medians)" in text and "slowest rank" in text
+    assert "per rank (medians)" in rep.to_html()
     json.loads(rep.to_json())
     frame = rep.to_dataframe()
     assert set(frame["rank"]) == {"combined", 0, 1}
@@ -56,6 +57,10 @@ def test_batch_must_split_over_the_ranks(tiny_llama, no_leftovers):
         measure_latency(tiny_llama, ngpus=2, batch=3, **FAST)
     with pytest.raises(GenerationInputError, match="ngpus must be a positive integer"):
         measure_latency(tiny_llama, ngpus=0, **FAST)
+    with pytest.raises(GenerationInputError, match="unknown phase"):  # checked before any process starts
+        measure_latency(tiny_llama, ngpus=2, batch=2, phases=["ttfx"], **FAST)
+    with pytest.raises(GenerationInputError, match="exceeds the model's maximum"):
+        measure_latency(tiny_llama, ngpus=2, batch=2, **{**FAST, "prompt_len": 10**6})
 
 
 def test_a_rank_error_comes_back_as_one_line(tiny_llama, no_leftovers):
