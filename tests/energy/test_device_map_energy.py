@@ -146,3 +146,30 @@ def test_balanced_device_map_puts_whole_layers_on_both_gpus():
     assert len(layers) == 32  # decoder layers are never split
     model.hf_device_map = device_map
     assert model_devices(model) == [torch.device("cuda", 0), torch.device("cuda", 1)]
+
+
+def test_a_mark_on_two_gpus_is_when_the_last_one_gets_there(fake_cuda):
+    from elana_magic.latency.measure import _Clock
+
+    clock = _Clock([torch.device("cuda", 0), torch.device("cuda", 1)])
+    a = clock.start()
+    b, c = clock.mark(), clock.mark()
+    assert sorted(fake_cuda.syncs) == [0, 1]  # start() waits on both GPUs
+    assert [ev.stream for ev in a] == ["stream0", "stream1"]  # one event per GPU, on its own stream
+    for ev in a:
+        ev.t = 10.0
+    b[0].t, b[1].t = 10.2, 10.5  # GPU 1 finishes the first step 0.3 s after GPU 0
+    c[0].t, c[1].t = 10.9, 10.6
+    assert clock.seconds(a, b) == pytest.approx(0.5)
+    assert clock.seconds(b, c) == pytest.approx(0.4)
+    assert clock.host(c) - clock.host(a) == pytest.approx(0.9)
+
+
+def test_the_latency_magic_measures_every_gpu_of_a_device_map_model(ip, fake_nvml, fake_cuda, split_model):
+    ip.user_ns["split"] = split_model
+    rep = ip.run_line_magic("elana_latency", "split --ttft --prompt-len 8 --gen-len 2 --warmup 0 --repeats 1 "
+                                             "--min-time 0 --energy -o -q")
+    assert rep.devices == ["cuda:0", "cuda:1"]
+    assert [row["device"] for row in rep.energy["per_device"]] == ["cuda:0", "cuda:1"]
+    assert set(rep.peak_memory) == {"cuda:0", "cuda:1"}
+    assert Counter(fake_cuda.syncs)[0] == Counter(fake_cuda.syncs)[1] > 0
