@@ -114,6 +114,22 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
+def _wait(proc: subprocess.Popen, desc: str, progress: bool) -> int:
+    """torchrun's exit status; with ``progress``, a line showing the time so far (after 2 s)."""
+    if not progress:
+        return proc.wait()
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover - tqdm comes with transformers
+        return proc.wait()
+    with tqdm(desc=desc, bar_format="{desc}: {elapsed}", delay=2.0, leave=False) as bar:
+        while True:
+            try:
+                return proc.wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                bar.refresh()
+
+
 def _last_line(path: str) -> str:
     try:
         with open(path, errors="replace") as f:
@@ -159,7 +175,7 @@ def measure_replicas(model: torch.nn.Module | str, ngpus: int, *, tokenizer: Any
         with open(log, "w") as log_file:
             proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env,
                                     start_new_session=True)  # Ctrl-C reaches us; we stop it
-            rc = proc.wait()
+            rc = _wait(proc, f"elana: {ngpus} replicas ({backend})", progress)
         results = _read(out)
         if results is None:
             raise ReplicaError(f"the {ngpus} replicas exited with status {rc} and no result: {_last_line(log)}")

@@ -29,8 +29,9 @@ def no_leftovers():
     assert set(leftover_folders()) == before, "a replica folder was left behind"
 
 
+@pytest.mark.slow  # starts torchrun and two ranks (~20 s on 2 cores)
 def test_two_gloo_replicas_report_per_rank_and_combined(tiny_llama, no_leftovers):
-    rep = measure_latency(tiny_llama, ngpus=2, batch=4, label="two", **FAST)
+    rep = measure_latency(tiny_llama, ngpus=2, batch=4, label="two", **{**FAST, "progress": True})
     assert isinstance(rep, replicas.ReplicaLatencyReport)
     d = rep.to_dict()
     assert (d["ngpus"], d["backend"], d["batch"], d["micro_batch"]) == (2, "gloo", 4, 2)
@@ -63,6 +64,7 @@ def test_batch_must_split_over_the_ranks(tiny_llama, no_leftovers):
         measure_latency(tiny_llama, ngpus=2, batch=2, **{**FAST, "prompt_len": 10**6})
 
 
+@pytest.mark.slow  # starts torchrun and two ranks (~20 s on 2 cores)
 def test_a_rank_error_comes_back_as_one_line(tiny_llama, no_leftovers):
     # the ranks load the model without a tokenizer, so a text prompt fails in every rank
     with pytest.raises(GenerationInputError, match="needs a tokenizer"):
@@ -91,6 +93,7 @@ def alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads the process tree from /proc")
 def test_ctrl_c_stops_torchrun_and_its_ranks_and_removes_the_folder(tiny_llama, monkeypatch, no_leftovers):
     started, ranks = [], []
@@ -102,7 +105,7 @@ def test_ctrl_c_stops_torchrun_and_its_ranks_and_removes_the_folder(tiny_llama, 
             started.append(self)
 
         def wait(self, timeout=None):
-            if timeout is None:  # the caller's wait for the ranks: Ctrl-C once both ranks run
+            if timeout is None or timeout < 1:  # the caller's wait for the ranks: Ctrl-C once both ranks run
                 deadline = time.monotonic() + 60
                 while len(children(self.pid)) < 2 and time.monotonic() < deadline and self.poll() is None:
                     time.sleep(0.05)
