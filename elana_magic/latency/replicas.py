@@ -99,6 +99,8 @@ def _child_env() -> dict[str, str]:
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # The ranks only gather a few small objects: NVLink multicast (NVLS) buys nothing, so keep it off.
+    env.setdefault("NCCL_NVLS_ENABLE", "0")
     return env  # torchrun sets OMP_NUM_THREADS=1 per worker unless it is set
 
 
