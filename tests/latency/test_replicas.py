@@ -122,3 +122,34 @@ def test_ctrl_c_stops_torchrun_and_its_ranks_and_removes_the_folder(tiny_llama, 
     while any(alive(p) for p in ranks) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(alive(p) for p in ranks), "a rank outlived Ctrl-C"
+
+
+@pytest.mark.slow  # the command, then torchrun and two ranks
+def test_the_command_with_ngpus_2_reports_per_rank_and_combined(tmp_path, no_leftovers):
+    import sys
+
+    from elana_magic.models import random_model
+
+    folder = tmp_path / "tiny-llama"
+    random_model("tiny-llama").save_pretrained(folder)
+    out = subprocess.run([sys.executable, "-m", "elana_magic", str(folder), "--ttft", "--tpot", "--ttlt",
+                          "--batch_size", "2", "--prompt_len", "8", "--gen_len", "4", "--repeats", "2",
+                          "--warmup", "0", "--min-time", "0", "--ngpus", "2", "--json", str(tmp_path / "run.json")],
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "per rank (medians)" in out.stdout and "2 replicas" in out.stdout
+    latency = json.loads((tmp_path / "run.json").read_text())["latency"]
+    assert (latency["ngpus"], latency["backend"], latency["micro_batch"]) == (2, "gloo", 1)
+    assert [r["rank"] for r in latency["ranks"]] == [0, 1]
+    assert latency["tpot_ms"]["median"] == max(r["tpot_ms"]["median"] for r in latency["ranks"])
+
+
+def test_the_command_refuses_a_batch_that_does_not_split(tmp_path):
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "elana_magic", "random:tiny-llama", "--ttft", "--batch_size", "3",
+                          "--prompt_len", "8", "--gen_len", "2", "--ngpus", "2"],
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        "elana-magic: batch 3 does not split over 2 replicas: give a multiple of 2 (the batch is global, as in ELANA)"]
