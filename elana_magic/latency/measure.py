@@ -185,11 +185,12 @@ def measure_latency(model: torch.nn.Module, tokenizer: Any = None, phases: Seque
                     peak_bw: float | None = None, peak_flops: float | None = None,
                     energy_window_s: float = DEFAULT_ENERGY_WINDOW_S, max_time: float | None = None,
                     rel_ci: float = 0.01, progress: bool = True, seed: int = 0, meter=None,
-                    compile: bool | None = None) -> LatencyReport:
+                    compile: bool | str | None = None) -> LatencyReport:
     """Measure TTFT / TPOT / TTLT (any subset of ``phases``) of ``model`` as loaded; see the module doc.
 
     ``energy``: None = on when a sensor exists. ``compile``: None = the CUDA-graph engine captures an
-    Inductor-compiled decode step (compiled once per model and shape, tens of seconds; a note says so). ``meter``: an open ``EnergyMeter`` to reuse (its idle power
+    Inductor-compiled decode step (compiled once per model and shape; a note says so); True/"regional" = one
+    compiled decoder block shared by every layer (the default), "whole" = the whole forward compiled, False = none. ``meter``: an open ``EnergyMeter`` to reuse (its idle power
     is then measured once across calls); it is left open."""
     phases = tuple(dict.fromkeys(p.lower() for p in (phases or PHASES)))
     unknown = [p for p in phases if p not in PHASES]
