@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
 def _fail(code: int, message: str, exc: BaseException, debug: bool):
     if debug:
         traceback.print_exception(exc)
-    sys.stderr.write(f"{PROG}: {message}\n")
+    sys.stderr.write(f"{PROG}: {' '.join(message.split())}\n")  # one line, whatever the message held
     raise SystemExit(code)
 
 
