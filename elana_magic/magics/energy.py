@@ -17,7 +17,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class, needs_local_scope, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
-from ._common import deliver, output_arguments, unquote
+from ._common import _drop, _live_view, deliver, output_arguments, unquote
 
 _meters: dict[tuple[int, ...] | None, Any] = {}  # one meter per device set: idle power measured once
 _VALUED = {"--devices", "--label", "--min-time", "-v", "--var"}
@@ -120,15 +120,28 @@ class EnergyMagics(Magics):
             raise UsageError(f"--min-time must be positive seconds, got {args.min_time}")
         meter = meter_for(parse_devices(args.devices))
         namespace = local_ns if local_ns is not None else self.shell.user_ns
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", category=_short_window_warning())
-            if cell is None:
-                report = self._measure_statement(statement, namespace, meter, args)
-                value = None
-            else:
-                report, value = self._measure_cell(cell, namespace, meter, args)
+        live = _live_view("elana energy" + (f" - {args.label}" if args.label else ""), quiet=args.quiet)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", category=_short_window_warning())
+                if cell is None:
+                    if live is not None:
+                        live.phase("statement (repeated)")
+                    report = self._measure_statement(statement, namespace, meter, args)
+                    value = None
+                else:
+                    report, value = self._measure_cell(cell, namespace, meter, args, live)
+        except BaseException:
+            _drop(live)
+            raise
+        if live is not None:
+            live.stop()
         report.show_plot = not args.no_plot
-        returned = deliver(self.shell, report, args)
+        try:
+            returned = deliver(self.shell, report, args, live=live)
+        finally:
+            if live is not None:
+                live.close_widgets()
         return returned if returned is not None else value
 
     def _compile(self, source: str):
@@ -143,12 +156,14 @@ class EnergyMagics(Magics):
         body = shell.compile(tree, filename, "exec")
         return body, (shell.compile(last, filename, "eval") if last is not None else None)
 
-    def _measure_cell(self, cell: str, namespace: dict, meter, args):
+    def _measure_cell(self, cell: str, namespace: dict, meter, args, live=None):
         __tracebackhide__ = True  # noqa: F841
         body, last = self._compile(cell)
         glob = self.shell.user_ns
         value = None
         with meter.window(label=args.label) as win:
+            if live is not None:
+                live.phase("cell", power=win.power_so_far)
             exec(body, glob, namespace)  # noqa: S102 - the user's own cell
             if last is not None:
                 value = eval(last, glob, namespace)  # noqa: S307

@@ -8,7 +8,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
-from ._common import deliver, evaluate, is_quoted, output_arguments, resolve_model, unquote
+from ._common import _drop, _live_view, deliver, evaluate, is_quoted, output_arguments, resolve_model, unquote
 
 _SCALE = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12, "p": 1e15}
 
@@ -111,15 +111,27 @@ class LatencyMagics(Magics):
                 raise UsageError(f"{name} must be at least {low}, got {value}")
         if args.min_time < 0:
             raise UsageError(f"--min-time must be >= 0 seconds, got {args.min_time}")
+        live = _live_view("elana latency", quiet=args.quiet)
         try:
             report = measure_latency(
                 model, tokenizer=tokenizer, phases=phases, batch=args.batch, prompt_len=args.prompt_len,
                 gen_len=args.gen_len, energy=args.energy, cuda_graph=args.cuda_graph, warmup=args.warmup,
                 repeats=args.repeats, min_time=args.min_time, label=args.label, prompt=args.prompt,
                 peak_bw=parse_rate(args.peak_bw, "--peak-bw"), peak_flops=parse_rate(args.peak_flops, "--peak-flops"),
-                progress=not args.quiet, compile=args.compile)
+                progress=live if live is not None else not args.quiet, compile=args.compile)
         except (GenerationInputError, GenerationOutOfMemory) as exc:
+            _drop(live)
             raise UsageError(str(exc)) from None
         except KeyboardInterrupt:
+            _drop(live)
             raise UsageError("interrupted: nothing was kept, and the model is as it was") from None
-        return deliver(self.shell, report, args)
+        except BaseException:
+            _drop(live)
+            raise
+        if live is not None:
+            live.stop()
+        try:
+            return deliver(self.shell, report, args, live=live)
+        finally:
+            if live is not None:
+                live.close_widgets()
