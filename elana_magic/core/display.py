@@ -138,11 +138,19 @@ def html_widget(html: str) -> Any:
     return widgets.HTML(f"<div style=\"{BLOCK_STYLE}\">{html}</div>")
 
 
+# Widget chrome (labels, dropdowns, tab titles) in the report font; tab titles as wide as their text.
+REPORT_CSS = ("<style>.elana-report .widget-label, .elana-report .widget-label-basic, .elana-report select,"
+              " .elana-report .lm-TabBar-tab, .elana-report .p-TabBar-tab {font-family:" + FONT + "; font-size:13px}"
+              " .elana-report .lm-TabBar-tab, .elana-report .p-TabBar-tab {flex: 0 0 auto !important;"
+              " min-width: 0 !important; max-width: none !important; width: auto !important}</style>")
+
+
 def report_view(kind: str, children: list) -> Any:
     """The widget view of a report: a VBox classed ``elana-report elana-<kind>``."""
     import ipywidgets as widgets
 
-    box = widgets.VBox([] if view_broken(kind) else children)
+    style = widgets.HTML(REPORT_CSS, layout=widgets.Layout(height="0px", margin="0px"))
+    box = widgets.VBox([] if view_broken(kind) else [*children, style])
     box.add_class("elana-report")
     box.add_class(f"elana-{kind}")
     return box

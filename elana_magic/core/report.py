@@ -111,7 +111,7 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 _TABLE_STYLE = ("border-collapse:collapse;font-family:system-ui,-apple-system,'Segoe UI',sans-serif;"
                 "font-size:13px;margin:4px 0 10px 0")
 _CELL_STYLE = "padding:2px 10px;border-bottom:1px solid #e4e4e4;white-space:nowrap"
-_CAPTION_STYLE = "caption-side:top;text-align:left;font-weight:600;padding:2px 0 4px 0"
+_CAPTION_STYLE = "caption-side:top;text-align:left;font-weight:600;padding:2px 0 4px 0;white-space:nowrap"
 
 
 def _looks_numeric(cell: Any) -> bool:

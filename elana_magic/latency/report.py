@@ -61,7 +61,9 @@ class LatencyReport(Report):
                          f(r.get(floor)), format_energy(e.get(ekey)), format_energy(per_seq.get(ekey))])
         if d.get("tpot_from_ttlt_ms") is not None:
             rows.append(["TPOT = (TTLT-TTFT)/(G-1)", "", f(d["tpot_from_ttlt_ms"]), "", "", "", "", "", ""])
-        return header, rows
+        # columns with nothing known (no floor without a peak, no energy without a sensor) are left out
+        keep = [i for i in range(len(header)) if i < 6 or any(row[i] not in ("", "-") for row in rows)]
+        return [header[i] for i in keep], [[row[i] for i in keep] for row in rows]
 
     def _summary_lines(self) -> list[str]:
         d, e, r = self.data, self.data.get("energy") or {}, self.data.get("roofline") or {}

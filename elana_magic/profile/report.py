@@ -181,19 +181,13 @@ class ProfileReport(Report):
         tabs = widgets.Tab(children=[html_widget(html_table(h, r, caption=t)) for t, h, r in tables])
         for i, (title, _, _) in enumerate(tables):
             tabs.set_title(i, _tab_title(title))
-        tabs.add_class("elana-tabs")
-        style = widgets.HTML(_TAB_CSS)  # tab titles sized to their text, not cut at a fixed width
         return report_view("profile", [html_widget(self._header_html()),
-                                       timeline_widget(self.trace, spans=self.steps, width=9.0), tabs, style])
+                                       timeline_widget(self.trace, spans=self.steps, width=9.0), tabs])
 
 
 # Tab titles: the table's name without its parenthesis (the full title is the table's caption).
 def _tab_title(title: str) -> str:
     return title.split(" (", 1)[0]
-
-
-_TAB_CSS = ("<style>.elana-tabs .lm-TabBar-tab, .elana-tabs .p-TabBar-tab {flex: 0 0 auto !important;"
-            " min-width: 0 !important; max-width: none !important; width: auto !important;}</style>")
 
 
 _MAX_STEP_ROWS = 12

@@ -241,6 +241,7 @@ def timeline_widget(trace: ParsedTrace | str, spans: list[dict] | None = None, w
                                       description="ms", continuous_update=False, readout=False,
                                       layout=widgets.Layout(width="60%"))
     readout = widgets.Label(_range_text(lo, hi))
+    readout.add_class("elana-range")
     options = [("whole trace", (lo, hi))] + [(short_phase_name(n), (s, t)) for n, s, t in tl.phases[:500]]
     picker = widgets.Dropdown(options=options, value=(lo, hi), description="zoom to",
                               layout=widgets.Layout(width="260px"))

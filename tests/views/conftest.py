@@ -109,14 +109,23 @@ def render_html(nb, path: pathlib.Path, widgets: bool = True) -> pathlib.Path:
 
     exporter = HTMLExporter(template_name="lab")
     nb = copy.deepcopy(nb)
+    js = widgets_js_dir() / "node_modules"
+    exporter.require_js_url = (js / "requirejs/require.js").as_uri()  # the lab template always loads it
     if widgets:
-        js = widgets_js_dir() / "node_modules"
         exporter.widget_renderer_url = (js / "@jupyter-widgets/html-manager/dist/embed-amd.js").as_uri()
-        exporter.require_js_url = (js / "requirejs/require.js").as_uri()
     else:
         nb.metadata.pop("widgets", None)
     body, _ = exporter.from_notebook_node(nb)
+    # the widget manager and require.js come from local files (MathJax's CDN link, unused here, stays)
+    assert "unpkg.com" not in body and "libs/require.js" not in body
     if not widgets:
-        assert "embed-amd" not in body and "require.js" not in body
+        assert "embed-amd" not in body
     path.write_text(body, encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="session")
+def render():
+    """render(nb, path, widgets=True): the notebook as a standalone HTML file (see render_html)."""
+    pytest.importorskip("nbconvert")
+    return render_html
