@@ -252,3 +252,19 @@ def test_profile_phase_plain_api(tiny_llama, tmp_path):
     assert rep.to_dict()["steps"] and rep.engine == "eager"
     with pytest.raises(ValueError, match="unknown phase"):
         profile_phase(tiny_llama, "prefill", out=str(tmp_path))
+
+
+def test_profiler_usdt_lines_are_not_shown(capfd):
+    """Kineto writes `USDT: ... profiler_start/stop` to fd 2 from C++; other stderr lines pass through."""
+    import os
+
+    from elana_magic.profile.capture import without_usdt_lines
+
+    def noisy():
+        os.write(2, b"USDT:2026-12-01 21:07:24 1:1 SyncActivityProfilerHandler.cpp:52] profiler_start\n")
+        os.write(2, b"a real warning\n")
+        return 7
+
+    assert without_usdt_lines(noisy) == 7
+    err = capfd.readouterr().err
+    assert "USDT" not in err and "a real warning" in err
