@@ -134,8 +134,8 @@ def main() -> None:
         "",
         f"{result['date']}, {result['machine']}, {result['cpus']} CPUs, torch {result['torch']}; "
         f"{result['model']}, prompt {args.prompt_len}, gen {args.gen_len}, eager decode, {args.rounds} paired rounds "
-        "(order alternating). The live view redraws its status line and a power-trace SVG every 0.5 s "
-        "(synthetic 50 Hz series: no sensor here).",
+        f"(order alternating). The live view redraws its status line and a power-trace SVG every {args.interval} s "
+        "(the fastest it allows; 0.5 s in use), from a synthetic 50 Hz series (no sensor here).",
         "",
         f"Machine load (1/5/15 min load average) before: {load_before[0]:.2f}/{load_before[1]:.2f}/{load_before[2]:.2f},"
         f" after: {load_after[0]:.2f}/{load_after[1]:.2f}/{load_after[2]:.2f} (the machine is shared by other engineers).",
