@@ -142,7 +142,7 @@ class SizeReport(Report):
     def _tables_html(self) -> str:
         import html
 
-        summary = "<br>".join(html.escape(line) for line in self._summary_lines())
+        summary = "<br>".join(html.escape(line).replace("   ", " &nbsp;·&nbsp; ") for line in self._summary_lines())
         notes = "".join(f"<li>{html.escape(n)}</li>" for n in self.notes)
         return (f"<p style='margin:0 0 6px 0'>{summary}</p>"
                 + html_table(*self._grid_table(), caption="cache for each (batch, seq_len)")

@@ -33,6 +33,13 @@ def _this_python_kernel_manager():
     return ThisPythonKernelManager
 
 
+@pytest.fixture(scope="session")
+def this_python_kernel():
+    """A KernelManager class whose kernel is this interpreter (the venv)."""
+    pytest.importorskip("ipykernel")
+    return _this_python_kernel_manager()
+
+
 def execute(nb, workdir: pathlib.Path, timeout: int = 600):
     nbclient = pytest.importorskip("nbclient")
     pytest.importorskip("ipykernel")

@@ -69,3 +69,44 @@ def test_no_live_view_widget_left_in_the_notebook(views_nb):
         for out in cell.get("outputs", []):
             plain = out.get("data", {}).get("text/plain", "")
             assert "running" not in plain[:40] and "it/s" not in plain and "run/s" not in plain
+
+
+def test_live_view_shows_the_running_phase_then_becomes_the_report(tmp_path, this_python_kernel):
+    """In a real kernel: the live view's status names the phase while %elana_latency runs, its
+    display slot is then updated into the report, and no elana-live thread is left."""
+    km = this_python_kernel(kernel_name="python3")
+    km.start_kernel(cwd=str(tmp_path))
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=120)
+        code = ("%load_ext elana_magic\nfrom elana_magic.models import random_model\nm = random_model('tiny-llama')\n"
+                "%elana_latency m --prompt-len 16 --gen-len 8 --warmup 1 --repeats 3 --min-time 1.2")
+        msgs = _run(kc, code)
+        states = [m["content"]["data"].get("state", {}).get("value", "") for m in msgs if m["msg_type"] == "comm_msg"]
+        assert any("running:" in v and ("TTFT" in v or "TPOT" in v) for v in states), states[:5]
+        assert any("✓ TTFT" in v for v in states)
+        shown = [m for m in msgs if m["msg_type"] == "display_data"]
+        updates = [m for m in msgs if m["msg_type"] == "update_display_data"]
+        assert len(shown) == 1 and shown[0]["content"]["data"]["text/plain"] == "elana latency: running"
+        assert updates and "elana-latency" in updates[-1]["content"]["data"]["text/html"]
+        assert updates[-1]["content"]["transient"]["display_id"] == shown[0]["content"]["transient"]["display_id"]
+        left = _run(kc, "import threading; print([t.name for t in threading.enumerate() if t.name.startswith('elana')])")
+        assert any(m["msg_type"] == "stream" and m["content"]["text"].strip() == "[]" for m in left)
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
+def _run(kc, code: str, timeout: float = 300) -> list[dict]:
+    msg_id = kc.execute(code)
+    msgs = []
+    while True:
+        msg = kc.get_iopub_msg(timeout=timeout)
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            return msgs
+        if msg["msg_type"] == "error":
+            raise AssertionError("\n".join(msg["content"]["traceback"]))
+        msgs.append(msg)
