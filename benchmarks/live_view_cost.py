@@ -33,7 +33,7 @@ class BenchLiveView(LiveView):
     """The live view, with a synthetic power series where the run has no sensor."""
 
     def phase(self, name, power=None):
-        if power is None:
+        if power is None:  # no sensor, or a warm-up (outside the energy window)
             t0 = time.perf_counter()
 
             def power():
@@ -67,7 +67,7 @@ def tpot_ms(model, live: bool, args) -> tuple[float, int]:
     view = BenchLiveView("elana latency", interval_s=args.interval, show=False).start() if live else None
     try:
         rep = measure_latency(model, phases=("tpot",), prompt_len=args.prompt_len, gen_len=args.gen_len,
-                              energy=False, warmup=1, repeats=3, min_time=args.min_time,
+                              energy=None if args.device != "cpu" else False, warmup=1, repeats=3, min_time=args.min_time,
                               progress=view if view is not None else False)
     finally:
         if view is not None:
@@ -86,11 +86,13 @@ def main() -> None:
     parser.add_argument("--prompt-len", type=int, default=64)
     parser.add_argument("--gen-len", type=int, default=64)
     parser.add_argument("--min-time", type=float, default=0.3)
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda for the GPU run (then energy is measured"
+                        " and the live view draws the real sampler's power series)")
     args = parser.parse_args()
 
     torch.manual_seed(0)
     torch.set_num_threads(1)  # one core for the model: the live thread competes for the rest, as in a notebook
-    model = random_model(args.preset)
+    model = random_model(args.preset).to(args.device)
     load_before = os.getloadavg()
     pairs, redraws = [], []
     tpot_ms(model, False, args)  # warm the process (allocator, kernels) before pairing
@@ -127,10 +129,12 @@ def main() -> None:
         "pairs_ms": pairs,
     }
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "live_view_cost.json"), "w") as f:
+    name = "live_view_cost" + ("" if args.device == "cpu" else f"_{torch.cuda.get_device_name().replace(' ', '_')}")
+    result["device"] = args.device if args.device == "cpu" else torch.cuda.get_device_name()
+    with open(os.path.join(args.out, name + ".json"), "w") as f:
         json.dump(result, f, indent=1)
     lines = [
-        "# Live view cost: TPOT with the live view on vs off (CPU)",
+        f"# Live view cost: TPOT with the live view on vs off ({result['device']})",
         "",
         f"{result['date']}, {result['machine']}, {result['cpus']} CPUs, torch {result['torch']}; "
         f"{result['model']}, prompt {args.prompt_len}, gen {args.gen_len}, eager decode, {args.rounds} paired rounds "
@@ -153,7 +157,7 @@ def main() -> None:
         f" 50 Hz power series, i.e. {redraw_us * 1e-6 / args.interval:.3%} of one core at this redraw rate and "
         f"{redraw_us * 1e-6 / 0.5:.3%} at the default 0.5 s.",
     ]
-    with open(os.path.join(args.out, "live_view_cost.md"), "w") as f:
+    with open(os.path.join(args.out, name + ".md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
 
