@@ -52,7 +52,10 @@ def html_block(kind: str, inner: str) -> str:
 
 def report_bundle(report: Any, include=None, exclude=None) -> dict[str, Any]:
     """text/plain + text/html of ``report``, with its widget view on top inside a Jupyter kernel."""
-    wanted = (lambda mime: (include is None or mime in include) and not (exclude and mime in exclude))
+    if include is None:  # what the frontend renders (a terminal: text only, so no plot is drawn for nothing)
+        include = _active_types()
+    wanted = (lambda mime: (include is None or mime in include or mime == WIDGET_VIEW)
+              and not (exclude and mime in exclude))
     bundle: dict[str, Any] = {"text/plain": report.to_text()}
     if wanted("text/html"):
         bundle["text/html"] = report.to_html()
@@ -66,6 +69,16 @@ def report_bundle(report: Any, include=None, exclude=None) -> dict[str, Any]:
             if WIDGET_VIEW in data:
                 bundle[WIDGET_VIEW] = data[WIDGET_VIEW]
     return bundle
+
+
+def _active_types() -> list[str] | None:
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover
+        return None
+    shell = get_ipython()
+    formatter = getattr(shell, "display_formatter", None)
+    return list(formatter.active_types) if formatter is not None else None
 
 
 def show_report(report: Any, handle: Any = None) -> None:

@@ -14,7 +14,7 @@ from elana_magic.size import measure_size
 
 def test_bundle_is_text_and_html_with_the_plot_outside_a_kernel(tiny_llama):
     rep = measure_size(tiny_llama, batch=[1], seq_len=[16], cross_check=False)
-    bundle = rep._repr_mimebundle_()
+    bundle = rep._repr_mimebundle_(include=["text/plain", "text/html", "application/vnd.jupyter.widget-view+json"])
     assert set(bundle) == {"text/plain", "text/html"}  # no widget outside a Jupyter kernel
     assert bundle["text/plain"] == rep.to_text()
     html = bundle["text/html"]
@@ -60,6 +60,12 @@ print("ok")
     env = {**os.environ, "MPLBACKEND": ""}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_a_text_only_frontend_gets_text_only(ip, tiny_llama):
+    rep = measure_size(tiny_llama, batch=[1], seq_len=[16], cross_check=False)
+    ip.display_formatter.active_types = ["text/plain"]  # a terminal: no plot drawn for nothing
+    assert set(rep._repr_mimebundle_()) == {"text/plain"}
 
 
 def test_png_size_reads_the_header():
