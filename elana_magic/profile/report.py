@@ -72,7 +72,7 @@ class ProfileReport(Report):
         if self._png is None:
             from .timeline import figure_png
 
-            self._png = figure_png(self.timeline())
+            self._png = figure_png(self.timeline(width=VIEW_WIDTH_IN))
         return self._png
 
     # -- views --
@@ -182,7 +182,7 @@ class ProfileReport(Report):
         for i, (title, _, _) in enumerate(tables):
             tabs.set_title(i, _tab_title(title))
         return report_view("profile", [html_widget(self._header_html()),
-                                       timeline_widget(self.trace, spans=self.steps, width=9.0), tabs])
+                                       timeline_widget(self.trace, spans=self.steps, width=VIEW_WIDTH_IN), tabs])
 
 
 # Tab titles: the table's name without its parenthesis (the full title is the table's caption).
@@ -191,6 +191,7 @@ def _tab_title(title: str) -> str:
 
 
 _MAX_STEP_ROWS = 12
+VIEW_WIDTH_IN = 8.0  # the timeline in the notebook views: ~950 px at 110 dpi with its legend, native size
 _HTA_MICROSECONDS = {"sum", "idle_time", "max", "min", "mean", "std"}
 
 
