@@ -26,4 +26,7 @@ if [ ! -f "$WIDGETS_JS/node_modules/@jupyter-widgets/html-manager/dist/embed-amd
   mkdir -p "$WIDGETS_JS"
   (cd "$WIDGETS_JS" && npm install -s --no-audit --no-fund "@jupyter-widgets/html-manager@^1" "requirejs@2")
 fi
+# Load the default model once at install time, so that its de-quantized copy is in the user's cache
+# (ELANA_MAGIC_CACHE, default ~/.cache/elana-magic) before the first measurement.
+.venv/bin/python -c "from elana_magic.models import default_model; default_model()"
 .venv/bin/python -c "import elana_magic, torch, transformers, IPython; print('elana-magic', elana_magic.__version__, '| torch', torch.__version__, '| transformers', transformers.__version__, '| ipython', IPython.__version__)"
