@@ -117,8 +117,8 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 def _wait(proc: subprocess.Popen, desc: str, progress: bool) -> int:
-    """torchrun's exit status; with ``progress``, a line showing the time so far (after 2 s)."""
-    if not progress:
+    """torchrun's exit status; with ``progress`` True, a line showing the time so far (after 2 s)."""
+    if progress is not True:  # False, or a notebook's live view: the ranks report nothing into it
         return proc.wait()
     try:
         from tqdm.auto import tqdm
