@@ -16,6 +16,7 @@ import torch
 
 from ..core.report import Report, html_table, text_table
 from ..core.units import format_bytes, format_energy, format_time
+from .devices import model_devices
 from .session import GenerationInputError, GenerationOutOfMemory, check_lengths, model_device
 
 OUT_OF_MEMORY = "out of memory"
@@ -61,7 +62,7 @@ def measure_grid(model: torch.nn.Module, tokenizer: Any = None, phases: Sequence
     own_meter = meter is None and energy is not False
     why_no_energy = None
     if own_meter:
-        meter, why_no_energy = _open_meter(energy, model_device(model), notes)
+        meter, why_no_energy = _open_meter(energy, model_devices(model), notes)
         if why_no_energy and energy is not False:
             notes.append(why_no_energy)
     reports: list[Any] = []

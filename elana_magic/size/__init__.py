@@ -1,6 +1,6 @@
 """Size: parameters, buffers and packed weights by storage bytes, and the KV / SSM cache for any batch and length.
 
-``measure_size(model_or_folder_or_config, batch=[1], seq_len=[1024]) -> SizeReport``;
+``measure_size(model_or_folder_or_config, batch=[1], seq_len=[1024, 2048]) -> SizeReport``;
 ``largest_fit(model, seq_len=4096)`` / ``largest_fit(model, batch=8) -> FitReport`` (``fit``).
 """
 
