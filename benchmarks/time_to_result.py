@@ -66,7 +66,10 @@ def main(argv=None) -> int:
             rep = measure_latency(model, batch=1, prompt_len=args.prompt_len, gen_len=args.gen_len, energy=False,
                                   progress=False, shared_runs=shared, max_time=args.max_time)
             wall = time.perf_counter() - t0
+            # the run's wall time in units of its own request time: what it cost, whatever the load was then
+            in_requests = wall / (rep.data["ttlt_ms"]["median"] / 1e3) if rep.data["ttlt_ms"]["median"] else None
             runs.append({"round": i, "method": "shared" if shared else "separate", "wall_s": wall,
+                         "wall_in_requests": in_requests,
                          "load_avg_1m_before": load_before, "load_avg_1m_after": os.getloadavg()[0],
                          "stopped": rep.data["stopped"], **_phase_figures(rep)})
             print(f"round {i} {runs[-1]['method']:8s} {wall:6.1f} s", flush=True)
@@ -74,7 +77,9 @@ def main(argv=None) -> int:
     def agg(method: str) -> dict:
         mine = [r for r in runs if r["method"] == method]
         res = {"wall_s_median": statistics.median(r["wall_s"] for r in mine),
-               "wall_s": [round(r["wall_s"], 2) for r in mine]}
+               "wall_s": [round(r["wall_s"], 2) for r in mine],
+               "wall_in_requests_median": statistics.median(r["wall_in_requests"] for r in mine),
+               "wall_in_requests": [round(r["wall_in_requests"], 1) for r in mine]}
         for key in ("ttft_ms", "tpot_ms", "ttlt_ms"):
             res[key] = {"median_of_medians": statistics.median(r[key]["median"] for r in mine),
                         "n": [r[key]["n"] for r in mine],
@@ -83,6 +88,10 @@ def main(argv=None) -> int:
 
     summary = {"separate": agg("separate"), "shared": agg("shared")}
     ratio = summary["shared"]["wall_s_median"] / summary["separate"]["wall_s_median"]
+    per_round = [a["wall_s"] / b["wall_s"] for a, b in
+                 ((next(r for r in runs if r["round"] == i and r["method"] == "shared"),
+                   next(r for r in runs if r["round"] == i and r["method"] == "separate")) for i in range(args.rounds))]
+    ratio_in_requests = summary["shared"]["wall_in_requests_median"] / summary["separate"]["wall_in_requests_median"]
     result = {
         "benchmark": "time_to_result", "model": loaded.label, "batch": 1, "prompt_len": args.prompt_len,
         "gen_len": args.gen_len, "energy": False, "rounds": args.rounds, "max_time_s": args.max_time,
@@ -90,6 +99,7 @@ def main(argv=None) -> int:
                     "threads": torch.get_num_threads(),
                     "note": "shared machine: other engineers' jobs ran at the same time; old and new runs alternate"},
         "runs": runs, "summary": summary, "shared_over_separate_wall": ratio,
+        "shared_over_separate_per_round": per_round, "shared_over_separate_in_requests": ratio_in_requests,
     }
     os.makedirs(args.out, exist_ok=True)
     base = os.path.join(args.out, "time_to_result_cpu")
@@ -99,8 +109,9 @@ def main(argv=None) -> int:
              f"batch 1, prompt {args.prompt_len}, gen {args.gen_len}, energy off, {args.rounds} rounds alternating"
              f" old/new, {args.threads} torch thread(s), on a shared {os.cpu_count()}-core machine (load average 1 min: "
              f"{min(r['load_avg_1m_before'] for r in runs):.1f} to {max(r['load_avg_1m_after'] for r in runs):.1f}).", "",
-             "| method | wall (median) | runs (s) | TTFT median / n / CI± | TPOT median / n / CI± | TTLT median / n / CI± |",
-             "|---|---|---|---|---|---|"]
+             "| method | wall (median) | runs (s) | runs (in request times) | TTFT median / n / CI± |"
+             " TPOT median / n / CI± | TTLT median / n / CI± |",
+             "|---|---|---|---|---|---|---|"]
     for method in ("separate", "shared"):
         s = summary[method]
 
@@ -110,8 +121,11 @@ def main(argv=None) -> int:
             return f"{s[key]['median_of_medians']:.2f} ms / {'/'.join(map(str, s[key]['n']))} / {ci}"
 
         lines.append(f"| {method} | {s['wall_s_median']:.1f} s | {', '.join(map(str, s['wall_s']))} | "
+                     f"{', '.join(map(str, s['wall_in_requests']))} | "
                      f"{cell('ttft_ms')} | {cell('tpot_ms')} | {cell('ttlt_ms')} |")
-    lines += ["", f"shared / separate wall time: {ratio:.2f}", "",
+    lines += ["", f"shared / separate wall time: {ratio:.2f} (medians); per round"
+              f" {', '.join(f'{x:.2f}' for x in per_round)}; in units of each run's own request time"
+              f" (which cancels the load of the moment): {ratio_in_requests:.2f}", "",
               "CI± = half the median's 95% interval over the median (median over the rounds; n<6: too few samples"
               " to bracket, as with today's 5 requests)."]
     with open(base + ".md", "w") as f:
