@@ -25,8 +25,9 @@ from .core.report import json_safe
 class ModelTarget:
     """What the user named (nothing = the embedded default), materialized only when a phase needs it."""
 
-    def __init__(self, spec: str | None):
+    def __init__(self, spec: str | None, trust_remote_code: bool = False):
         self.spec = spec
+        self.trust_remote_code = trust_remote_code
         self._loaded = None
 
     @property
@@ -39,7 +40,7 @@ class ModelTarget:
     def loaded(self):
         """A ``models.LoadedModel`` (model, tokenizer, label), loaded once."""
         if self._loaded is None:
-            self._loaded = load_model(self.spec)
+            self._loaded = load_model(self.spec, self.trust_remote_code)
         return self._loaded
 
     @property
@@ -51,25 +52,13 @@ class ModelTarget:
         return self._loaded is not None
 
 
-def load_model(spec: str | None):
-    """The embedded default (None), a random preset (``random:NAME``) or a local folder / hub id."""
-    from .models import PRESETS, LoadedModel, default_model, random_model
+def load_model(spec: str | None, trust_remote_code: bool = False):
+    """The embedded default (None), a random preset (``random:NAME``) or a local folder / cached hub id."""
+    from .models import default_model, load_model as load_named
 
     if spec is None:
         return default_model()
-    if spec.startswith("random:"):
-        name = spec.split(":", 1)[1]
-        if name not in PRESETS:
-            raise SystemExit(f"elana-magic: unknown preset {name!r}; known: {', '.join(sorted(PRESETS))}")
-        return LoadedModel(random_model(name), None, f"{name} shape, RANDOM weights", True)
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    model = AutoModelForCausalLM.from_pretrained(spec).eval()
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(spec)
-    except Exception:  # a folder without tokenizer files: phases use random token ids
-        tokenizer = None
-    return LoadedModel(model, tokenizer, spec, False)
+    return load_named(spec, trust_remote_code=trust_remote_code)
 
 
 @dataclass
@@ -106,7 +95,8 @@ def run_size(target: ModelTarget, args: argparse.Namespace, names: list[str]):
     what = target.model if (target.spec is None or target.is_loaded) else target.spec
     report = measure_size(what, batch=args.batch, seq_len=args.seq_len, cache_dtype=args.cache_dtype,
                           binary=args.gib, cross_check=not args.no_check,
-                          label=target.label if target.is_loaded else None)
+                          label=target.label if target.is_loaded else None,
+                          trust_remote_code=target.trust_remote_code)
     return report
 
 
@@ -176,17 +166,25 @@ PHASES: list[Phase] = [
 def _expected_errors() -> tuple[type[BaseException], ...]:
     """The one-line errors of the measurements (bad input, out of memory)."""
     from .latency.session import GenerationInputError, GenerationOutOfMemory
+    from .models import ModelLoadError
     from .profile import ProfileError
     from .size import SizeError
 
-    return (SizeError, GenerationInputError, GenerationOutOfMemory, ProfileError)
+    return (SizeError, GenerationInputError, GenerationOutOfMemory, ProfileError, ModelLoadError)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Bad input is one line on stderr and exit 2 (argparse's default also prints the usage block)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
 # --- the command ------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="elana-magic",
         description="Measure what an LLM costs. With no phase flag, every phase runs.",
     )
@@ -196,9 +194,15 @@ def build_parser() -> argparse.ArgumentParser:
         flags = [f"--{phase.name}"] + ([f"--{phase.name.replace('-', '_')}"] if "-" in phase.name else [])
         parser.add_argument(*flags, dest=_dest(phase), action="store_true", help=phase.help)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="run the model's own code (a config.json auto_map) when loading it; off by default")
     for phase in PHASES:
         phase.add_arguments(parser)
     return parser
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split())
 
 
 def _dest(phase: Phase) -> str:
@@ -217,15 +221,19 @@ def main(argv: list[str] | None = None) -> int:
     groups: dict[str, list[Phase]] = {}
     for phase in chosen:
         groups.setdefault(phase.key, []).append(phase)
-    target = ModelTarget(args.model)
+    target = ModelTarget(args.model, trust_remote_code=args.trust_remote_code)
     results: dict[str, Any] = {}
     for key, phases in groups.items():
         try:
             report = phases[0].run(target, args, [p.name for p in phases])
         except _expected_errors() as exc:
-            parser.exit(2, f"elana-magic: {exc}\n")
+            parser.exit(2, f"elana-magic: {_flat(str(exc))}\n")
         except KeyboardInterrupt:
             parser.exit(130, "elana-magic: interrupted\n")
+        except Exception as exc:  # noqa: BLE001 - a measurement that failed: one line, exit 1
+            from .models import one_line
+
+            parser.exit(1, f"elana-magic: {key} failed: {_flat(one_line(exc))}\n")
         results[key] = report
         if not args.json:
             print(f"== {key}: {target.label}")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import argument, magic_arguments
 
-from ._common import deliver, evaluate, is_quoted, output_arguments, positive_ints, require_module, unquote
+from ._common import (deliver, evaluate, is_quoted, output_arguments, parse_with_model, positive_ints,
+                      require_module, trust_argument, unquote)
 
 DEFAULT_BATCH = [1]
 DEFAULT_SEQ_LEN = [1024, 2048]
@@ -25,6 +26,7 @@ class SizeMagics(Magics):
               help="KV/conv cache dtype (e.g. bfloat16, float16, fp8); default: the model's dtype.")
     @argument("--gib", action="store_true", help="Binary units (GiB = 2**30 bytes) instead of SI (GB = 1e9 bytes).")
     @argument("--no-check", action="store_true", help="Skip the measured cross-check (a real prefill).")
+    @trust_argument
     @output_arguments
     @line_magic
     def elana_size(self, line: str = ""):
@@ -47,7 +49,8 @@ class SizeMagics(Magics):
         try:
             report = measure_size(target, batch=batch, seq_len=seq_len, cache_dtype=args.cache_dtype,
                                   binary=args.gib, cross_check=not args.no_check,
-                                  label=None if is_quoted(args.model) else args.model)
+                                  label=None if is_quoted(args.model) else args.model,
+                                  trust_remote_code=args.trust_remote_code)
         except SizeError as exc:
             raise UsageError(str(exc)) from None
         return deliver(self.shell, report, args)
@@ -57,6 +60,6 @@ def _parse(magic, line: str):
     if not line.strip():
         raise UsageError("%elana_size needs a model: e.g. `%elana_size model --batch 1 8 --seq-len 1024`")
     try:
-        return parse_argstring(magic, line)
+        return parse_with_model(magic, line)
     except UsageError as exc:
         raise UsageError(f"{str(exc).strip().splitlines()[-1]}: see %elana_size?") from None
