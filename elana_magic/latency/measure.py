@@ -20,7 +20,8 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from .session import GenerationInputError, GenerationOutOfMemory, GenerationSession, out_of_memory_message
+from .session import (GenerationInputError, GenerationOutOfMemory, GenerationSession, is_out_of_memory,
+                      out_of_memory_message)
 from .report import LatencyReport, _ms
 from ..core.stats import StoppingRule, summarize
 
@@ -118,7 +119,18 @@ def _prompt_ids(tokenizer, prompt: str, batch: int) -> torch.Tensor:
         raise GenerationInputError("a text prompt needs a tokenizer: pass --tokenizer TOK (or tokenizer=...)")
     if not callable(tokenizer):
         raise GenerationInputError(f"the tokenizer is a {type(tokenizer).__name__}, which cannot encode text")
-    ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
+    try:
+        ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
+        ids = torch.as_tensor(ids)
+    except Exception as exc:  # noqa: BLE001 - any callable may be passed as a tokenizer
+        raise GenerationInputError(
+            f"the tokenizer did not return token ids for the prompt ({type(exc).__name__}: {exc}): pass a "
+            "tokenizer that returns {'input_ids': ...} when called with return_tensors='pt'") from None
+    if ids.dtype.is_floating_point or ids.is_complex() or ids.dtype == torch.bool or ids.ndim not in (1, 2):
+        raise GenerationInputError(f"the tokenizer returned {ids.dtype} input_ids of shape {tuple(ids.shape)}, "
+                                   "not integer token ids: pass a transformers tokenizer")
+    if ids.ndim == 1:
+        ids = ids.unsqueeze(0)
     if ids.numel() == 0:
         raise GenerationInputError("the prompt encodes to zero tokens: give some text")
     return ids[:1].expand(batch, -1)
@@ -278,7 +290,9 @@ def measure_latency(model: torch.nn.Module, tokenizer: Any = None, phases: Seque
                 results["ttlt"] = _repeat("TTLT", ttlt_once, r, "t", warmup, meter, progress)
                 stops["ttlt"] = r.reason
             engine, max_diff, rel_err = s.engine, s.max_abs_diff, s.rel_err
-    except torch.OutOfMemoryError:
+    except RuntimeError as exc:
+        if not is_out_of_memory(exc):
+            raise
         results = None  # raised below, once the traceback (and the tensors its frames hold) is gone
     finally:
         if meter is not None and own_meter:

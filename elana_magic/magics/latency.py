@@ -6,9 +6,10 @@ import re
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import argument, magic_arguments
 
-from ._common import deliver, evaluate, is_quoted, output_arguments, resolve_model, unquote
+from ._common import (_one_line, deliver, evaluate, is_quoted, output_arguments, parse_with_model, resolve_model,
+                      trust_argument, unquote)
 
 _SCALE = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12, "p": 1e15}
 
@@ -22,18 +23,6 @@ def parse_rate(text: str | None, what: str) -> float | None:
     if value is None or value <= 0:
         raise UsageError(f"{what} must be a positive rate such as 3.35e12 or 3.35TB/s, got {text!r}")
     return value
-
-
-def _load_model(path: str):
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(path, local_files_only=True).eval()
-
-
-def _load_tokenizer(path: str):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(path, local_files_only=True)
 
 
 @magics_class
@@ -67,6 +56,7 @@ class LatencyMagics(Magics):
     @argument("--peak-bw", metavar="BYTES/S", default=None, help="Peak memory bandwidth, e.g. 3.35TB/s.")
     @argument("--peak-flops", metavar="FLOP/S", default=None, help="Peak FLOP/s, e.g. 989T.")
     @argument("--label", metavar="NAME", default=None, help="A name for this measurement.")
+    @trust_argument
     @output_arguments
     @line_magic
     def elana_latency(self, line: str = ""):
@@ -80,26 +70,29 @@ class LatencyMagics(Magics):
         from ..latency import measure_latency
         from ..latency.session import GenerationInputError, GenerationOutOfMemory
 
-        args = parse_argstring(self.elana_latency, line)
+        from ..models import ModelLoadError, load_tokenizer
+
+        args = parse_with_model(self.elana_latency, line)
         if args.prompt is not None:
             args.prompt = unquote(args.prompt)  # the parser keeps the quotes
         if args.label is not None:
             args.label = unquote(args.label)
         model_expr = args.model
-        model = resolve_model(self.shell, model_expr, load=_load_model)
+        trust = args.trust_remote_code
+        model = resolve_model(self.shell, model_expr, trust_remote_code=trust, quiet=args.quiet)
         tokenizer = None
         if args.tokenizer is not None:
             if is_quoted(args.tokenizer):
                 try:
-                    tokenizer = _load_tokenizer(unquote(args.tokenizer))
-                except Exception as exc:  # noqa: BLE001 - one line for the user
-                    raise UsageError(f"could not load tokenizer {unquote(args.tokenizer)!r}: {type(exc).__name__}") from None
+                    tokenizer = load_tokenizer(unquote(args.tokenizer), trust_remote_code=trust)
+                except ModelLoadError as exc:
+                    raise UsageError(str(exc)) from None
             else:
                 tokenizer = evaluate(self.shell, args.tokenizer, "tokenizer")
-        elif args.prompt is not None and is_quoted(model_expr):
+        elif args.prompt is not None and is_quoted(model_expr) and not unquote(model_expr).startswith("random:"):
             try:
-                tokenizer = _load_tokenizer(unquote(model_expr))
-            except Exception:  # noqa: BLE001 - then the missing tokenizer is reported below
+                tokenizer = load_tokenizer(unquote(model_expr), trust_remote_code=trust)
+            except ModelLoadError:  # then the missing tokenizer is reported below
                 tokenizer = None
         if args.prompt is not None and tokenizer is None:
             raise UsageError("--prompt needs a tokenizer: pass --tokenizer TOK (a tokenizer in the notebook)")
@@ -120,6 +113,11 @@ class LatencyMagics(Magics):
                 progress=not args.quiet, compile=args.compile)
         except (GenerationInputError, GenerationOutOfMemory) as exc:
             raise UsageError(str(exc)) from None
+        except UsageError:
+            raise
         except KeyboardInterrupt:
             raise UsageError("interrupted: nothing was kept, and the model is as it was") from None
+        except Exception as exc:  # the model itself failed (its forward raised)
+            raise UsageError(f"the model failed during the measurement ({_one_line(exc)}); nothing was kept, "
+                             "the model is as it was") from None
         return deliver(self.shell, report, args)

@@ -6,7 +6,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
-from ._common import _one_line, deliver, output_arguments, resolve_model
+from ._common import _one_line, deliver, is_quoted, output_arguments, parse_with_model, resolve_model, trust_argument, unquote
 
 _PHASE_ONLY = ("phase", "batch", "prompt_len", "gen_len", "steps", "cuda_graph")
 
@@ -31,6 +31,7 @@ class ProfileMagics(Magics):
     @argument("--label", default=None, help="A name for the trace file (letters, digits, '.', '_', '-').")
     @argument("--gzip", action="store_true", help="Write .json.gz (Perfetto opens it as well).")
     @argument("--top", type=int, default=15, help="Rows in the kernel and op tables (default 15).")
+    @trust_argument
     @output_arguments
     @no_var_expand
     @line_cell_magic
@@ -43,7 +44,14 @@ class ProfileMagics(Magics):
         Shows the kernel timeline (zoomable), top kernels, a breakdown by kind, GPU busy/idle and launch gaps;
         on a CPU-only machine the CPU trace and an op table. The trace file opens in ui.perfetto.dev.
         """
-        args = parse_argstring(self.elana_profile, line)
+        args = parse_with_model(self.elana_profile, line) if cell is None else parse_argstring(self.elana_profile, line)
+        for name in ("out", "label"):  # the parser keeps quotes: --out "my traces" is the folder my traces
+            value = getattr(args, name)
+            if value is not None:
+                setattr(args, name, unquote(value))
+                if not getattr(args, name).strip():
+                    raise UsageError(f"--{name} is empty: give a folder name" if name == "out"
+                                     else "--label is empty: give a short name such as llama-decode")
         if args.top <= 0:
             raise UsageError(f"--top must be a positive integer, got {args.top}")
         from .. import profile as prof
@@ -58,7 +66,7 @@ class ProfileMagics(Magics):
         if not args.model:
             raise UsageError("%elana_profile needs a model: `%elana_profile model --phase tpot` "
                              "(or use %%elana_profile to profile a cell)")
-        model = resolve_model(self.shell, args.model)
+        model = resolve_model(self.shell, args.model, trust_remote_code=args.trust_remote_code, quiet=args.quiet)
         for name in ("batch", "prompt_len", "gen_len", "steps"):
             value = getattr(args, name)
             if value is not None and value <= 0:
@@ -67,6 +75,8 @@ class ProfileMagics(Magics):
 
         phase = args.phase or "tpot"
         label = args.label or (f"{args.model}-{phase}" if args.model.isidentifier() else None)
+        if label is None and is_quoted(args.model):
+            label = f"{unquote(args.model).rstrip('/').split('/')[-1].replace('random:', '')}-{phase}"
         kwargs = dict(phase=phase, batch=args.batch or 1, prompt_len=args.prompt_len or 512,
                       gen_len=args.gen_len or 128, steps=args.steps, out=args.out, label=label,
                       gzip=args.gzip, cuda_graph=args.cuda_graph, top=args.top)
@@ -74,6 +84,9 @@ class ProfileMagics(Magics):
             return prof.profile_phase(model, **kwargs)
         except (prof.ProfileError, GenerationInputError, GenerationOutOfMemory) as exc:
             raise UsageError(str(exc)) from None
+        except prof.ProfileInterrupted as exc:
+            raise UsageError(f"interrupted while reading the trace back: the trace is complete and kept at {exc.path!r}; "
+                             "the model is as it was") from None
         except KeyboardInterrupt:
             raise UsageError("interrupted: the profiler was stopped, no trace written, the model is as it was") from None
         except Exception as exc:  # the model failed under the profiler
@@ -94,6 +107,8 @@ class ProfileMagics(Magics):
                     raise _CellFailed(result.error_before_exec or result.error_in_exec)
         except prof.ProfileError as exc:
             raise UsageError(str(exc)) from None
+        except prof.ProfileInterrupted as exc:
+            raise UsageError(f"interrupted while reading the trace back: the trace is complete and kept at {exc.path!r}") from None
         except _CellFailed as failed:
             if isinstance(failed.error, KeyboardInterrupt):
                 raise UsageError("interrupted: the profiler was stopped and no trace was written") from None
