@@ -301,8 +301,41 @@ def measure_latency(model: torch.nn.Module, tokenizer: Any = None, phases: Seque
         if device.type == "cuda":
             torch.cuda.empty_cache()
         raise GenerationOutOfMemory(out_of_memory_message(batch, prompt_len, gen_len, device))
-    return _build_report(model, results, stops, phases, batch, prompt_len, gen_len, device, engine, max_diff,
-                         rel_err, notes, why_no_energy, label, peak_bw, peak_flops)
+    report = _build_report(model, results, stops, phases, batch, prompt_len, gen_len, device, engine, max_diff,
+                           rel_err, notes, why_no_energy, label, peak_bw, peak_flops)
+    runs = {phase: len(results[phase][0]) for phase in results}
+    report.data["notes"].extend(reliability_notes(report.data, runs, repeats, stops))
+    return report
+
+
+NOISY_P99_OVER_MEDIAN = 3.0
+NOISY_CI_OVER_MEDIAN = 0.05
+
+
+def reliability_notes(data: dict[str, Any], runs: dict[str, int], repeats: int, stops: dict[str, str]) -> list[str]:
+    """Plain warnings for figures that rest on fewer runs than asked, or are noisy (p99 over 3x the
+    median, or a median's 95% CI wider than 5% of the median), each with what to do about it."""
+    notes = []
+    for phase in PHASES:
+        if phase not in runs:
+            continue
+        name, stats = phase.upper(), data.get(f"{phase}_ms") or {}
+        if runs[phase] < repeats:
+            why = stops.get(phase) or "a limit"
+            notes.append(f"{name} rests on {runs[phase]} of the {repeats} runs asked (stopped at {why}): "
+                         "treat it as a rough figure; lower --gen-len/--prompt-len or allow more time")
+        median, p99 = stats.get("median"), stats.get("p99")
+        lo, hi = stats.get("ci95_low"), stats.get("ci95_high")
+        if not median or median <= 0:
+            continue
+        if p99 is not None and p99 > NOISY_P99_OVER_MEDIAN * median:
+            notes.append(f"{name} is noisy: p99 {p99:.4g} ms is {p99 / median:.1f}x the median {median:.4g} ms "
+                         "(other work on the machine, clock changes or first-run costs): quiet the machine, "
+                         "raise --warmup and --repeats, and prefer the median")
+        elif lo is not None and hi is not None and hi - lo > NOISY_CI_OVER_MEDIAN * median:
+            notes.append(f"{name} is noisy: the median's 95% CI ({lo:.4g}-{hi:.4g} ms) is "
+                         f"{(hi - lo) / median:.0%} of the median: raise --repeats or --min-time, or quiet the machine")
+    return notes
 
 
 def _build_report(model, results, stops, phases, batch, prompt_len, gen_len, device, engine, max_diff,
