@@ -294,3 +294,19 @@ def test_noisy_figures_are_flagged_with_what_to_do():
     [note] = reliability_notes(wide, {"tpot": 10}, 5, {})
     assert "TPOT is noisy" in note and "95% CI" in note and "11% of the median" in note
     assert reliability_notes(tight, {"ttft": 10}, 5, {}) == []
+
+
+# -- found by the argument fuzz suite (tests/fuzz) ------------------------------------------------------
+
+def test_energy_statement_that_is_not_python_is_one_line(shell):
+    """`--label x = 1`: the label takes `x`, and `= 1` is not a statement."""
+    text = one_usage_line(shell, "elana_energy", "--min-time 0.001 --label x = 1")
+    assert "is not valid Python" in text
+
+
+@pytest.mark.parametrize("magic, line, cell", [("elana_profile", 'm --label "abc', None),
+                                               ("elana_profile", "--out 'x", "y = 1"),
+                                               ("elana_energy", '--label "abc', "y = 1"),
+                                               ("elana_size", "m --cache-dtype 'fp8", None)])
+def test_an_unbalanced_quote_is_one_line(shell, magic, line, cell):
+    assert "No closing quotation" in one_usage_line(shell, magic, line, cell)

@@ -210,8 +210,8 @@ def measure_latency(model: torch.nn.Module, tokenizer: Any = None, phases: Seque
             raise GenerationInputError(f"{name} must be a non-negative integer, got {value!r}")
     if not isinstance(repeats, int) or repeats <= 0:
         raise GenerationInputError(f"repeats must be a positive integer, got {repeats!r}")
-    if not (min_time >= 0):
-        raise GenerationInputError(f"min time must be >= 0 seconds, got {min_time!r}")
+    if not (0 <= min_time < float("inf")):
+        raise GenerationInputError(f"min time must be a finite number of seconds >= 0, got {min_time!r}")
     notes: list[str] = []
     input_ids = None
     if prompt is not None:

@@ -102,12 +102,21 @@ def split_model(line: str) -> tuple[str, str]:
     return text, ""
 
 
-def parse_with_model(magic, line: str):
-    """``parse_argstring`` for a magic whose first argument is a model expression (see ``split_model``)."""
+def parse_line(magic, line: str):
+    """``parse_argstring``, with an unbalanced quote a one-line UsageError (IPython raises ValueError)."""
     from IPython.core.magic_arguments import parse_argstring
 
+    try:
+        return parse_argstring(magic, line)
+    except ValueError as exc:  # shlex: "No closing quotation"
+        raise UsageError(f"{exc} in {line.strip()!r}: close the quote, or quote the value with the other quote "
+                         "character") from None
+
+
+def parse_with_model(magic, line: str):
+    """``parse_argstring`` for a magic whose first argument is a model expression (see ``split_model``)."""
     expr, options = split_model(line)
-    args = parse_argstring(magic, f"_ {options}" if expr else options)
+    args = parse_line(magic, f"_ {options}" if expr else options)
     if expr:
         args.model = expr
     return args

@@ -17,9 +17,9 @@ from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class, needs_local_scope, no_var_expand
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import argument, magic_arguments
 
-from ._common import deliver, output_arguments, unquote
+from ._common import deliver, output_arguments, parse_line, unquote
 
 _meters: dict[tuple[int, ...] | None, Any] = {}  # one meter per device set: idle power measured once
 _VALUED = {"--devices", "--label", "--min-time", "-v", "--var"}
@@ -112,7 +112,7 @@ class EnergyMagics(Magics):
             option_text, statement = split_options(line)
         else:
             option_text, statement = line, ""
-        args = parse_argstring(self.elana_energy, option_text)
+        args = parse_line(self.elana_energy, option_text)
         if cell is None and not statement.strip():
             raise UsageError("give a statement to measure, e.g. `%elana_energy model(**inputs)`, "
                              "or use `%%elana_energy` on a cell")
@@ -178,7 +178,11 @@ class EnergyMagics(Magics):
         __tracebackhide__ = True  # noqa: F841
         from ..energy import measure_energy
 
-        body, last = self._compile(statement)
+        try:
+            body, last = self._compile(statement)
+        except SyntaxError as exc:
+            raise UsageError(f"the statement {statement.strip()!r} is not valid Python ({exc.msg}); "
+                             "options go before it, e.g. `%elana_energy --label NAME model(x)`") from None
         glob = self.shell.user_ns
 
         def run() -> None:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import argument, magic_arguments
 
-from ._common import _one_line, deliver, is_quoted, output_arguments, parse_with_model, resolve_model, trust_argument, unquote
+from ._common import (_one_line, deliver, is_quoted, output_arguments, parse_line, parse_with_model, resolve_model,
+                      trust_argument, unquote)
 
 _PHASE_ONLY = ("phase", "batch", "prompt_len", "gen_len", "steps", "cuda_graph")
 
@@ -44,7 +45,7 @@ class ProfileMagics(Magics):
         Shows the kernel timeline (zoomable), top kernels, a breakdown by kind, GPU busy/idle and launch gaps;
         on a CPU-only machine the CPU trace and an op table. The trace file opens in ui.perfetto.dev.
         """
-        args = parse_with_model(self.elana_profile, line) if cell is None else parse_argstring(self.elana_profile, line)
+        args = parse_with_model(self.elana_profile, line) if cell is None else parse_line(self.elana_profile, line)
         for name in ("out", "label"):  # the parser keeps quotes: --out "my traces" is the folder my traces
             value = getattr(args, name)
             if value is not None:
