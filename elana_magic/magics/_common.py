@@ -5,7 +5,6 @@ No measurement happens here; the magics stay a thin layer over the plain Python 
 
 from __future__ import annotations
 
-import os
 from typing import Any, Callable
 
 from IPython.core.error import UsageError

@@ -207,7 +207,7 @@ def check_magic(shell, model, workdir, magic: str, line: str, cell: str | None =
 
 # -- the magics ---------------------------------------------------------------------------------------
 
-@settings(max_examples=40, **FUZZ)
+@settings(max_examples=30, **FUZZ)
 @given(model=MODELS, opts=options(SizeMagics.elana_size.parser))
 def test_fuzz_elana_size(fuzz_shell, tiny_llama, workdir, fuzz_cases, model, opts):
     outcome = check_magic(fuzz_shell, tiny_llama, workdir,
@@ -215,7 +215,7 @@ def test_fuzz_elana_size(fuzz_shell, tiny_llama, workdir, fuzz_cases, model, opt
     fuzz_cases["%elana_size", outcome] += 1
 
 
-@settings(max_examples=40, **FUZZ)
+@settings(max_examples=30, **FUZZ)
 @given(model=MODELS, opts=options(LatencyMagics.elana_latency.parser))
 def test_fuzz_elana_latency(fuzz_shell, tiny_llama, workdir, fuzz_cases, model, opts):
     fuzz_shell.user_ns["tok"] = None
@@ -224,7 +224,7 @@ def test_fuzz_elana_latency(fuzz_shell, tiny_llama, workdir, fuzz_cases, model, 
     fuzz_cases["%elana_latency", outcome] += 1
 
 
-@settings(max_examples=25, **FUZZ)
+@settings(max_examples=20, **FUZZ)
 @given(model=MODELS, opts=options(ProfileMagics.elana_profile.parser, max_size=4))
 def test_fuzz_elana_profile_line(fuzz_shell, tiny_llama, workdir, fuzz_cases, model, opts):
     outcome = check_magic(fuzz_shell, tiny_llama, workdir,
@@ -232,7 +232,7 @@ def test_fuzz_elana_profile_line(fuzz_shell, tiny_llama, workdir, fuzz_cases, mo
     fuzz_cases["%elana_profile", outcome] += 1
 
 
-@settings(max_examples=15, **FUZZ)
+@settings(max_examples=12, **FUZZ)
 @given(cell=CELLS, opts=options(ProfileMagics.elana_profile.parser, max_size=3,
                                 skip=("phase", "batch", "prompt_len", "gen_len", "steps", "cuda_graph")))
 def test_fuzz_elana_profile_cell(fuzz_shell, tiny_llama, workdir, fuzz_cases, cell, opts):
@@ -244,7 +244,7 @@ def test_fuzz_elana_profile_cell(fuzz_shell, tiny_llama, workdir, fuzz_cases, ce
 ENERGY_RENAME = {"min_time": "min_time_energy"}
 
 
-@settings(max_examples=25, **FUZZ)
+@settings(max_examples=20, **FUZZ)
 @given(statement=STATEMENTS, opts=options(EnergyMagics.elana_energy.parser, rename=ENERGY_RENAME))
 def test_fuzz_elana_energy_line(fuzz_shell, tiny_llama, workdir, fuzz_cases, statement, opts):
     outcome = check_magic(fuzz_shell, tiny_llama, workdir,
@@ -252,7 +252,7 @@ def test_fuzz_elana_energy_line(fuzz_shell, tiny_llama, workdir, fuzz_cases, sta
     fuzz_cases["%elana_energy", outcome] += 1
 
 
-@settings(max_examples=25, **FUZZ)
+@settings(max_examples=20, **FUZZ)
 @given(cell=CELLS, opts=options(EnergyMagics.elana_energy.parser, rename=ENERGY_RENAME))
 def test_fuzz_elana_energy_cell(fuzz_shell, tiny_llama, workdir, fuzz_cases, cell, opts):
     outcome = check_magic(fuzz_shell, tiny_llama, workdir,
@@ -297,7 +297,7 @@ def check_command(argv: list[str], code: int, stderr: str, workdir, traces: set[
             shutil.rmtree(workdir / entry) if (workdir / entry).is_dir() else os.remove(workdir / entry)
 
 
-@settings(max_examples=40, **FUZZ)
+@settings(max_examples=30, **FUZZ)
 @given(model=COMMAND_MODELS, phases=PHASE_FLAGS, opts=COMMAND_OPTIONS)
 def test_fuzz_command_in_process(workdir, fuzz_cases, model, phases, opts):
     argv = [model, *phases, *COMMAND_FAST, *opts]
