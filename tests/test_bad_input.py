@@ -307,6 +307,11 @@ def test_energy_statement_that_is_not_python_is_one_line(shell):
     assert "is not valid Python" in text
 
 
+@pytest.mark.parametrize("cell", ["", "   ", "\n\n"])
+def test_energy_blank_cell_is_one_line(shell, cell):
+    assert "empty" in one_usage_line(shell, "elana_energy", "--min-time 0.001", cell)  # IPython says it for ""
+
+
 @pytest.mark.parametrize("magic, line, cell", [("elana_profile", 'm --label "abc', None),
                                                ("elana_profile", "--out 'x", "y = 1"),
                                                ("elana_energy", '--label "abc', "y = 1"),

@@ -170,6 +170,8 @@ class EnergyMagics(Magics):
             if isinstance(error, KeyboardInterrupt):
                 raise UsageError("interrupted: the energy window was closed, no report") from None
             raise UsageError(f"the cell raised {_one_line(error)} (shown above); no energy report") from None
+        if window.report is None:  # the shell runs nothing for a blank cell
+            raise UsageError("the cell is empty: put the code to measure below %%elana_energy")
         if cell.rstrip().endswith(";"):
             value = None  # a trailing ';' hides the value, as in a plain cell
         return window.report, value

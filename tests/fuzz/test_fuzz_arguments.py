@@ -80,14 +80,10 @@ UNKNOWN = ["--bogus", "-x", "--batchx", "--", "---", "--batch=2", "--min-time=-1
 
 
 def values_for(action, dest: str) -> st.SearchStrategy[str]:
-    pool = list(VALID.get(dest, []))
-    if action.type is int:
-        pool += BAD_INTS
-    elif action.type is float:
-        pool += BAD_FLOATS
-    else:
-        pool += QUOTED
-    return st.sampled_from(pool)
+    """Half from the option's own pool (mostly valid), half hostile for its type."""
+    hostile = BAD_INTS if action.type is int else BAD_FLOATS if action.type is float else QUOTED
+    own = VALID.get(dest)
+    return st.one_of(st.sampled_from(own), st.sampled_from(hostile)) if own else st.sampled_from(hostile)
 
 
 def option_strategy(parser, skip=(), rename=None) -> st.SearchStrategy[list[str]]:
@@ -111,11 +107,11 @@ def option_strategy(parser, skip=(), rename=None) -> st.SearchStrategy[list[str]
     return st.one_of(choices)
 
 
-def options(parser, skip=(), rename=None, max_size=5) -> st.SearchStrategy[list[str]]:
+def options(parser, skip=(), rename=None, max_size=3) -> st.SearchStrategy[list[str]]:
     return st.lists(option_strategy(parser, skip, rename), max_size=max_size).map(lambda xs: [t for x in xs for t in x])
 
 
-MODELS = st.sampled_from(["m"] * 6 + ['"random:tiny-llama"', "[1, 2, 3]", "m.model", "nothing_here", "len",
+MODELS = st.sampled_from(["m"] * 12 + ['"random:tiny-llama"', "[1, 2, 3]", "m.model", "nothing_here", "len",
                                       '"no_such_dir"', "'random:nope'", '"unbalanced', "m m", "{'a': 1}"])
 STATEMENTS = st.sampled_from(["x = 1", "pass", "[i for i in range(3)]", "x = 'a b'", "ü = 1"])
 CELLS = st.sampled_from(["y = 1", "y = 1\ny + 1", "import asyncio\nawait asyncio.sleep(0)", "x = (", "", "   "])
@@ -207,7 +203,7 @@ def check_magic(shell, model, workdir, magic: str, line: str, cell: str | None =
 
 # -- the magics ---------------------------------------------------------------------------------------
 
-@settings(max_examples=30, **FUZZ)
+@settings(max_examples=60, **FUZZ)
 @given(model=MODELS, opts=options(SizeMagics.elana_size.parser))
 def test_fuzz_elana_size(fuzz_shell, tiny_llama, workdir, fuzz_cases, model, opts):
     outcome = check_magic(fuzz_shell, tiny_llama, workdir,
@@ -215,7 +211,7 @@ def test_fuzz_elana_size(fuzz_shell, tiny_llama, workdir, fuzz_cases, model, opt
     fuzz_cases["%elana_size", outcome] += 1
 
 
-@settings(max_examples=30, **FUZZ)
+@settings(max_examples=50, **FUZZ)
 @given(model=MODELS, opts=options(LatencyMagics.elana_latency.parser))
 def test_fuzz_elana_latency(fuzz_shell, tiny_llama, workdir, fuzz_cases, model, opts):
     fuzz_shell.user_ns["tok"] = None
@@ -224,15 +220,15 @@ def test_fuzz_elana_latency(fuzz_shell, tiny_llama, workdir, fuzz_cases, model, 
     fuzz_cases["%elana_latency", outcome] += 1
 
 
-@settings(max_examples=20, **FUZZ)
-@given(model=MODELS, opts=options(ProfileMagics.elana_profile.parser, max_size=4))
+@settings(max_examples=30, **FUZZ)
+@given(model=MODELS, opts=options(ProfileMagics.elana_profile.parser))
 def test_fuzz_elana_profile_line(fuzz_shell, tiny_llama, workdir, fuzz_cases, model, opts):
     outcome = check_magic(fuzz_shell, tiny_llama, workdir,
                           "elana_profile", " ".join([model, PROFILE_FAST, *opts]))
     fuzz_cases["%elana_profile", outcome] += 1
 
 
-@settings(max_examples=12, **FUZZ)
+@settings(max_examples=20, **FUZZ)
 @given(cell=CELLS, opts=options(ProfileMagics.elana_profile.parser, max_size=3,
                                 skip=("phase", "batch", "prompt_len", "gen_len", "steps", "cuda_graph")))
 def test_fuzz_elana_profile_cell(fuzz_shell, tiny_llama, workdir, fuzz_cases, cell, opts):
@@ -244,7 +240,7 @@ def test_fuzz_elana_profile_cell(fuzz_shell, tiny_llama, workdir, fuzz_cases, ce
 ENERGY_RENAME = {"min_time": "min_time_energy"}
 
 
-@settings(max_examples=20, **FUZZ)
+@settings(max_examples=30, **FUZZ)
 @given(statement=STATEMENTS, opts=options(EnergyMagics.elana_energy.parser, rename=ENERGY_RENAME))
 def test_fuzz_elana_energy_line(fuzz_shell, tiny_llama, workdir, fuzz_cases, statement, opts):
     outcome = check_magic(fuzz_shell, tiny_llama, workdir,
@@ -252,7 +248,7 @@ def test_fuzz_elana_energy_line(fuzz_shell, tiny_llama, workdir, fuzz_cases, sta
     fuzz_cases["%elana_energy", outcome] += 1
 
 
-@settings(max_examples=20, **FUZZ)
+@settings(max_examples=30, **FUZZ)
 @given(cell=CELLS, opts=options(EnergyMagics.elana_energy.parser, rename=ENERGY_RENAME))
 def test_fuzz_elana_energy_cell(fuzz_shell, tiny_llama, workdir, fuzz_cases, cell, opts):
     outcome = check_magic(fuzz_shell, tiny_llama, workdir,
@@ -269,7 +265,7 @@ COMMAND_MODELS = st.sampled_from(["random:tiny-llama"] * 5 + ["random:nope", "no
 PHASE_FLAGS = st.lists(st.sampled_from(["--size", "--ttft", "--tpot", "--ttlt", "--torch-profile", "--json"]),
                        min_size=1, max_size=3)
 # argv tokens reach the command already split by the shell: quotes in them are literal characters.
-COMMAND_OPTIONS = options(cli.build_parser(), skip=("model",), max_size=3)
+COMMAND_OPTIONS = options(cli.build_parser(), skip=("model",))
 
 
 def run_main(argv: list[str]) -> tuple[int, str, str]:
@@ -297,7 +293,7 @@ def check_command(argv: list[str], code: int, stderr: str, workdir, traces: set[
             shutil.rmtree(workdir / entry) if (workdir / entry).is_dir() else os.remove(workdir / entry)
 
 
-@settings(max_examples=30, **FUZZ)
+@settings(max_examples=50, **FUZZ)
 @given(model=COMMAND_MODELS, phases=PHASE_FLAGS, opts=COMMAND_OPTIONS)
 def test_fuzz_command_in_process(workdir, fuzz_cases, model, phases, opts):
     argv = [model, *phases, *COMMAND_FAST, *opts]
