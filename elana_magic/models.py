@@ -204,6 +204,24 @@ def hf_quiet(quiet: bool = True):
             hf_logging.enable_progress_bar()
 
 
+def hub_unavailable(repo_id: str, filename: str = "config.json") -> str | None:
+    """Why ``repo_id`` can't be loaded from the Hub now (not cached, and offline or unreachable within a
+    few seconds), or None: so that a missing name is one line at once, not a minute of retries."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        if isinstance(try_to_load_from_cache(repo_id, filename), str):
+            return None
+    except Exception:  # noqa: BLE001 - an invalid repo id: transformers says why
+        return None
+    from .size.measure import _hub_endpoint, _hub_offline, _reachable
+
+    if _hub_offline():
+        return "the Hub is offline (HF_HUB_OFFLINE)"
+    endpoint = _hub_endpoint()
+    return None if _reachable(endpoint) else f"{endpoint} can't be reached"
+
+
 def load_model(spec: str, trust_remote_code: bool = False, quiet: bool = False,
                with_tokenizer: bool = True) -> LoadedModel:
     """``random:PRESET``, a local folder (config + weights) or a hub id already in the local cache.

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
-from IPython.core.magic_arguments import argument, magic_arguments
+from IPython.core.magic_arguments import magic_arguments
 
-from ._common import (_one_line, deliver, is_quoted, output_arguments, parse_line, parse_with_model, resolve_model,
-                      trust_argument, unquote)
+from ..core import defaults
+from ..core.options import magic_options
+from ._common import _one_line, deliver, is_quoted, parse_line, parse_with_model, resolve_model, unquote
 
 _PHASE_ONLY = ("phase", "batch", "prompt_len", "gen_len", "steps", "cuda_graph")
 
@@ -15,25 +16,7 @@ _PHASE_ONLY = ("phase", "batch", "prompt_len", "gen_len", "steps", "cuda_graph")
 @magics_class
 class ProfileMagics(Magics):
     @magic_arguments()
-    @argument("model", nargs="?", default=None,
-              help="Line magic: the model (a name in the notebook). Cell magic: nothing, the cell is profiled.")
-    @argument("--phase", choices=("ttft", "tpot", "ttlt"), default=None,
-              help="What to profile: prefills (ttft), decode steps (tpot, the default) or whole requests (ttlt).")
-    @argument("--batch", type=int, default=None, help="Batch size (default 1).")
-    @argument("--prompt-len", type=int, default=None, help="Prompt length in tokens (default 512).")
-    @argument("--gen-len", type=int, default=None, help="Tokens generated per request (default 128).")
-    @argument("--steps", type=int, default=None,
-              help="Prefills (ttft, default 3), decode steps (tpot, default 16) or requests (ttlt, default 1) captured.")
-    @argument("--cuda-graph", dest="cuda_graph", action="store_const", const=True, default=None,
-              help="Decode through a CUDA graph (the default on CUDA).")
-    @argument("--no-cuda-graph", dest="cuda_graph", action="store_const", const=False,
-              help="Decode eagerly: every kernel launch shows in the trace.")
-    @argument("--out", default=None, metavar="DIR", help="Folder for the trace (default elana_traces/<label>/).")
-    @argument("--label", default=None, help="A name for the trace file (letters, digits, '.', '_', '-').")
-    @argument("--gzip", action="store_true", help="Write .json.gz (Perfetto opens it as well).")
-    @argument("--top", type=int, default=15, help="Rows in the kernel and op tables (default 15).")
-    @trust_argument
-    @output_arguments
+    @magic_options("elana_profile")
     @no_var_expand
     @line_cell_magic
     def elana_profile(self, line: str = "", cell: str | None = None):
@@ -53,8 +36,6 @@ class ProfileMagics(Magics):
                 if not getattr(args, name).strip():
                     raise UsageError(f"--{name} is empty: give a folder name" if name == "out"
                                      else "--label is empty: give a short name such as llama-decode")
-        if args.top <= 0:
-            raise UsageError(f"--top must be a positive integer, got {args.top}")
         from .. import profile as prof
 
         if cell is None:
@@ -68,18 +49,14 @@ class ProfileMagics(Magics):
             raise UsageError("%elana_profile needs a model: `%elana_profile model --phase tpot` "
                              "(or use %%elana_profile to profile a cell)")
         model = resolve_model(self.shell, args.model, trust_remote_code=args.trust_remote_code, quiet=args.quiet)
-        for name in ("batch", "prompt_len", "gen_len", "steps"):
-            value = getattr(args, name)
-            if value is not None and value <= 0:
-                raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
         from ..latency.session import GenerationInputError, GenerationOutOfMemory
 
-        phase = args.phase or "tpot"
+        phase = args.phase or defaults.PROFILE_PHASE
         label = args.label or (f"{args.model}-{phase}" if args.model.isidentifier() else None)
         if label is None and is_quoted(args.model):
             label = f"{unquote(args.model).rstrip('/').split('/')[-1].replace('random:', '')}-{phase}"
-        kwargs = dict(phase=phase, batch=args.batch or 1, prompt_len=args.prompt_len or 512,
-                      gen_len=args.gen_len or 128, steps=args.steps, out=args.out, label=label,
+        kwargs = dict(phase=phase, batch=args.batch or defaults.BATCH, prompt_len=args.prompt_len or defaults.PROMPT_LEN,
+                      gen_len=args.gen_len or defaults.GEN_LEN, steps=args.steps, out=args.out, label=label,
                       gzip=args.gzip, cuda_graph=args.cuda_graph, top=args.top)
         try:
             return prof.profile_phase(model, **kwargs)

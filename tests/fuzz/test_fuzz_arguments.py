@@ -14,8 +14,6 @@ unicode; unknown and repeated flags are mixed in. For every case:
   ``generation_config`` as before.
 
 Fixed seed (``derandomize``), bounded examples, no example database (nothing written to disk).
-Inputs another change validates (issue 12: non-finite ``--min-time`` of ``%elana_energy``, ``-v``
-names) are kept out of the pools until it lands; see ``LEFT_TO_OPTION_SPEC``.
 """
 
 from __future__ import annotations
@@ -67,14 +65,11 @@ VALID = {
     "label": ["run-1", "x"], "var": ["rep", "r_2", "1abc", "rëp"],
     "out": ["t", '"my traces"', "'q dir'", '"dir \'q\' \\back"', '""', "ü", "sub/dir", "'unbalanced"],
     "phase": ["ttft", "tpot", "ttlt", "bogus"], "profile_phase": ["ttft", "tpot", "ttlt", "bogus"],
+    "ngpus": ["1", "2"], "device_map": ["cpu", "cuda:0", "auto"], "json": ["-", "out.json"], "csv": ["out.csv"],
+    "log_level": ["INFO", "warning", "ERROR", "LOUD"],  # not DEBUG: it shows tracebacks by design
 }
-VALID["min_time_energy"] = ["0.001", "0.01", "0", "-1", "abc"]
-# Left to the one-option-spec change (issue 12's branch): validated there, before any work.
-LEFT_TO_OPTION_SPEC = {"min_time_energy": ["nan", "inf", "-inf", "1e400"], "var": ["for", "__builtins__", "m"]}
-
-if os.environ.get("ELANA_FUZZ_ALL"):  # once the option spec validates them
-    for _dest, _values in LEFT_TO_OPTION_SPEC.items():
-        VALID[_dest] += _values
+VALID["min_time_energy"] = ["0.001", "0.01", "0", "-1", "abc", "nan", "inf", "1e400"]
+VALID["var"] += ["for", "m"]  # `m` is put back after each case
 
 UNKNOWN = ["--bogus", "-x", "--batchx", "--", "---", "--batch=2", "--min-time=-1", "-qo", "--ünï"]
 
@@ -141,12 +136,14 @@ def elana_threads() -> list[str]:
     return [t.name for t in threading.enumerate() if t.name.startswith("elana")]
 
 
-def allowed_entries(tokens: list[str], quoted: bool) -> set[str]:
-    """The trace folders a case may create: elana_traces/ and the first component of each --out value."""
+def allowed_entries(tokens: list[str], quoted: bool, flags=("--out",)) -> set[str]:
+    """What a case may create: elana_traces/ and the first component of each value of ``flags``
+    (the trace folder; for the command also the --json / --csv files asked for)."""
     allowed = {"elana_traces"}
     for i, tok in enumerate(tokens):
-        value = tok.split("=", 1)[1] if tok.startswith("--out=") else (
-            tokens[i + 1] if tok == "--out" and i + 1 < len(tokens) else None)
+        name = tok.split("=", 1)[0]
+        value = tok.split("=", 1)[1] if "=" in tok and name in flags else (
+            tokens[i + 1] if tok in flags and i + 1 < len(tokens) else None)
         if value is not None:
             value = unquote(value) if quoted and is_quoted(value) else value
             allowed.add(value.strip().split("/")[0] if quoted else value.split("/")[0])
@@ -284,7 +281,7 @@ def check_command(argv: list[str], code: int, stderr: str, workdir, traces: set[
         assert code in (0, 2), f"{argv}: exit {code}: {stderr}"
         if code == 2:
             assert len(stderr.strip().splitlines()) == 1, f"{argv}: exit 2 with several lines:\n{stderr}"
-        created = set(os.listdir(workdir)) - allowed_entries(argv, quoted=False)
+        created = set(os.listdir(workdir)) - allowed_entries(argv, quoted=False, flags=("--out", "--json", "--csv"))
         assert not created, f"{argv} created {created} outside the trace folder"
         assert temp_traces() <= traces, f"{argv} left a temporary trace behind"
         assert not elana_threads(), f"{argv} left threads {elana_threads()}"
