@@ -166,9 +166,11 @@ def read_local_config(folder: str) -> dict[str, Any]:
         with open(path, encoding="utf-8") as f:
             config = json.load(f)
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ModelLoadError(f"{path!r} is not a readable JSON config ({one_line(exc)}): fix or replace it") from None
+        raise ModelLoadError(f"could not load {folder!r}: its config.json is not valid JSON ({one_line(exc)}); "
+                             "fix or replace it") from None
     if not isinstance(config, dict):
-        raise ModelLoadError(f"{path!r} holds a JSON {type(config).__name__}, not a config object: fix or replace it")
+        raise ModelLoadError(f"could not load {folder!r}: its config.json holds a JSON {type(config).__name__}, "
+                             "not a config object; fix or replace it")
     return config
 
 

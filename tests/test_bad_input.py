@@ -111,7 +111,7 @@ def broken(tmp_path):
 
 
 def test_size_of_a_folder_with_a_broken_config_is_one_line(shell, broken):
-    assert "is not a readable JSON config" in one_usage_line(shell, "elana_size", f'"{broken}"')
+    assert "config.json is not valid JSON" in one_usage_line(shell, "elana_size", f'"{broken}"')
 
 
 def test_command_broken_config_and_missing_folder_exit_2_with_one_line(broken, tmp_path):
