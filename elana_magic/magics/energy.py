@@ -20,7 +20,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class, needs_loca
 from IPython.core.magic_arguments import magic_arguments
 
 from ..core.options import magic_flags, magic_options
-from ._common import deliver, parse_line, unquote
+from ._common import _drop, _live_view, deliver, parse_line, unquote
 
 _meters: dict[tuple[int, ...] | None, Any] = {}  # one meter per device set: idle power measured once
 _VALUED, _FLAGS = magic_flags("elana_energy")  # for splitting the statement off the options
@@ -102,15 +102,28 @@ class EnergyMagics(Magics):
             args.label = unquote(args.label)
         meter = meter_for(args.devices)
         namespace = local_ns if local_ns is not None else self.shell.user_ns
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", category=_short_window_warning())
-            if cell is None:
-                report = self._measure_statement(statement, namespace, meter, args)
-                value = None
-            else:
-                report, value = self._measure_cell(cell, namespace, meter, args)
+        live = _live_view("elana energy" + (f" - {args.label}" if args.label else ""), quiet=args.quiet)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", category=_short_window_warning())
+                if cell is None:
+                    if live is not None:
+                        live.phase("statement (repeated)")
+                    report = self._measure_statement(statement, namespace, meter, args)
+                    value = None
+                else:
+                    report, value = self._measure_cell(cell, namespace, meter, args, live)
+        except BaseException:
+            _drop(live)
+            raise
+        if live is not None:
+            live.stop()
         report.show_plot = not args.no_plot
-        returned = deliver(self.shell, report, args)
+        try:
+            returned = deliver(self.shell, report, args, live=live)
+        finally:
+            if live is not None:
+                live.close_widgets()
         return returned if returned is not None else value
 
     def _compile(self, source: str):
@@ -125,10 +138,10 @@ class EnergyMagics(Magics):
         body = shell.compile(tree, filename, "exec")
         return body, (shell.compile(last, filename, "eval") if last is not None else None)
 
-    def _measure_cell(self, cell: str, namespace: dict, meter, args):
+    def _measure_cell(self, cell: str, namespace: dict, meter, args, live=None):
         """Run the cell with ``shell.run_cell``, the window opened and closed around its code by an AST
         transformer (so the shell parses, awaits and reports errors as for any cell)."""
-        window = _CellWindow(meter, args.label)
+        window = _CellWindow(meter, args.label, live)
         ns = self.shell.user_ns
         ns[_WINDOW_NAME] = window
         transformer = _WrapInWindow()
@@ -183,14 +196,16 @@ _VALUE_NAME = "__elana_energy_value__"
 class _CellWindow:
     """The energy window the wrapped cell enters and leaves (``with __elana_energy_window__: ...``)."""
 
-    def __init__(self, meter, label: str | None):
-        self.meter, self.label = meter, label
+    def __init__(self, meter, label: str | None, live=None):
+        self.meter, self.label, self.live = meter, label, live
         self.report = None
         self._cm = None
 
     def __enter__(self):
         self._cm = self.meter.window(label=self.label)
         self._win = self._cm.__enter__()
+        if self.live is not None:
+            self.live.phase("cell", power=self._win.power_so_far)
         return self
 
     def __exit__(self, *exc) -> bool:

@@ -7,7 +7,8 @@ from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import magic_arguments
 
 from ..core.options import magic_options
-from ._common import _one_line, deliver, evaluate, is_quoted, parse_with_model, resolve_model, unquote
+from ._common import (_drop, _live_view, _one_line, deliver, evaluate, is_quoted, parse_with_model, resolve_model,
+                      unquote)
 
 
 @magics_class
@@ -25,7 +26,6 @@ class LatencyMagics(Magics):
         """
         from ..latency import measure_latency
         from ..latency.session import GenerationInputError, GenerationOutOfMemory
-
         from ..models import ModelLoadError, load_tokenizer
 
         args = parse_with_model(self.elana_latency, line)
@@ -53,20 +53,34 @@ class LatencyMagics(Magics):
         if args.prompt is not None and tokenizer is None:
             raise UsageError("--prompt needs a tokenizer: pass --tokenizer TOK (a tokenizer in the notebook)")
         phases = [p for p in ("ttft", "tpot", "ttlt") if getattr(args, p)] or ["ttft", "tpot", "ttlt"]
+        live = _live_view("elana latency", quiet=args.quiet)
         try:
             report = measure_latency(
                 model, tokenizer=tokenizer, phases=phases, batch=args.batch, prompt_len=args.prompt_len,
                 gen_len=args.gen_len, energy=args.energy, cuda_graph=args.cuda_graph, warmup=args.warmup,
                 repeats=args.repeats, min_time=args.min_time, label=args.label, prompt=args.prompt,
                 peak_bw=args.peak_bw, peak_flops=args.peak_flops,
-                progress=not args.quiet, compile=args.compile)
+                progress=live if live is not None else not args.quiet, compile=args.compile)
         except (GenerationInputError, GenerationOutOfMemory) as exc:
+            _drop(live)
             raise UsageError(str(exc)) from None
         except UsageError:
+            _drop(live)
             raise
         except KeyboardInterrupt:
+            _drop(live)
             raise UsageError("interrupted: nothing was kept, and the model is as it was") from None
         except Exception as exc:  # the model itself failed (its forward raised)
+            _drop(live)
             raise UsageError(f"the model failed during the measurement ({_one_line(exc)}); nothing was kept, "
                              "the model is as it was") from None
-        return deliver(self.shell, report, args)
+        except BaseException:
+            _drop(live)
+            raise
+        if live is not None:
+            live.stop()
+        try:
+            return deliver(self.shell, report, args, live=live)
+        finally:
+            if live is not None:
+                live.close_widgets()
