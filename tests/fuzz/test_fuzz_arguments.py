@@ -65,7 +65,8 @@ VALID = {
     "label": ["run-1", "x"], "var": ["rep", "r_2", "1abc", "rëp"],
     "out": ["t", '"my traces"', "'q dir'", '"dir \'q\' \\back"', '""', "ü", "sub/dir", "'unbalanced"],
     "phase": ["ttft", "tpot", "ttlt", "bogus"], "profile_phase": ["ttft", "tpot", "ttlt", "bogus"],
-    "ngpus": ["1", "0"],  # not 2: that launches torchrun replicas (tested in tests/latency) "device_map": ["cpu", "cuda:0", "auto"], "json": ["-", "out.json"], "csv": ["out.csv"],
+    "ngpus": ["1", "0"],  # not 2: that launches torchrun replicas (tested with the command's own tests)
+    "device_map": ["cpu", "cuda:0", "auto"], "json": ["-", "out.json"], "csv": ["out.csv"],
     "log_level": ["INFO", "warning", "ERROR", "LOUD"],  # not DEBUG: it shows tracebacks by design
 }
 VALID["min_time_energy"] = ["0.001", "0.01", "0", "-1", "abc", "nan", "inf", "1e400"]
