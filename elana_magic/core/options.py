@@ -356,14 +356,15 @@ _REQUEST = ("batch", "prompt-len", "gen-len")
 _GRID = ("grid-batch", "grid-prompt-len", "grid-gen-len")
 
 MAGICS: dict[str, Uses] = {
-    "elana_size": Uses(("size-model", "size-batch", "seq-len", "cache-dtype", "gib", "no-check", "max-batch",
-                        "max-seq-len") + _OUT, unset=("size-batch", "seq-len")),
+    "elana_size": Uses(("size-model", "size-batch", "seq-len", "cache-dtype", "gib", "no-check", "trust-remote-code",
+                        "max-batch", "max-seq-len") + _OUT, unset=("size-batch", "seq-len")),
     "elana_latency": Uses(("model", "tokenizer", "prompt", "ttft", "tpot", "ttlt") + _GRID + (
         "energy", "no-energy", "cuda-graph", "no-cuda-graph", "no-compile", "warmup", "repeats", "min-time",
-        "peak-bw", "peak-flops", "label") + _OUT),
+        "peak-bw", "peak-flops", "label", "trust-remote-code") + _OUT),
     "elana_energy": Uses(("devices", "label", "no-plot", "energy-min-time") + _OUT),
     "elana_profile": Uses(("profile-model", "phase") + _REQUEST + ("steps", "cuda-graph", "no-cuda-graph", "out",
-                                                                  "label", "gzip", "top") + _OUT,
+                                                                  "label", "gzip", "top", "trust-remote-code")
+                          + _OUT,
                           unset=("phase",) + _REQUEST),
 }
 

@@ -22,7 +22,8 @@ import torch
 
 from .devices import cuda_indices, model_devices, peak_memory, reset_peak_memory
 from .devices import synchronize as synchronize_devices
-from .session import GenerationInputError, GenerationOutOfMemory, GenerationSession, out_of_memory_message
+from .session import (GenerationInputError, GenerationOutOfMemory, GenerationSession, is_out_of_memory,
+                      out_of_memory_message)
 from .memory import MemoryProbe, phase_entry, remember_peaks
 from .report import LatencyReport, _ms
 from ..core import defaults
@@ -140,7 +141,18 @@ def _prompt_ids(tokenizer, prompt: str, batch: int) -> torch.Tensor:
         raise GenerationInputError("a text prompt needs a tokenizer: pass --tokenizer TOK (or tokenizer=...)")
     if not callable(tokenizer):
         raise GenerationInputError(f"the tokenizer is a {type(tokenizer).__name__}, which cannot encode text")
-    ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
+    try:
+        ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
+        ids = torch.as_tensor(ids)
+    except Exception as exc:  # noqa: BLE001 - any callable may be passed as a tokenizer
+        raise GenerationInputError(
+            f"the tokenizer did not return token ids for the prompt ({type(exc).__name__}: {exc}): pass a "
+            "tokenizer that returns {'input_ids': ...} when called with return_tensors='pt'") from None
+    if ids.dtype.is_floating_point or ids.is_complex() or ids.dtype == torch.bool or ids.ndim not in (1, 2):
+        raise GenerationInputError(f"the tokenizer returned {ids.dtype} input_ids of shape {tuple(ids.shape)}, "
+                                   "not integer token ids: pass a transformers tokenizer")
+    if ids.ndim == 1:
+        ids = ids.unsqueeze(0)
     if ids.numel() == 0:
         raise GenerationInputError("the prompt encodes to zero tokens: give some text")
     return ids[:1].expand(batch, -1)
@@ -229,8 +241,8 @@ def check_options(phases: Sequence[str] | None, warmup: Any, repeats: Any, min_t
         raise GenerationInputError(f"warmup must be a non-negative integer, got {warmup!r}")
     if not isinstance(repeats, int) or repeats <= 0:
         raise GenerationInputError(f"repeats must be a positive integer, got {repeats!r}")
-    if not (min_time >= 0):
-        raise GenerationInputError(f"min time must be >= 0 seconds, got {min_time!r}")
+    if not (0 <= min_time < float("inf")):
+        raise GenerationInputError(f"min time must be a finite number of seconds >= 0, got {min_time!r}")
     if "tpot" in phases and isinstance(gen_len, int) and gen_len < 2:
         raise GenerationInputError("TPOT needs at least 2 generated tokens: raise --gen-len")
     return phases
@@ -394,7 +406,9 @@ def measure_latency(model: torch.nn.Module, tokenizer: Any = None, phases: Seque
             engine, max_diff, rel_err = s.engine, s.max_abs_diff, s.rel_err
             compile_info = s.compile_info
             static_cache = s._graph is not None
-    except torch.OutOfMemoryError:
+    except RuntimeError as exc:
+        if not is_out_of_memory(exc):
+            raise
         results = None  # raised below, once the traceback (and the tensors its frames hold) is gone
     finally:
         if probe is not None:
@@ -421,6 +435,8 @@ def measure_latency(model: torch.nn.Module, tokenizer: Any = None, phases: Seque
         remember_peaks(model, device, batch, prompt_len, gen_len, entries)
     else:
         report.data["memory"] = None
+    runs = {phase: len(results[phase][0]) for phase in results}
+    report.data["notes"].extend(reliability_notes(report.data, runs, repeats, stops))
     return report
 
 
@@ -506,6 +522,36 @@ def _peak_section(peaks: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]
     for row in out.values():
         row["max"] = max(row.values())
     return out or None
+
+
+NOISY_P99_OVER_MEDIAN = 3.0
+NOISY_CI_OVER_MEDIAN = 0.05
+
+
+def reliability_notes(data: dict[str, Any], runs: dict[str, int], repeats: int, stops: dict[str, str]) -> list[str]:
+    """Plain warnings for figures that rest on fewer runs than asked, or are noisy (p99 over 3x the
+    median, or a median's 95% CI wider than 5% of the median), each with what to do about it."""
+    notes = []
+    for phase in PHASES:
+        if phase not in runs:
+            continue
+        name, stats = phase.upper(), data.get(f"{phase}_ms") or {}
+        if runs[phase] < repeats:
+            why = stops.get(phase) or "a limit"
+            notes.append(f"{name} rests on {runs[phase]} of the {repeats} runs asked (stopped at {why}): "
+                         "treat it as a rough figure; lower --gen-len/--prompt-len or allow more time")
+        median, p99 = stats.get("median"), stats.get("p99")
+        lo, hi = stats.get("ci95_low"), stats.get("ci95_high")
+        if not median or median <= 0:
+            continue
+        if p99 is not None and p99 > NOISY_P99_OVER_MEDIAN * median:
+            notes.append(f"{name} is noisy: p99 {p99:.4g} ms is {p99 / median:.1f}x the median {median:.4g} ms "
+                         "(other work on the machine, clock changes or first-run costs): quiet the machine, "
+                         "raise --warmup and --repeats, and prefer the median")
+        elif lo is not None and hi is not None and hi - lo > NOISY_CI_OVER_MEDIAN * median:
+            notes.append(f"{name} is noisy: the median's 95% CI ({lo:.4g}-{hi:.4g} ms) is "
+                         f"{(hi - lo) / median:.0%} of the median: raise --repeats or --min-time, or quiet the machine")
+    return notes
 
 
 def _build_report(model, results, stops, phases, batch, prompt_len, gen_len, device, engine, max_diff,
