@@ -145,25 +145,6 @@ def _open_meter(energy: bool | None, device: torch.device, notes: list[str]):
     return meter, None
 
 
-def _environment(device: torch.device) -> dict[str, Any]:
-    import transformers
-
-    from .roofline import device_name
-
-    env = {"torch": torch.__version__, "transformers": transformers.__version__, "device_name": device_name(device)}
-    if device.type == "cuda":
-        env["cuda"] = torch.version.cuda
-        try:
-            import pynvml
-
-            pynvml.nvmlInit()
-            env["driver"] = pynvml.nvmlSystemGetDriverVersion()
-            pynvml.nvmlShutdown()
-        except Exception:  # noqa: BLE001 - the driver version is a nicety
-            pass
-    return env
-
-
 def _energy_values(rep) -> dict[str, Any] | None:
     if rep is None or rep.energy_j is None:
         return None
@@ -189,153 +170,211 @@ def measure_latency(model: torch.nn.Module, tokenizer: Any = None, phases: Seque
     ``energy``: None = on when a sensor exists. ``compile``: None = the CUDA-graph engine captures an
     Inductor-compiled decode step (compiled once per model and shape, tens of seconds; a note says so). ``meter``: an open ``EnergyMeter`` to reuse (its idle power
     is then measured once across calls); it is left open."""
+    run = _Measurement(model, tokenizer=tokenizer, phases=phases, batch=batch, prompt_len=prompt_len,
+                       gen_len=gen_len, energy=energy, cuda_graph=cuda_graph, warmup=warmup, repeats=repeats,
+                       min_time=min_time, label=label, prompt=prompt, peak_bw=peak_bw, peak_flops=peak_flops,
+                       energy_window_s=energy_window_s, max_time=max_time, rel_ci=rel_ci, progress=progress,
+                       seed=seed, meter=meter, compile=compile)
+    with run:
+        run.run_round()
+    return run.report()
+
+
+def _check_arguments(phases, warmup, repeats, min_time) -> tuple[str, ...]:
     phases = tuple(dict.fromkeys(p.lower() for p in (phases or PHASES)))
     unknown = [p for p in phases if p not in PHASES]
     if unknown:
         raise GenerationInputError(f"unknown phase {unknown[0]!r}: choose from ttft, tpot, ttlt")
-    for name, value in (("warmup", warmup),):
-        if not isinstance(value, int) or value < 0:
-            raise GenerationInputError(f"{name} must be a non-negative integer, got {value!r}")
+    if not isinstance(warmup, int) or warmup < 0:
+        raise GenerationInputError(f"warmup must be a non-negative integer, got {warmup!r}")
     if not isinstance(repeats, int) or repeats <= 0:
         raise GenerationInputError(f"repeats must be a positive integer, got {repeats!r}")
     if not (min_time >= 0):
         raise GenerationInputError(f"min time must be >= 0 seconds, got {min_time!r}")
-    notes: list[str] = []
-    input_ids = None
-    if prompt is not None:
-        input_ids = _prompt_ids(tokenizer, prompt, batch)
-        if prompt_len != input_ids.shape[1]:
-            prompt_len = int(input_ids.shape[1])
-            notes.append(f"prompt length {prompt_len} follows the prompt text")
-    if "tpot" in phases and gen_len < 2:
-        raise GenerationInputError("TPOT needs at least 2 generated tokens: raise --gen-len")
-    session = GenerationSession(model, batch=batch, prompt_len=prompt_len, gen_len=gen_len,
-                                cuda_graph=cuda_graph, input_ids=input_ids, seed=seed,
-                                compile=_decodes(phases) if compile is None else compile)
-    device = session.device
-    own_meter = meter is None or energy is False
-    if own_meter:
-        meter, why_no_energy = _open_meter(energy, device, notes)
-    else:
-        why_no_energy = None if meter.available else f"energy unavailable: {meter.reason}"
-        meter = meter if meter.available else None
-    if why_no_energy and energy is not False:
-        notes.append(why_no_energy)
-    floor_time = energy_window_s if meter is not None else 0.0
+    return phases
 
-    def rule() -> StoppingRule:
-        return StoppingRule(min_count=repeats, min_time=min_time, rel_ci=rel_ci, floor_time=floor_time,
-                            max_time=max_time)
 
-    results: dict[str, Any] = {}
-    stops: dict[str, str] = {}
-    try:
-        with session as s:
-            if s.note:
-                notes.append(s.note)
-            if s.compile_s is not None and s.compile_s > 2.0:
-                notes.append(f"decode step compiled in {s.compile_s:.0f} s (later runs of this shape on this model reuse it)")
-            clock = _Clock(device)
-            if "ttft" in phases:
-                def ttft_once() -> dict:
-                    a = clock.start()
-                    s.prefill()
-                    b = clock.mark()
-                    clock.sync()
-                    return {"t": [clock.seconds(a, b)]}
+class _Measurement:
+    """One model's latency measurement, run in one or more rounds (a paired A/B alternates rounds
+    across models, each model keeping its session open); ``report()`` pools every round."""
 
-                r = rule()
-                results["ttft"] = _repeat("TTFT", ttft_once, r, "t", warmup, meter, progress)
-                stops["ttft"] = r.reason
-            if "tpot" in phases:
+    def __init__(self, model: torch.nn.Module, *, tokenizer=None, phases=PHASES, batch=1, prompt_len=512,
+                 gen_len=128, energy=None, cuda_graph=None, warmup=DEFAULT_WARMUP, repeats=DEFAULT_REPEATS,
+                 min_time=DEFAULT_MIN_TIME, label=None, prompt=None, peak_bw=None, peak_flops=None,
+                 energy_window_s=DEFAULT_ENERGY_WINDOW_S, max_time=None, rel_ci=0.01, progress=True, seed=0,
+                 meter=None, compile=None):
+        self.phases = _check_arguments(phases, warmup, repeats, min_time)
+        self.settings = {"phases": list(self.phases), "batch": batch, "prompt_len": prompt_len, "gen_len": gen_len,
+                         "energy": energy, "cuda_graph": cuda_graph, "warmup": warmup, "repeats": repeats,
+                         "min_time": min_time, "label": label, "prompt": prompt, "peak_bw": peak_bw,
+                         "peak_flops": peak_flops, "energy_window_s": energy_window_s, "max_time": max_time,
+                         "rel_ci": rel_ci, "seed": seed, "compile": compile}
+        self.notes: list[str] = []
+        input_ids = None
+        if prompt is not None:
+            input_ids = _prompt_ids(tokenizer, prompt, batch)
+            if prompt_len != input_ids.shape[1]:
+                prompt_len = int(input_ids.shape[1])
+                self.notes.append(f"prompt length {prompt_len} follows the prompt text")
+        if "tpot" in self.phases and gen_len < 2:
+            raise GenerationInputError("TPOT needs at least 2 generated tokens: raise --gen-len")
+        self.model, self.batch, self.prompt_len, self.gen_len = model, batch, prompt_len, gen_len
+        self.warmup, self.repeats, self.min_time, self.max_time = warmup, repeats, min_time, max_time
+        self.rel_ci, self.progress, self.label = rel_ci, progress, label
+        self.peak_bw, self.peak_flops, self.energy_window_s = peak_bw, peak_flops, energy_window_s
+        self.session = GenerationSession(model, batch=batch, prompt_len=prompt_len, gen_len=gen_len,
+                                         cuda_graph=cuda_graph, input_ids=input_ids, seed=seed,
+                                         compile=_decodes(self.phases) if compile is None else compile)
+        self.device = self.session.device
+        self.own_meter = meter is None or energy is False
+        if self.own_meter:
+            self.meter, self.why_no_energy = _open_meter(energy, self.device, self.notes)
+        else:
+            self.why_no_energy = None if meter.available else f"energy unavailable: {meter.reason}"
+            self.meter = meter if meter.available else None
+        if self.why_no_energy and energy is not False:
+            self.notes.append(self.why_no_energy)
+        self.results: dict[str, list[tuple[list[dict], Any]]] = {}
+        self.stops: dict[str, str] = {}
+        self.rounds = 0
+        self.environment = None
+        self._oom = False
+
+    def __enter__(self) -> "_Measurement":
+        from ..core.environment import capture_environment
+
+        try:
+            self.session.__enter__()
+        except BaseException:
+            self._close_meter()
+            raise
+        s = self.session
+        if s.note:
+            self.notes.append(s.note)
+        if s.compile_s is not None and s.compile_s > 2.0:
+            self.notes.append(f"decode step compiled in {s.compile_s:.0f} s (later runs of this shape on this model reuse it)")
+        self.clock = _Clock(self.device)
+        self.environment = capture_environment(self.device)
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        from ..core.environment import finish_environment
+
+        try:
+            self.engine, self.max_diff, self.rel_err = self.session.engine, self.session.max_abs_diff, self.session.rel_err
+            self.session.__exit__(exc_type, exc, tb)
+        finally:
+            self._close_meter()
+        if exc_type is not None and issubclass(exc_type, torch.OutOfMemoryError):
+            self._oom = True
+            return True  # raised from report(), once the traceback (and the tensors its frames hold) is gone
+        finish_environment(self.environment, self.device)
+        return False
+
+    def _close_meter(self) -> None:
+        if self.meter is not None and self.own_meter:
+            self.meter.close()
+            self.meter = None
+
+    def _rule(self) -> StoppingRule:
+        floor_time = self.energy_window_s if self.meter is not None else 0.0
+        return StoppingRule(min_count=self.repeats, min_time=self.min_time, rel_ci=self.rel_ci,
+                            floor_time=floor_time, max_time=self.max_time)
+
+    def run_round(self) -> None:
+        """Warm up and measure every phase once more (samples and energy windows add up over rounds)."""
+        s, clock, gen_len = self.session, self.clock, self.gen_len
+        runs: dict[str, tuple[Callable[[], dict], int]] = {}
+        if "ttft" in self.phases:
+            def ttft_once() -> dict:
+                a = clock.start()
                 s.prefill()
+                b = clock.mark()
+                clock.sync()
+                return {"t": [clock.seconds(a, b)]}
 
-                def tpot_once() -> dict:
-                    s.restart_decode()
-                    marks = [clock.start()]
-                    for _ in range(gen_len - 1):
-                        s.decode_step()
-                        marks.append(clock.mark())
-                    clock.sync()
-                    return {"t": [clock.seconds(a, b) for a, b in zip(marks, marks[1:])]}
+            runs["ttft"] = (ttft_once, self.warmup)
+        if "tpot" in self.phases:
+            def tpot_once() -> dict:
+                s.restart_decode()
+                marks = [clock.start()]
+                for _ in range(gen_len - 1):
+                    s.decode_step()
+                    marks.append(clock.mark())
+                clock.sync()
+                return {"t": [clock.seconds(a, b) for a, b in zip(marks, marks[1:])]}
 
-                r = rule()
-                results["tpot"] = _repeat("TPOT", tpot_once, r, "t", max(1, warmup), meter, progress)
-                stops["tpot"] = r.reason
-            if "ttlt" in phases:
-                def ttlt_once() -> dict:
-                    a = clock.start()
-                    s.prefill()
-                    b = clock.mark()
-                    for _ in range(gen_len - 1):
-                        s.decode_step()
-                    c = clock.mark()
-                    clock.sync()
-                    return {"t": [clock.seconds(a, c)], "prefill": clock.seconds(a, b), "decode_steps": gen_len - 1,
-                            "decode": clock.seconds(b, c), "edges": (clock.host(a), clock.host(b), clock.host(c))}
+            runs["tpot"] = (tpot_once, max(1, self.warmup))
+        if "ttlt" in self.phases:
+            def ttlt_once() -> dict:
+                a = clock.start()
+                s.prefill()
+                b = clock.mark()
+                for _ in range(gen_len - 1):
+                    s.decode_step()
+                c = clock.mark()
+                clock.sync()
+                return {"t": [clock.seconds(a, c)], "prefill": clock.seconds(a, b), "decode_steps": gen_len - 1,
+                        "decode": clock.seconds(b, c), "edges": (clock.host(a), clock.host(b), clock.host(c))}
 
-                r = rule()
-                results["ttlt"] = _repeat("TTLT", ttlt_once, r, "t", warmup, meter, progress)
-                stops["ttlt"] = r.reason
-            engine, max_diff, rel_err = s.engine, s.max_abs_diff, s.rel_err
-    except torch.OutOfMemoryError:
-        results = None  # raised below, once the traceback (and the tensors its frames hold) is gone
-    finally:
-        if meter is not None and own_meter:
-            meter.close()
-    if results is None:
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-        raise GenerationOutOfMemory(out_of_memory_message(batch, prompt_len, gen_len, device))
-    return _build_report(model, results, stops, phases, batch, prompt_len, gen_len, device, engine, max_diff,
-                         rel_err, notes, why_no_energy, label, peak_bw, peak_flops)
+            runs["ttlt"] = (ttlt_once, self.warmup)
+        for phase, (once, warmup) in runs.items():
+            if phase == "tpot":
+                s.prefill()
+            rule = self._rule()
+            chunk = _repeat(phase.upper(), once, rule, "t", warmup, self.meter, self.progress)
+            self.results.setdefault(phase, []).append(chunk)
+            self.stops[phase] = rule.reason
+        self.rounds += 1
+
+    def report(self) -> LatencyReport:
+        if self._oom:
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            raise GenerationOutOfMemory(out_of_memory_message(self.batch, self.prompt_len, self.gen_len, self.device))
+        rep = _build_report(self.model, self.results, self.stops, self.phases, self.batch, self.prompt_len,
+                            self.gen_len, self.device, self.engine, self.max_diff, self.rel_err, self.notes,
+                            self.why_no_energy, self.label, self.peak_bw, self.peak_flops, self.environment)
+        if self.rounds > 1:
+            rep.notes.append(f"pooled over {self.rounds} rounds")
+        return rep.stamp(settings=self.settings, model=self.model, environment=self.environment)
+
+
+def _pooled(chunks: list[tuple[list[dict], Any]]) -> list[dict]:
+    return [res for results, _ in chunks for res in results]
 
 
 def _build_report(model, results, stops, phases, batch, prompt_len, gen_len, device, engine, max_diff,
-                  rel_err, notes, why_no_energy, label, peak_bw, peak_flops) -> LatencyReport:
+                  rel_err, notes, why_no_energy, label, peak_bw, peak_flops, environment) -> LatencyReport:
     from .roofline import roofline
 
-    ttft = [x for res in results.get("ttft", ([], None))[0] for x in res["t"]]
-    steps = [x for res in results.get("tpot", ([], None))[0] for x in res["t"]]
-    reqs = results.get("ttlt", ([], None))[0]
+    ttft = [x for res in _pooled(results.get("ttft", [])) for x in res["t"]]
+    steps = [x for res in _pooled(results.get("tpot", [])) for x in res["t"]]
+    reqs = _pooled(results.get("ttlt", []))
     ttlt = [res["t"][0] for res in reqs]
-    data: dict[str, Any] = {
-        "label": label,
-        "model": type(model).__name__,
-        "device": str(device),
-        "device_name": None,
-        "engine": engine,
-        "cuda_graph": engine.startswith("cuda-graph"),
-        "graph_check_max_abs_diff": max_diff,
-        "graph_check_rel_err": rel_err,
-        "batch": batch, "prompt_len": prompt_len, "gen_len": gen_len,
-        "phases": list(phases),
-        "ttft_ms": _ms(summarize(ttft)),
-        "tpot_ms": _ms(summarize(steps)),
-        "ttlt_ms": _ms(summarize(ttlt)),
-        "tpot_from_ttlt_ms": None,
-        "ttlt_split_ms": None,
-        "stopped": stops,
-    }
+    tpot_from_ttlt = ttlt_split = None
     if reqs and gen_len > 1:
         pre = summarize([r["prefill"] for r in reqs])["median"]
         dec = summarize([r["decode"] for r in reqs])["median"]
-        data["ttlt_split_ms"] = {"prefill": pre * 1e3, "decode": dec * 1e3}
+        ttlt_split = {"prefill": pre * 1e3, "decode": dec * 1e3}
         # vLLM's per-request definition, with the TTFT of the same request
-        data["tpot_from_ttlt_ms"] = summarize([r["decode"] / (gen_len - 1) for r in reqs])["median"] * 1e3
-    env = _environment(device)
-    data["device_name"] = env["device_name"]
-    data["environment"] = env
-    tpot_s = summarize(steps)["median"] if steps else (
-        data["tpot_from_ttlt_ms"] / 1e3 if data["tpot_from_ttlt_ms"] else None)
-    ttft_s = summarize(ttft)["median"] if ttft else (data["ttlt_split_ms"]["prefill"] / 1e3 if reqs else None)
-    data["roofline"] = roofline(model, batch, prompt_len, gen_len, engine, device, ttft_s=ttft_s, tpot_s=tpot_s,
-                                peak_bw=peak_bw, peak_flops=peak_flops)
-    if data["roofline"]["peak_source"] is None:
-        notes.append(f"no peak bandwidth/FLOP figures for {env['device_name']}: pass --peak-bw/--peak-flops for MBU/MFU")
-    data["energy"] = _energy_section(results, batch, tpot_s, why_no_energy)
-    data["notes"] = notes
-    return LatencyReport(data, [x * 1e3 for x in steps])
+        tpot_from_ttlt = summarize([r["decode"] / (gen_len - 1) for r in reqs])["median"] * 1e3
+    name = environment.get("device_name") if environment else None
+    tpot_s = summarize(steps)["median"] if steps else (tpot_from_ttlt / 1e3 if tpot_from_ttlt else None)
+    ttft_s = summarize(ttft)["median"] if ttft else (ttlt_split["prefill"] / 1e3 if reqs else None)
+    roof = roofline(model, batch, prompt_len, gen_len, engine, device, ttft_s=ttft_s, tpot_s=tpot_s,
+                    peak_bw=peak_bw, peak_flops=peak_flops)
+    if roof["peak_source"] is None:
+        notes.append(f"no peak bandwidth/FLOP figures for {name}: pass --peak-bw/--peak-flops for MBU/MFU")
+    return LatencyReport(
+        label=label, model=type(model).__name__, device=str(device), device_name=name, engine=engine,
+        cuda_graph=engine.startswith("cuda-graph"), graph_check_max_abs_diff=max_diff, graph_check_rel_err=rel_err,
+        batch=batch, prompt_len=prompt_len, gen_len=gen_len, phases=list(phases),
+        ttft_ms=_ms(summarize(ttft)), tpot_ms=_ms(summarize(steps)), ttlt_ms=_ms(summarize(ttlt)),
+        tpot_from_ttlt_ms=tpot_from_ttlt, ttlt_split_ms=ttlt_split, stopped=dict(stops), roofline=roof,
+        energy=_energy_section(results, batch, tpot_s, why_no_energy), notes=notes,
+        ttft_samples_ms=[x * 1e3 for x in ttft], tpot_samples_ms=[x * 1e3 for x in steps],
+        ttlt_samples_ms=[x * 1e3 for x in ttlt])
 
 
 def _energy_section(results, batch, tpot_s, why_no_energy) -> dict[str, Any]:
@@ -351,23 +390,27 @@ def _energy_section(results, batch, tpot_s, why_no_energy) -> dict[str, Any]:
     for phase, (key, count_of) in units.items():
         if phase not in results:
             continue
-        res, rep = results[phase]
-        vals = _energy_values(rep)
-        if vals is None:
-            if rep is not None and energy["reason"] is None:
+        chunks = results[phase]  # one (iterations, energy report) per round
+        per_chunk = [(res, rep, _energy_values(rep)) for res, rep in chunks]
+        if any(vals is None for _, _, vals in per_chunk):
+            if any(rep is not None for _, rep, _ in per_chunk) and energy["reason"] is None:
                 energy["reason"] = "the sensor gave no energy for the window"
             continue
-        n = count_of(res)
-        energy[key] = vals["energy_j"] / n
-        energy["per_sequence"][key] = vals["energy_j"] / n / batch
-        if vals["net_energy_j"] is not None:
-            energy["net"][key] = vals["net_energy_j"] / n
-        energy["windows"][phase] = {**vals, "iterations": n}
-        energy["method"] = energy["method"] or rep.method
-        energy["idle_power_w"] = energy["idle_power_w"] or rep.idle_power_w
-        if phase == "ttlt" and hasattr(rep, "energy_between"):
-            pre = [rep.energy_between(a, b) for a, b, _ in (x["edges"] for x in res)]
-            dec = [rep.energy_between(b, c) for _, b, c in (x["edges"] for x in res)]
+        n = sum(count_of(res) for res, _, _ in per_chunk)
+        total = {k: _sum_or_none([vals[k] for _, _, vals in per_chunk])
+                 for k in ("energy_j", "net_energy_j", "duration_s", "uncertainty_j")}
+        total["avg_power_w"] = total["energy_j"] / total["duration_s"] if total["duration_s"] else None
+        energy[key] = total["energy_j"] / n
+        energy["per_sequence"][key] = total["energy_j"] / n / batch
+        if total["net_energy_j"] is not None:
+            energy["net"][key] = total["net_energy_j"] / n
+        energy["windows"][phase] = {**total, "iterations": n, "windows": len(per_chunk)}
+        first = per_chunk[0][1]
+        energy["method"] = energy["method"] or first.method
+        energy["idle_power_w"] = energy["idle_power_w"] or first.idle_power_w
+        if phase == "ttlt" and all(hasattr(rep, "energy_between") for _, rep, _ in per_chunk):
+            pre = [rep.energy_between(a, b) for res, rep, _ in per_chunk for a, b, _ in (x["edges"] for x in res)]
+            dec = [rep.energy_between(b, c) for res, rep, _ in per_chunk for _, b, c in (x["edges"] for x in res)]
             if None in pre or None in dec:
                 energy["request_split_j"] = {"prefill": None, "decode": None,
                                              "reason": "the sensor gave no power timeline"}
@@ -377,9 +420,13 @@ def _energy_section(results, batch, tpot_s, why_no_energy) -> dict[str, Any]:
         energy["tokens_per_j"] = batch / energy["j_per_token"]
     if energy["j_per_prompt"] is not None and energy["j_per_token"] is not None and "ttlt" in results:
         # The same split from the phase windows' counters: one prefill + (G-1) decode steps.
-        steps = results["ttlt"][0][0]["decode_steps"]
+        steps = results["ttlt"][0][0][0]["decode_steps"]
         energy["request_split_counter_j"] = {"prefill": energy["j_per_prompt"],
                                              "decode": steps * energy["j_per_token"]}
     if any(energy[k] is not None for k in ("j_per_prompt", "j_per_token", "j_per_request")):
         energy["reason"] = None
     return energy
+
+
+def _sum_or_none(values: list[float | None]) -> float | None:
+    return None if any(v is None for v in values) else sum(values)
