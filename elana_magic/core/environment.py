@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
+from importlib import metadata
 from typing import Any
 
 
@@ -16,19 +18,15 @@ def _versions() -> dict[str, Any]:
     from .. import __version__
 
     out: dict[str, Any] = {"elana_magic": __version__, "python": platform.python_version()}
-    try:
-        import torch
-
-        out["torch"] = torch.__version__
+    for name in ("torch", "transformers"):  # from the installed metadata: no import of transformers here
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:  # pragma: no cover - both are dependencies
+            out[name] = None
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        out["torch"] = torch.__version__  # the one running (a source build may differ from metadata)
         out["cuda"] = torch.version.cuda
-    except ImportError:  # pragma: no cover - torch is a dependency
-        pass
-    try:
-        import transformers
-
-        out["transformers"] = transformers.__version__
-    except ImportError:  # pragma: no cover
-        pass
     return out
 
 

@@ -33,6 +33,8 @@ def _sum(values: list[float | None]) -> float | None:
 class EnergyReport(Report):
     """What one energy window measured. Energy in J, power in W, times in perf_counter seconds."""
 
+    kind = "energy"
+
     label: str | None
     t_start: float
     t_end: float
@@ -141,10 +143,12 @@ class EnergyReport(Report):
         """The same window, its figures divided over ``executions`` runs of the measured code."""
         from dataclasses import replace
 
-        return replace(self, executions=max(1, int(executions)))
+        out = replace(self, executions=max(1, int(executions)))
+        out.envelope = self.envelope
+        return out
 
     # --- export -----------------------------------------------------------------------------
-    def to_dict(self, timeline: bool = False) -> dict[str, Any]:
+    def _payload(self, timeline: bool = False) -> dict[str, Any]:
         data: dict[str, Any] = {
             "label": self.label,
             "energy_j": self.energy_j,
@@ -174,6 +178,24 @@ class EnergyReport(Report):
             data["timeline"] = {tl.name: {"t_s": [t - self.t_start for t in tl.t], "power_w": tl.power_w}
                                 for tl in self.timelines}
         return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "EnergyReport":
+        """A saved report (its figures; the power timeline only where it was saved with ``timeline=True``)."""
+        timelines = [DeviceTimeline(name, [data["t_start"] + t for t in tl["t_s"]], list(tl["power_w"]))
+                     for name, tl in (data.get("timeline") or {}).items()]
+        return cls(label=data.get("label"), t_start=data["t_start"], t_end=data["t_end"],
+                   devices=[dict(d) for d in data.get("devices") or []], timelines=timelines,
+                   idle_note=data.get("idle_note"), reason=data.get("reason"),
+                   warnings=list(data.get("warnings") or []), errors=list(data.get("errors") or []),
+                   sample_hz=data.get("sample_hz"), interrupted=bool(data.get("interrupted")),
+                   executions=int(data.get("executions") or 1))
+
+    def headline_figures(self) -> dict[str, str]:
+        if not self.available:
+            return {"energy": "-"}
+        return {"energy": format_energy(self.energy_j), "power": format_power(self.avg_power_w),
+                "duration": format_time(self.duration_s)}
 
     def _dataframe_rows(self, data: dict[str, Any]) -> list[dict[str, Any]]:
         """One row per device/rail, with the window's totals alongside."""
