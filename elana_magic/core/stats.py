@@ -132,9 +132,12 @@ def ratio_verdict(name: str, ratio: float | None, low: float | None = None, high
     change = ratio - 1
     word = "lower" if change < 0 else "higher"
     if low is None or high is None:
-        return f"{name} {abs(change):.0%} {word} (no interval: too few samples)"
+        size = f"{ratio:.3g}x" if ratio >= 2 else f"{abs(change):.0%} {word}"
+        return f"{name} {size} (no interval: too few samples)"
     if low <= 1 <= high:
         return f"{name}: no difference beyond noise (ratio {ratio:.3f}, 95% CI {low:.3f}-{high:.3f})"
+    if ratio >= 2:
+        return f"{name} {ratio:.3g}x (95% CI {low:.3g}-{high:.3g}x)"
     lo, hi = sorted((abs(low - 1), abs(high - 1)))
     return f"{name} {abs(change):.0%} {word} (95% CI {_pct(lo)}-{_pct(hi)}%)"
 

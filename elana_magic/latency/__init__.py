@@ -4,9 +4,9 @@
 ``session.GenerationSession`` runs the phases (prefill, eager or CUDA-graph decode, requests).
 """
 
-from .measure import PHASES, measure_latency
+from .measure import PHASES, measure_latency, measure_paired
 from .report import LatencyReport
 from .session import GenerationInputError, GenerationOutOfMemory, GenerationSession
 
 __all__ = ["PHASES", "GenerationInputError", "GenerationOutOfMemory", "GenerationSession", "LatencyReport",
-           "measure_latency"]
+           "measure_latency", "measure_paired"]

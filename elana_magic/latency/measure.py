@@ -20,7 +20,8 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from .session import GenerationInputError, GenerationOutOfMemory, GenerationSession, out_of_memory_message
+from .session import (GenerationInputError, GenerationOutOfMemory, GenerationSession, model_device,
+                      out_of_memory_message)
 from .report import LatencyReport, _ms
 from ..core.stats import StoppingRule, summarize
 
@@ -430,3 +431,74 @@ def _energy_section(results, batch, tpot_s, why_no_energy) -> dict[str, Any]:
 
 def _sum_or_none(values: list[float | None]) -> float | None:
     return None if any(v is None for v in values) else sum(values)
+
+
+DEFAULT_ROUNDS = 4
+
+
+def measure_paired(models: Sequence[torch.nn.Module], labels: Sequence[str] | None = None,
+                   rounds: int = DEFAULT_ROUNDS, energy: bool | None = None, min_time: float = DEFAULT_MIN_TIME,
+                   repeats: int = DEFAULT_REPEATS, progress: bool = True, **kwargs: Any):
+    """Measure several models in alternating rounds (A, B, A, B, ...) in one call, so that drifting
+    clocks and temperature fall on all of them alike; returns the ``Comparison`` of their pooled
+    reports (``.reports``, the first model is the baseline; ``.rounds`` and each report's ``rounds``
+    record the order). ``min_time`` and ``repeats`` are per model, spread over the rounds; the other
+    arguments are those of ``measure_latency``. Each model keeps its session (cache, graph) open
+    across rounds, and one energy meter serves them all.
+
+    The usual edits, each made on a copy so the original stays as it was::
+
+        import copy
+        half = copy.deepcopy(model).to(torch.bfloat16)                      # another dtype
+        pruned = copy.deepcopy(model)                                       # dropped layers
+        pruned.model.layers = pruned.model.layers[: 2 * len(pruned.model.layers) // 3]
+        pruned.config.num_hidden_layers = len(pruned.model.layers)
+        eager = copy.deepcopy(model); eager.set_attn_implementation("eager")   # another attention
+        comparison = measure_paired([model, pruned], labels=["base", "pruned"])
+    """
+    import contextlib
+
+    from ..core.compare import compare
+
+    models = list(models)
+    if len(models) < 2:
+        raise GenerationInputError(f"paired mode needs at least two models, got {len(models)}")
+    if len({id(m) for m in models}) < len(models):
+        raise GenerationInputError("the same model is given twice: compare a copy (copy.deepcopy(model)) "
+                                   "that you edited")
+    labels = list(labels) if labels else [f"model {chr(65 + i)}" if i < 26 else f"model {i}" for i in range(len(models))]
+    if len(labels) != len(models) or len(set(labels)) != len(labels):
+        raise GenerationInputError(f"give one distinct label per model ({len(models)} models, labels {labels})")
+    if not isinstance(rounds, int) or rounds < 1:
+        raise GenerationInputError(f"rounds must be a positive integer, got {rounds!r}")
+    notes: list[str] = []
+    device = model_device(models[0])
+    meter, why = _open_meter(energy, device, notes) if kwargs.get("meter") is None else (kwargs.pop("meter"), None)
+    run_energy = False if meter is None else energy  # no sensor: say so once per report, below
+    runs = [_Measurement(m, label=lab, energy=run_energy, meter=meter, min_time=min_time / rounds,
+                         repeats=max(1, -(-repeats // rounds)), progress=progress, **kwargs)
+            for m, lab in zip(models, labels)]
+    for run in runs:
+        if why and energy is not False:
+            run.notes.append(why)
+            run.why_no_energy = why
+    order: list[str] = []
+    try:
+        with contextlib.ExitStack() as stack:
+            for run in runs:
+                stack.enter_context(run)
+            for _ in range(rounds):
+                for run, lab in zip(runs, labels):
+                    run.run_round()
+                    order.append(lab)
+    finally:
+        if meter is not None:
+            meter.close()
+    reports = [run.report() for run in runs]
+    for rep in reports:
+        rep.rounds = list(order)
+        rep.notes.append(f"paired with {', '.join(x for x in labels if x != rep.label)}: "
+                         f"{rounds} alternating rounds")
+    comparison = compare(reports, labels=labels)
+    comparison.rounds = order
+    return comparison

@@ -69,8 +69,13 @@ def resolve_model(shell, expr: str, load: Callable[[str], Any] | None = None):
     return require_module(evaluate(shell, expr, "model"), expr)
 
 
-def deliver(shell, report: Any, args) -> Any:
-    """Store (-v), show (unless -q) and return (-o) a report, as %timeit does."""
+def deliver(shell, report: Any, args, record: bool = True) -> Any:
+    """Add a report to the kernel's history (``record``), store (-v), show (unless -q) and return
+    (-o) it, as %timeit does."""
+    if record:
+        from ..core.history import HISTORY
+
+        HISTORY.add(report)
     if getattr(args, "var", None):
         if not args.var.isidentifier():
             raise UsageError(f"-v needs a valid Python name, got {args.var!r}")

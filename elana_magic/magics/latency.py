@@ -39,7 +39,8 @@ def _load_tokenizer(path: str):
 @magics_class
 class LatencyMagics(Magics):
     @magic_arguments()
-    @argument("model", help="A model in the notebook (name or expression), or a quoted local folder.")
+    @argument("model", nargs="+", help="A model in the notebook (name or expression), or a quoted local folder; "
+                                       "two or more: a paired A/B in alternating rounds.")
     @argument("--tokenizer", metavar="TOK", default=None,
               help="Tokenizer for --prompt: a name in the notebook or a quoted local folder.")
     @argument("--prompt", metavar="TEXT", default=None,
@@ -66,7 +67,9 @@ class LatencyMagics(Magics):
               help="Minimum seconds per phase, unless the median's 95%% CI is within 1%% sooner (default 1).")
     @argument("--peak-bw", metavar="BYTES/S", default=None, help="Peak memory bandwidth, e.g. 3.35TB/s.")
     @argument("--peak-flops", metavar="FLOP/S", default=None, help="Peak FLOP/s, e.g. 989T.")
-    @argument("--label", metavar="NAME", default=None, help="A name for this measurement.")
+    @argument("--label", metavar="NAME", default=None,
+              help="A name for this measurement (paired: comma-separated, one per model; default their names).")
+    @argument("--rounds", type=int, default=4, help="Paired mode: alternating rounds per model (default 4).")
     @output_arguments
     @line_magic
     def elana_latency(self, line: str = ""):
@@ -76,6 +79,19 @@ class LatencyMagics(Magics):
 
             %elana_latency model --batch 1 --prompt-len 512 --gen-len 128
             %elana_latency model --tokenizer tok --prompt "The capital of France is" --gen-len 32
+
+        Two or more models: a paired A/B, measured in alternating rounds (A, B, A, B, ...) in one call so
+        that drifting clocks and temperature fall on all alike; shows (and with -o returns) the
+        comparison, and each model's report joins %elana_history. Make the edit on a copy::
+
+            import copy, torch
+            half = copy.deepcopy(model).to(torch.bfloat16)                    # a dtype change
+            pruned = copy.deepcopy(model)                                     # dropped layers
+            pruned.model.layers = pruned.model.layers[: 2 * len(pruned.model.layers) // 3]
+            pruned.config.num_hidden_layers = len(pruned.model.layers)
+            eager = copy.deepcopy(model)                                      # another attention
+            eager.set_attn_implementation("eager")
+            %elana_latency model pruned --tpot --rounds 6
         """
         from ..latency import measure_latency
         from ..latency.session import GenerationInputError, GenerationOutOfMemory
@@ -85,7 +101,9 @@ class LatencyMagics(Magics):
             args.prompt = unquote(args.prompt)  # the parser keeps the quotes
         if args.label is not None:
             args.label = unquote(args.label)
-        model_expr = args.model
+        if len(args.model) > 1:
+            return self._paired(args)
+        model_expr = args.model[0]
         model = resolve_model(self.shell, model_expr, load=_load_model)
         tokenizer = None
         if args.tokenizer is not None:
@@ -103,14 +121,8 @@ class LatencyMagics(Magics):
                 tokenizer = None
         if args.prompt is not None and tokenizer is None:
             raise UsageError("--prompt needs a tokenizer: pass --tokenizer TOK (a tokenizer in the notebook)")
-        phases = [p for p in ("ttft", "tpot", "ttlt") if getattr(args, p)] or ["ttft", "tpot", "ttlt"]
-        for name, value, low in (("--batch", args.batch, 1), ("--prompt-len", args.prompt_len, 1),
-                                 ("--gen-len", args.gen_len, 1), ("--repeats", args.repeats, 1),
-                                 ("--warmup", args.warmup, 0)):
-            if value < low:
-                raise UsageError(f"{name} must be at least {low}, got {value}")
-        if args.min_time < 0:
-            raise UsageError(f"--min-time must be >= 0 seconds, got {args.min_time}")
+        phases = _phases(args)
+        _check_lengths(args)
         try:
             report = measure_latency(
                 model, tokenizer=tokenizer, phases=phases, batch=args.batch, prompt_len=args.prompt_len,
@@ -123,3 +135,50 @@ class LatencyMagics(Magics):
         except KeyboardInterrupt:
             raise UsageError("interrupted: nothing was kept, and the model is as it was") from None
         return deliver(self.shell, report, args)
+
+    def _paired(self, args):
+        """Several models in alternating rounds: each report joins the history; the comparison is shown."""
+        from ..latency import measure_paired
+        from ..latency.session import GenerationInputError, GenerationOutOfMemory
+
+        if args.prompt is not None:
+            raise UsageError("paired mode measures random prompts of --prompt-len tokens: drop --prompt")
+        if args.rounds < 1:
+            raise UsageError(f"--rounds must be at least 1, got {args.rounds}")
+        models = [resolve_model(self.shell, expr, load=_load_model) for expr in args.model]
+        labels = [x.strip() for x in args.label.split(",")] if args.label else [unquote(e) for e in args.model]
+        if len(labels) != len(models):
+            raise UsageError(f"--label needs one name per model ({len(models)}), comma-separated")
+        if len(set(labels)) != len(labels):
+            raise UsageError(f"the labels must differ, got {labels}")
+        _check_lengths(args)
+        try:
+            comparison = measure_paired(
+                models, labels=labels, rounds=args.rounds, phases=_phases(args), batch=args.batch,
+                prompt_len=args.prompt_len, gen_len=args.gen_len, energy=args.energy, cuda_graph=args.cuda_graph,
+                warmup=args.warmup, repeats=args.repeats, min_time=args.min_time,
+                peak_bw=parse_rate(args.peak_bw, "--peak-bw"), peak_flops=parse_rate(args.peak_flops, "--peak-flops"),
+                progress=not args.quiet, compile=args.compile)
+        except (GenerationInputError, GenerationOutOfMemory) as exc:
+            raise UsageError(str(exc)) from None
+        except KeyboardInterrupt:
+            raise UsageError("interrupted: nothing was kept, and the models are as they were") from None
+        from ..core.history import HISTORY
+
+        for report in comparison.reports:
+            HISTORY.add(report)
+        return deliver(self.shell, comparison, args, record=False)
+
+
+def _phases(args) -> list[str]:
+    return [p for p in ("ttft", "tpot", "ttlt") if getattr(args, p)] or ["ttft", "tpot", "ttlt"]
+
+
+def _check_lengths(args) -> None:
+    for name, value, low in (("--batch", args.batch, 1), ("--prompt-len", args.prompt_len, 1),
+                             ("--gen-len", args.gen_len, 1), ("--repeats", args.repeats, 1),
+                             ("--warmup", args.warmup, 0)):
+        if value < low:
+            raise UsageError(f"{name} must be at least {low}, got {value}")
+    if args.min_time < 0:
+        raise UsageError(f"--min-time must be >= 0 seconds, got {args.min_time}")
