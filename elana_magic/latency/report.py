@@ -135,7 +135,7 @@ class LatencyReport(Report):
             peak = r.get("peak_bw_bytes_per_s")
             mbu = f" = {r['mbu']:.0%} MBU of {format_bytes(peak)}/s" if r.get("mbu") is not None else ""
             lines.append(f"decode: {format_bytes(r['decode_step_bytes'])}/step (weights {format_bytes(r['weights_read_bytes'])}"
-                         f" + KV {format_bytes(r['kv_read_bytes'])}) -> {format_bytes(bw)}/s{mbu}")
+                         f" + cache {format_bytes(r['kv_read_bytes'])}) -> {format_bytes(bw)}/s{mbu}")
         if r.get("achieved_prefill_flops_per_s") is not None:
             mfu = f" = {r['mfu']:.0%} MFU of {r['peak_flops_per_s'] / 1e12:.0f} TFLOP/s" if r.get("mfu") is not None else ""
             lines.append(f"prefill: {r['prefill_flops'] / 1e12:.3g} TFLOP -> "
