@@ -24,6 +24,9 @@ def ip(session_ip):
     yield session_ip
     formatter.active_types = saved
     session_ip.run_line_magic("reset", "-f")
+    from elana_magic.core.history import HISTORY
+
+    HISTORY.clear()
 
 
 @pytest.fixture(autouse=True)
@@ -48,3 +51,17 @@ def default_model():
     from elana_magic.models import default_model
 
     return default_model()
+
+
+@pytest.fixture
+def no_nvml(monkeypatch):
+    """No NVML library, no Jetson rails, no RAPL: a machine without any energy sensor."""
+    from elana_magic.energy import jetson, nvml, rapl
+
+    class NoLibrary:
+        def nvmlInit(self):
+            raise OSError("NVML Shared Library Not Found")
+
+    monkeypatch.setattr(nvml, "_module", NoLibrary())
+    monkeypatch.setattr(jetson, "SYSFS_ROOT", "/nonexistent-sys")
+    monkeypatch.setattr(rapl, "POWERCAP_ROOT", "/nonexistent-powercap")
