@@ -65,3 +65,23 @@ def no_nvml(monkeypatch):
     monkeypatch.setattr(nvml, "_module", NoLibrary())
     monkeypatch.setattr(jetson, "SYSFS_ROOT", "/nonexistent-sys")
     monkeypatch.setattr(rapl, "POWERCAP_ROOT", "/nonexistent-powercap")
+
+
+@pytest.fixture
+def constant_power():
+    """The class of a sensor double: a 50 W board with a cumulative joule counter and instant power."""
+    import time
+
+    from elana_magic.energy.sensor import Reading, Sensor
+
+    class ConstantPower(Sensor):
+        name, kind, method, has_counter = "fake-gpu", "gpu", "test double: 50 W", True
+
+        def __init__(self):
+            self.t0 = time.perf_counter()
+
+        def read(self) -> Reading:
+            t = time.perf_counter()
+            return Reading(t, 50.0 * (t - self.t0), 50.0)
+
+    return ConstantPower

@@ -85,8 +85,10 @@ class History(Report):
         raise KeyError(f"no report labelled {key!r} in the history (see %elana_history)")
 
     def clear(self) -> None:
+        """Forget every report; numbering starts again at 0."""
         self.entries.clear()
         self.notes.clear()
+        self._next = 0
 
     def save(self, path: str) -> str:
         """Write every report as one JSON line; returns the path."""

@@ -143,5 +143,5 @@ def ratio_verdict(name: str, ratio: float | None, low: float | None = None, high
 
 
 def _pct(x: float) -> str:
-    p = x * 100
+    p = round(x * 100, 1)
     return f"{p:.0f}" if p >= 10 else f"{p:.1f}"

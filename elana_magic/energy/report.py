@@ -48,6 +48,7 @@ class EnergyReport(Report):
     interrupted: bool = False
     executions: int = 1
     show_plot: bool = True
+    saved_peak_power_w: float | None = field(default=None, repr=False)  # read back without its timeline
 
     # --- the contract's figures (per execution when executions > 1) ---------------------------
     @property
@@ -94,7 +95,7 @@ class EnergyReport(Report):
     def peak_power_w(self) -> float | None:
         t, p = self.total_timeline(scaled=False)
         inside = [w for ti, w in zip(t, p) if self.t_start <= ti <= self.t_end]
-        return max(inside) if inside else None
+        return max(inside) if inside else self.saved_peak_power_w
 
     @property
     def cpu_energy_j(self) -> float | None:
@@ -189,7 +190,7 @@ class EnergyReport(Report):
                    idle_note=data.get("idle_note"), reason=data.get("reason"),
                    warnings=list(data.get("warnings") or []), errors=list(data.get("errors") or []),
                    sample_hz=data.get("sample_hz"), interrupted=bool(data.get("interrupted")),
-                   executions=int(data.get("executions") or 1))
+                   executions=int(data.get("executions") or 1), saved_peak_power_w=data.get("peak_power_w"))
 
     def headline_figures(self) -> dict[str, str]:
         if not self.available:
