@@ -146,6 +146,8 @@ class LatencyMagics(Magics):
         if args.rounds < 1:
             raise UsageError(f"--rounds must be at least 1, got {args.rounds}")
         models = [resolve_model(self.shell, expr, load=_load_model) for expr in args.model]
+        if len({id(m) for m in models}) < len(models):
+            raise UsageError("the same model is given twice: compare an edited copy (copy.deepcopy(model))")
         labels = [x.strip() for x in args.label.split(",")] if args.label else [unquote(e) for e in args.model]
         if len(labels) != len(models):
             raise UsageError(f"--label needs one name per model ({len(models)}), comma-separated")
