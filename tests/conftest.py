@@ -24,8 +24,15 @@ def ip(session_ip):
     yield session_ip
     formatter.active_types = saved
     session_ip.run_line_magic("reset", "-f")
+
+
+@pytest.fixture(autouse=True)
+def fresh_history():
+    """Each test starts with an empty kernel history (the magics add every report to it)."""
     from elana_magic.core.history import HISTORY
 
+    HISTORY.clear()
+    yield
     HISTORY.clear()
 
 
