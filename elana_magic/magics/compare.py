@@ -7,9 +7,10 @@ import shlex
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import magic_arguments, parse_argstring
 
-from ._common import deliver, output_arguments, unquote
+from ..core.options import magic_options
+from ._common import deliver, unquote
 
 
 def _resolve_item(shell, token: str):
@@ -30,10 +31,7 @@ def _resolve_item(shell, token: str):
 @magics_class
 class CompareMagics(Magics):
     @magic_arguments()
-    @argument("--clear", action="store_true", help="Forget every report in the history.")
-    @argument("--save", metavar="FILE", default=None, help="Write the history to FILE (JSON lines).")
-    @argument("--load", metavar="FILE", default=None, help="Append the reports saved in FILE (JSON lines).")
-    @output_arguments
+    @magic_options("elana_history")
     @line_magic
     def elana_history(self, line: str = ""):
         """List the reports this kernel produced: index, label, kind, fingerprint and headline figures.
@@ -69,9 +67,7 @@ class CompareMagics(Magics):
         return deliver(self.shell, HISTORY, args, record=False)
 
     @magic_arguments()
-    @argument("items", nargs="*", help="Two or more reports: history indices (3, #3, -1), labels, "
-                                       "notebook variables or saved files. The first is the baseline.")
-    @output_arguments
+    @magic_options("elana_compare")
     @line_magic
     def elana_compare(self, line: str = ""):
         """Compare reports side by side: every shared figure as a ratio to the first, with 95% intervals.
