@@ -232,3 +232,27 @@ def test_history_and_compare_magics(ip, tmp_path, tiny_llama):
         ip.run_line_magic("elana_compare", "a nope")
     ip.run_line_magic("elana_history", "--clear -q")
     assert len(ip.run_line_magic("elana_history", "-o -q")) == 0
+
+
+def test_profile_and_energy_reports_compare(tmp_path, tiny_llama, constant_power):
+    import copy
+
+    from elana_magic.energy import EnergyMeter, measure_energy
+    from elana_magic.profile import profile_phase
+
+    pruned = copy.deepcopy(tiny_llama)
+    pruned.model.layers = pruned.model.layers[:1]
+    pruned.config.num_hidden_layers = 1
+    a, b = (profile_phase(m, phase="tpot", prompt_len=8, gen_len=6, steps=4, out=str(tmp_path), label=lab)
+            for m, lab in ((tiny_llama, "full"), (pruned, "pruned")))
+    comp = compare([a, b])
+    names = {r.figure for r in comp.ratios}
+    assert "CPU time: total" in names and any(n.startswith("CPU time: matmul") for n in names)
+    assert comp.changed_kernels and all(c["change_us"] != 0 for c in comp.changed_kernels)
+    assert "changed most" in comp.to_text()
+    with EnergyMeter(sensors=[constant_power()], measure_idle=False) as meter:
+        short, long = (measure_energy(lambda n=n: sum(range(n)), meter=meter, min_time=t, label=f"{t}s")
+                       for n, t in ((1000, 0.3), (1000, 0.6)))
+    ec = compare([short, long])
+    assert {r.figure for r in ec.ratios} == {"energy", "power", "duration"}
+    assert ec.ratio("power").ratio == pytest.approx(1.0, rel=0.2)  # the same 50 W board
