@@ -127,10 +127,10 @@ def main() -> None:
             t = time.perf_counter()
             rep = ours(model, batch, args)
             row.update(ours_second_tpot_ms=rep.tpot_ms["median"], ours_second_wall_s=time.perf_counter() - t,
-                       ours_second_engine=rep.engine)
+                       ours_second_engine=rep.engine, ours_second_notes=rep.notes)
             graph = ours(model, batch, args, compile=False)
             row.update(ours_graph_engine=graph.engine, ours_graph_tpot_ms=graph.tpot_ms["median"],
-                       ours_graph_mbu=graph.roofline["mbu"])
+                       ours_graph_mbu=graph.roofline["mbu"], ours_graph_notes=graph.notes)
             if args.with_whole:
                 t = time.perf_counter()
                 whole = ours(model, batch, args, compile="whole")
