@@ -304,7 +304,7 @@ class Comparison(Report):
         parts += [f"warning: {w}" for w in self.warnings] + [f"note: {n}" for n in self.notes]
         return "\n".join(parts)
 
-    def to_html(self) -> str:
+    def _tables_html(self) -> str:
         import html
 
         head = "<br>".join(html.escape(x) for x in self._head_lines())
@@ -312,25 +312,24 @@ class Comparison(Report):
         kernels = html_table(*self._kernel_rows(), caption="kernels whose time changed most") if self.changed_kernels else ""
         warn = "".join(f"<div><b>warning:</b> {html.escape(w)}</div>" for w in self.warnings)
         notes = "".join(f"<div><i>note: {html.escape(n)}</i></div>" for n in self.notes)
-        fig = ""
-        if any(r.ratio is not None for r in self.ratios):
-            try:
-                from .display import figure_to_html
+        return f"<p>{head}</p>{body}{kernels}{warn}{notes}"
 
-                fig = figure_to_html(self.figure())
-            except ImportError:
-                pass
-        return f"<div class='elana-compare'><p>{head}</p>{body}{kernels}{warn}{notes}{fig}</div>"
+    def _has_chart(self) -> bool:
+        return any(r.ratio is not None and r.ratio > 0 for r in self.ratios)
+
+    def to_html(self) -> str:
+        from .display import figure_to_html, html_block
+
+        fig = figure_to_html(self.figure(), alt="ratios with their 95% intervals") if self._has_chart() else ""
+        return html_block("compare", self._tables_html() + fig)
 
     def widget(self):
-        import ipywidgets as widgets
+        from .display import figure_to_widget, html_widget, report_view
 
-        from .display import figure_to_widget
-
-        children = [widgets.HTML(self.to_html().split("<img", 1)[0])]
-        if any(r.ratio is not None for r in self.ratios):
+        children = [html_widget(self._tables_html())]
+        if self._has_chart():
             children.append(figure_to_widget(self.figure()))
-        return widgets.VBox(children)
+        return report_view("compare", children)
 
     def figure(self):
         """Each ratio as a point with its 95% interval (log scale), the line at 1 = no change."""

@@ -137,10 +137,13 @@ class History(Report):
     def to_html(self) -> str:
         import html
 
+        from .display import html_block
+
         if not self.entries:
-            return f"<p>{html.escape(self.to_text())}</p>"
+            return html_block("history", f"<p>{html.escape(self.to_text())}</p>")
         notes = "".join(f"<div><i>note: {html.escape(n)}</i></div>" for n in self.notes)
-        return html_table(*self._table(), caption=f"elana history: {len(self.entries)} report(s)") + notes
+        return html_block("history", html_table(*self._table(), caption=f"elana history: {len(self.entries)} report(s)")
+                          + notes)
 
 
 HISTORY = History()

@@ -256,3 +256,19 @@ def test_profile_and_energy_reports_compare(tmp_path, tiny_llama, constant_power
     ec = compare([short, long])
     assert {r.figure for r in ec.ratios} == {"energy", "power", "duration"}
     assert ec.ratio("power").ratio == pytest.approx(1.0, rel=0.2)  # the same 50 W board
+
+
+def test_comparison_views(ip, tiny_llama):
+    """One output per cell with text, static HTML (tables + the chart as PNG) like every report."""
+    rng = np.random.default_rng(5)
+    a = _latency({}, list(rng.lognormal(0, 0.03, 60)), "a")
+    b = _latency({}, list(rng.lognormal(-0.2, 0.03, 60)), "b")
+    comp = compare([a, b])
+    bundle = comp._repr_mimebundle_()
+    assert "TPOT" in bundle["text/plain"]
+    assert "elana-compare" in bundle["text/html"] and "<img" in bundle["text/html"] and "<table" in bundle["text/html"]
+    view = comp.widget()
+    assert "elana-compare" in view._dom_classes and len(view.children) >= 2
+    h = History()
+    h.add(a)
+    assert "elana-history" in h.to_html() and "TPOT" in h.to_text()
