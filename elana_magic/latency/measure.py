@@ -503,6 +503,13 @@ def measure_paired(models: Sequence[torch.nn.Module], labels: Sequence[str] | No
             run.notes.append(why)
             run.why_no_energy = why
     order: list[str] = []
+    own_live = None
+    if progress is True and in_widget_frontend():  # a notebook: the live view, not a tqdm widget
+        from ..core.live import LiveView
+
+        own_live = LiveView("elana latency (paired)").start()
+        for run in runs:
+            run.progress = own_live
     try:
         with contextlib.ExitStack() as stack:
             for run in runs:
@@ -512,6 +519,8 @@ def measure_paired(models: Sequence[torch.nn.Module], labels: Sequence[str] | No
                     run.run_round()
                     order.append(lab)
     finally:
+        if own_live is not None:
+            own_live.clear()
         if meter is not None:
             meter.close()
     reports = [run.report() for run in runs]

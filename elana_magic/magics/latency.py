@@ -119,16 +119,29 @@ class LatencyMagics(Magics):
         if len(set(labels)) != len(labels):
             raise UsageError(f"the labels must differ, got {labels}")
         phases = [p for p in ("ttft", "tpot", "ttlt") if getattr(args, p)] or ["ttft", "tpot", "ttlt"]
+        live = _live_view("elana latency (paired)", quiet=args.quiet)
         try:
             comparison = measure_paired(
                 models, labels=labels, rounds=args.rounds, phases=phases, batch=args.batch,
                 prompt_len=args.prompt_len, gen_len=args.gen_len, energy=args.energy, cuda_graph=args.cuda_graph,
                 warmup=args.warmup, repeats=args.repeats, min_time=args.min_time, peak_bw=args.peak_bw,
-                peak_flops=args.peak_flops, progress=not args.quiet, compile=args.compile)
+                peak_flops=args.peak_flops, progress=live if live is not None else not args.quiet,
+                compile=args.compile)
         except (GenerationInputError, GenerationOutOfMemory) as exc:
+            _drop(live)
             raise UsageError(str(exc)) from None
         except KeyboardInterrupt:
+            _drop(live)
             raise UsageError("interrupted: nothing was kept, and the models are as they were") from None
+        except BaseException:
+            _drop(live)
+            raise
+        if live is not None:
+            live.stop()
         for report in comparison.reports:
             HISTORY.add(report)
-        return deliver(self.shell, comparison, args, record=False)
+        try:
+            return deliver(self.shell, comparison, args, live=live, record=False)
+        finally:
+            if live is not None:
+                live.close_widgets()
