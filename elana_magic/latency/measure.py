@@ -20,6 +20,8 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from .devices import cuda_indices, peak_memory, reset_peak_memory
+from .devices import synchronize as synchronize_devices
 from .session import (GenerationInputError, GenerationOutOfMemory, GenerationSession, model_device,
                       out_of_memory_message)
 from .report import LatencyReport, _ms
@@ -36,21 +38,25 @@ DEFAULT_ENERGY_WINDOW_S = 3.0
 
 # -- clocks ----------------------------------------------------------------------------------------
 class _Clock:
-    """Marks on the device's timeline: CUDA events on GPU, perf_counter on CPU (work there is synchronous).
+    """Marks on the devices' timelines: CUDA events on every GPU the model occupies, perf_counter on CPU.
 
-    ``host(mark)`` maps a mark to perf_counter seconds (anchored at ``start()``), so phase edges line up
-    with the energy sampler's timeline."""
+    A mark records one event per GPU; the time of a mark is when the *last* GPU reached it (each GPU's
+    event timed from its own start event, recorded right after a synchronize of all of them), so a
+    forward split over several GPUs (device_map) ends when its last GPU's work ends. ``host(mark)``
+    maps a mark to perf_counter seconds (anchored at ``start()``), so phase edges line up with the
+    energy sampler's timeline."""
 
-    def __init__(self, device: torch.device):
-        self.cuda = device.type == "cuda"
-        self.device = device
-        self._pool: list[Any] = []
+    def __init__(self, devices: list[torch.device]):
+        self.devices = list(devices)
+        self.indices = cuda_indices(self.devices)
+        self.cuda = bool(self.indices)
+        self._pool: list[tuple[Any, ...]] = []
         self._used = 0
         self._base_t = 0.0
         self._base = None
 
     def start(self) -> Any:
-        """Synchronize, anchor host time, and return the first mark of an iteration."""
+        """Synchronize every device, anchor host time, and return the first mark of an iteration."""
         self.sync()
         self._used = 0
         self._base_t = time.perf_counter()
@@ -61,21 +67,28 @@ class _Clock:
         if not self.cuda:
             return time.perf_counter()
         if self._used == len(self._pool):
-            self._pool.append(torch.cuda.Event(enable_timing=True))
-        ev = self._pool[self._used]
+            self._pool.append(tuple(torch.cuda.Event(enable_timing=True) for _ in self.indices))
+        events = self._pool[self._used]
         self._used += 1
-        ev.record()
-        return ev
+        for index, ev in zip(self.indices, events):
+            ev.record(torch.cuda.current_stream(index))
+        return events
 
     def sync(self) -> None:
-        if self.cuda:
-            torch.cuda.synchronize(self.device)
+        synchronize_devices(self.devices)
+
+    def _since_base(self, m: Any) -> float:
+        return max(b.elapsed_time(e) for b, e in zip(self._base, m)) / 1e3
 
     def seconds(self, a: Any, b: Any) -> float:
-        return a.elapsed_time(b) / 1e3 if self.cuda else b - a
+        if not self.cuda:
+            return b - a
+        if len(self.indices) == 1:
+            return a[0].elapsed_time(b[0]) / 1e3
+        return self._since_base(b) - self._since_base(a)
 
     def host(self, m: Any) -> float:
-        return self._base_t + self.seconds(self._base, m)
+        return self._base_t + (self._since_base(m) if self.cuda else m - self._base)
 
 
 # -- repetition ------------------------------------------------------------------------------------
@@ -133,8 +146,8 @@ def _prompt_ids(tokenizer, prompt: str, batch: int) -> torch.Tensor:
     return ids[:1].expand(batch, -1)
 
 
-def _open_meter(energy: bool | None, device: torch.device, notes: list[str]):
-    """An EnergyMeter for the model's device, or None (with the reason in ``notes``)."""
+def _open_meter(energy: bool | None, devices: list[torch.device], notes: list[str]):
+    """An EnergyMeter on every GPU the model occupies, or None (with the reason in ``notes``)."""
     if energy is False:
         return None, "energy off (--no-energy)"
     try:
@@ -142,9 +155,8 @@ def _open_meter(energy: bool | None, device: torch.device, notes: list[str]):
     except ImportError as exc:
         reason = f"energy unavailable: elana_magic.energy cannot be imported ({exc})"
         return None, reason
-    devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None
     try:
-        meter = EnergyMeter(devices=devices)
+        meter = EnergyMeter(devices=cuda_indices(devices) or None)
     except Exception as exc:  # noqa: BLE001 - no sensor is a note, not a failure
         return None, f"energy unavailable: {exc}"
     if not meter.available:
@@ -152,6 +164,14 @@ def _open_meter(energy: bool | None, device: torch.device, notes: list[str]):
         meter.close()
         return None, f"energy unavailable: {reason}"
     return meter, None
+
+
+def _uncovered(meter, devices: list[torch.device]) -> list[int]:
+    """The model's GPUs that a meter given by the caller does not measure."""
+    measured = getattr(meter, "cuda_indices", None)
+    if measured is None:
+        return []
+    return [i for i in cuda_indices(devices) if i not in measured]
 
 
 def _energy_values(rep) -> dict[str, Any] | None:
@@ -166,6 +186,24 @@ def _decodes(phases: Sequence[str]) -> bool:
     return "tpot" in phases or "ttlt" in phases
 
 
+def check_options(phases: Sequence[str] | None, warmup: Any, repeats: Any, min_time: Any,
+                  gen_len: Any) -> tuple[str, ...]:
+    """The phases, normalized; GenerationInputError (one line) for options no measurement can take."""
+    phases = tuple(dict.fromkeys(p.lower() for p in (phases or PHASES)))
+    unknown = [p for p in phases if p not in PHASES]
+    if unknown:
+        raise GenerationInputError(f"unknown phase {unknown[0]!r}: choose from ttft, tpot, ttlt")
+    if not isinstance(warmup, int) or warmup < 0:
+        raise GenerationInputError(f"warmup must be a non-negative integer, got {warmup!r}")
+    if not isinstance(repeats, int) or repeats <= 0:
+        raise GenerationInputError(f"repeats must be a positive integer, got {repeats!r}")
+    if not (min_time >= 0):
+        raise GenerationInputError(f"min time must be >= 0 seconds, got {min_time!r}")
+    if "tpot" in phases and isinstance(gen_len, int) and gen_len < 2:
+        raise GenerationInputError("TPOT needs at least 2 generated tokens: raise --gen-len")
+    return phases
+
+
 def measure_latency(model: torch.nn.Module, tokenizer: Any = None, phases: Sequence[str] = PHASES,
                     batch: int = defaults.BATCH, prompt_len: int = defaults.PROMPT_LEN, gen_len: int = defaults.GEN_LEN,
                     energy: bool | None = None,
@@ -174,14 +212,32 @@ def measure_latency(model: torch.nn.Module, tokenizer: Any = None, phases: Seque
                     peak_bw: float | None = None, peak_flops: float | None = None,
                     energy_window_s: float = DEFAULT_ENERGY_WINDOW_S, max_time: float | None = None,
                     rel_ci: float = 0.01, progress: Any = True, seed: int = 0, meter=None,
-                    compile: bool | str | None = None) -> LatencyReport:
+                    compile: bool | str | None = None, ngpus: int | None = None) -> LatencyReport:
     """Measure TTFT / TPOT / TTLT (any subset of ``phases``) of ``model`` as loaded; see the module doc.
 
     ``energy``: None = on when a sensor exists. ``compile``: None = the CUDA-graph engine captures an
     Inductor-compiled decode step (compiled once per model and shape; a note says so); True/"regional" = one
     compiled decoder block shared by every layer (the default), "whole" = the whole forward compiled, False = none. ``meter``: an open ``EnergyMeter`` to reuse (its idle power
     is then measured once across calls); it is left open. ``progress``: True = a tqdm bar in a terminal,
-    a live view in a notebook (cleared at the end); a ``core.live.LiveView`` to report into; False = none."""
+    a live view in a notebook (cleared at the end); a ``core.live.LiveView`` to report into; False = none.
+
+    A model spread over several GPUs (``device_map``) is timed, synchronized and metered on every GPU
+    it occupies (``devices``, ``energy["per_device"]``, ``peak_memory``). ``ngpus=N`` (N > 1) runs N
+    replicas instead, one per GPU (gloo processes on CPU) through torchrun, the batch split across
+    them: see ``replicas.measure_replicas``; ``model`` may then also be a model folder, and the result is
+    a ``ReplicaLatencyReport``."""
+    phases = check_options(phases, warmup, repeats, min_time, gen_len)
+    if ngpus is not None and ngpus != 1:
+        from .replicas import measure_replicas
+
+        if meter is not None:
+            raise GenerationInputError("ngpus: each replica opens its own energy meter; do not pass meter=")
+        return measure_replicas(model, ngpus, tokenizer=tokenizer, phases=phases, batch=batch,
+                                prompt_len=prompt_len, gen_len=gen_len, energy=energy, cuda_graph=cuda_graph,
+                                warmup=warmup, repeats=repeats, min_time=min_time, label=label, prompt=prompt,
+                                peak_bw=peak_bw, peak_flops=peak_flops, energy_window_s=energy_window_s,
+                                max_time=max_time, rel_ci=rel_ci, seed=seed, compile=compile,
+                                progress=progress)
     own_live = None
     if progress is True and in_widget_frontend():  # a notebook: the live view, not a tqdm widget
         from ..core.live import LiveView
@@ -201,20 +257,6 @@ def measure_latency(model: torch.nn.Module, tokenizer: Any = None, phases: Seque
     return run.report()
 
 
-def _check_arguments(phases, warmup, repeats, min_time) -> tuple[str, ...]:
-    phases = tuple(dict.fromkeys(p.lower() for p in (phases or PHASES)))
-    unknown = [p for p in phases if p not in PHASES]
-    if unknown:
-        raise GenerationInputError(f"unknown phase {unknown[0]!r}: choose from ttft, tpot, ttlt")
-    if not isinstance(warmup, int) or warmup < 0:
-        raise GenerationInputError(f"warmup must be a non-negative integer, got {warmup!r}")
-    if not isinstance(repeats, int) or repeats <= 0:
-        raise GenerationInputError(f"repeats must be a positive integer, got {repeats!r}")
-    if not (min_time >= 0):
-        raise GenerationInputError(f"min time must be >= 0 seconds, got {min_time!r}")
-    return phases
-
-
 class _Measurement:
     """One model's latency measurement, run in one or more rounds (a paired A/B alternates rounds
     across models, each model keeping its session open); ``report()`` pools every round."""
@@ -224,7 +266,7 @@ class _Measurement:
                  min_time=DEFAULT_MIN_TIME, label=None, prompt=None, peak_bw=None, peak_flops=None,
                  energy_window_s=DEFAULT_ENERGY_WINDOW_S, max_time=None, rel_ci=0.01, progress=True, seed=0,
                  meter=None, compile=None):
-        self.phases = _check_arguments(phases, warmup, repeats, min_time)
+        self.phases = check_options(phases, warmup, repeats, min_time, gen_len)
         self.settings = {"phases": list(self.phases), "batch": batch, "prompt_len": prompt_len, "gen_len": gen_len,
                          "energy": energy, "cuda_graph": cuda_graph, "warmup": warmup, "repeats": repeats,
                          "min_time": min_time, "label": label, "prompt": prompt, "peak_bw": peak_bw,
@@ -237,8 +279,6 @@ class _Measurement:
             if prompt_len != input_ids.shape[1]:
                 prompt_len = int(input_ids.shape[1])
                 self.notes.append(f"prompt length {prompt_len} follows the prompt text")
-        if "tpot" in self.phases and gen_len < 2:
-            raise GenerationInputError("TPOT needs at least 2 generated tokens: raise --gen-len")
         self.model, self.batch, self.prompt_len, self.gen_len = model, batch, prompt_len, gen_len
         self.warmup, self.repeats, self.min_time, self.max_time = warmup, repeats, min_time, max_time
         self.rel_ci, self.progress, self.label = rel_ci, progress, label
@@ -246,17 +286,22 @@ class _Measurement:
         self.session = GenerationSession(model, batch=batch, prompt_len=prompt_len, gen_len=gen_len,
                                          cuda_graph=cuda_graph, input_ids=input_ids, seed=seed,
                                          compile=_decodes(self.phases) if compile is None else compile)
-        self.device = self.session.device
+        self.device, self.devices = self.session.device, self.session.devices
         self.own_meter = meter is None or energy is False
         if self.own_meter:
-            self.meter, self.why_no_energy = _open_meter(energy, self.device, self.notes)
+            self.meter, self.why_no_energy = _open_meter(energy, self.devices, self.notes)
         else:
             self.why_no_energy = None if meter.available else f"energy unavailable: {meter.reason}"
             self.meter = meter if meter.available else None
+            missing = _uncovered(self.meter, self.devices) if self.meter is not None else []
+            if missing:
+                self.notes.append(f"the meter passed in does not measure GPU(s) {missing} of the model: their "
+                                  "energy is not counted")
         if self.why_no_energy and energy is not False:
             self.notes.append(self.why_no_energy)
         self.results: dict[str, list[tuple[list[dict], Any]]] = {}
         self.stops: dict[str, str] = {}
+        self.peaks: dict[str, dict[str, int]] = {}
         self.rounds = 0
         self.environment = None
         self._oom = False
@@ -274,7 +319,7 @@ class _Measurement:
             self.notes.append(s.note)
         if s.compile_s is not None and s.compile_s > 2.0:
             self.notes.append(f"decode step compiled in {s.compile_s:.0f} s (later runs of this shape on this model reuse it)")
-        self.clock = _Clock(self.device)
+        self.clock = _Clock(self.devices)
         self.environment = capture_environment(self.device)
         return self
 
@@ -343,9 +388,13 @@ class _Measurement:
             if phase == "tpot":
                 s.prefill()
             rule = self._rule()
+            reset_peak_memory(self.devices)
             chunk = _repeat(phase.upper(), once, rule, "t", warmup, self.meter, self.progress)
             self.results.setdefault(phase, []).append(chunk)
             self.stops[phase] = rule.reason
+            peaks = peak_memory(self.devices)
+            for dev, value in peaks.items():  # the largest over the rounds
+                self.peaks.setdefault(phase, {})[dev] = max(value, self.peaks.get(phase, {}).get(dev, 0))
         self.rounds += 1
 
     def report(self) -> LatencyReport:
@@ -356,6 +405,8 @@ class _Measurement:
         rep = _build_report(self.model, self.results, self.stops, self.phases, self.batch, self.prompt_len,
                             self.gen_len, self.device, self.engine, self.max_diff, self.rel_err, self.notes,
                             self.why_no_energy, self.label, self.peak_bw, self.peak_flops, self.environment)
+        rep.extra["devices"] = [str(d) for d in self.devices]
+        rep.extra["peak_memory"] = _peak_section(self.peaks)
         if self.rounds > 1:
             rep.notes.append(f"pooled over {self.rounds} rounds")
         return rep.stamp(settings=self.settings, model=self.model, environment=self.environment)
@@ -404,7 +455,7 @@ def _energy_section(results, batch, tpot_s, why_no_energy) -> dict[str, Any]:
                               "net": {"j_per_prompt": None, "j_per_token": None, "j_per_request": None},
                               "tokens_per_s": batch / tpot_s if tpot_s else None, "tokens_per_j": None,
                               "request_split_j": None, "request_split_counter_j": None, "windows": {}, "method": None, "idle_power_w": None,
-                              "reason": why_no_energy}
+                              "per_device": [], "reason": why_no_energy}
     units = {"ttft": ("j_per_prompt", lambda res: len(res)),
              "tpot": ("j_per_token", lambda res: sum(len(x["t"]) for x in res)),
              "ttlt": ("j_per_request", lambda res: len(res))}
@@ -426,6 +477,8 @@ def _energy_section(results, batch, tpot_s, why_no_energy) -> dict[str, Any]:
         if total["net_energy_j"] is not None:
             energy["net"][key] = total["net_energy_j"] / n
         energy["windows"][phase] = {**total, "iterations": n, "windows": len(per_chunk)}
+        for _, rep, _ in per_chunk:
+            _add_device_shares(energy["per_device"], rep, key, n)
         first = per_chunk[0][1]
         energy["method"] = energy["method"] or first.method
         energy["idle_power_w"] = energy["idle_power_w"] or first.idle_power_w
@@ -437,6 +490,7 @@ def _energy_section(results, batch, tpot_s, why_no_energy) -> dict[str, Any]:
                                              "reason": "the sensor gave no power timeline"}
             else:
                 energy["request_split_j"] = {"prefill": sum(pre) / n, "decode": sum(dec) / n}
+    _finish_device_shares(energy["per_device"])
     if energy["j_per_token"]:
         energy["tokens_per_j"] = batch / energy["j_per_token"]
     if energy["j_per_prompt"] is not None and energy["j_per_token"] is not None and "ttlt" in results:
@@ -447,6 +501,39 @@ def _energy_section(results, batch, tpot_s, why_no_energy) -> dict[str, Any]:
     if any(energy[k] is not None for k in ("j_per_prompt", "j_per_token", "j_per_request")):
         energy["reason"] = None
     return energy
+
+
+def _peak_section(peaks: dict[str, dict[str, int]]) -> dict[str, dict[str, int]] | None:
+    """``{"cuda:0": {"ttft": bytes, "tpot": bytes, "ttlt": bytes, "max": bytes}, ...}`` (None off CUDA)."""
+    out: dict[str, dict[str, int]] = {}
+    for phase, per_device in peaks.items():
+        for device, value in per_device.items():
+            out.setdefault(device, {})[phase] = value
+    for row in out.values():
+        row["max"] = max(row.values())
+    return out or None
+
+
+def _add_device_shares(per_device: list[dict[str, Any]], rep, key: str, n: int) -> None:
+    """Each counted sensor's part of one phase window (J per prompt / token / request; rounds add up)."""
+    for dev in getattr(rep, "devices", []):
+        if not dev.get("counted_in_total") or dev.get("energy_j") is None:
+            continue
+        row = next((r for r in per_device if r["name"] == dev["name"]), None)
+        if row is None:
+            index = dev.get("cuda_index")
+            row = {"device": f"cuda:{index}" if index is not None else dev.get("kind"), "name": dev["name"],
+                   "j_per_prompt": None, "j_per_token": None, "j_per_request": None, "window_j": 0.0, "share": None}
+            per_device.append(row)
+        row[key] = (row[key] or 0.0) + dev["energy_j"] / n
+        row["window_j"] += dev["energy_j"]
+
+
+def _finish_device_shares(per_device: list[dict[str, Any]]) -> None:
+    """Share of each device in the energy of all the phase windows together."""
+    total = sum(r["window_j"] for r in per_device)
+    for row in per_device:
+        row["share"] = row["window_j"] / total if total > 0 else None
 
 
 def _sum_or_none(values: list[float | None]) -> float | None:
@@ -492,8 +579,8 @@ def measure_paired(models: Sequence[torch.nn.Module], labels: Sequence[str] | No
     if not isinstance(rounds, int) or rounds < 1:
         raise GenerationInputError(f"rounds must be a positive integer, got {rounds!r}")
     notes: list[str] = []
-    device = model_device(models[0])
-    meter, why = _open_meter(energy, device, notes) if kwargs.get("meter") is None else (kwargs.pop("meter"), None)
+    devices = list(dict.fromkeys(model_device(m) for m in models))
+    meter, why = _open_meter(energy, devices, notes) if kwargs.get("meter") is None else (kwargs.pop("meter"), None)
     run_energy = False if meter is None else energy  # no sensor: say so once per report, below
     runs = [_Measurement(m, label=lab, energy=run_energy, meter=meter, min_time=min_time / rounds,
                          repeats=max(1, -(-repeats // rounds)), progress=progress, **kwargs)

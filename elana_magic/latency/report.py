@@ -55,6 +55,13 @@ class LatencyReport(Report):
     tpot_samples_ms: list[float] = field(default_factory=list)
     ttlt_samples_ms: list[float] = field(default_factory=list)
     rounds: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)  # e.g. devices, peak_memory; replicas: ranks, ngpus
+
+    def __getattr__(self, name: str) -> Any:
+        extra = self.__dict__.get("extra") or {}
+        if name in extra:
+            return extra[name]
+        raise AttributeError(name)
 
     @property
     def step_ms(self) -> list[float]:
@@ -71,16 +78,23 @@ class LatencyReport(Report):
         return getattr(self, _SAMPLE_KEYS[phase])
 
     def _payload(self) -> dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        out.update(self.extra)
         out["step_latencies_ms"] = list(self.tpot_samples_ms)  # the name earlier versions used
         return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "LatencyReport":
-        names = {f.name for f in fields(cls)}
+        """The report a ``to_dict()`` describes; keys that are not fields (nor the envelope's) go to ``extra``."""
+        from ..core.envelope import ENVELOPE_KEYS
+
+        names = {f.name for f in fields(cls)} - {"extra"}
         kwargs = {k: v for k, v in data.items() if k in names}
         if not kwargs.get("tpot_samples_ms") and data.get("step_latencies_ms"):
             kwargs["tpot_samples_ms"] = list(data["step_latencies_ms"])
+        kwargs["extra"] = {k: v for k, v in data.items()
+                           if k not in names and k not in ENVELOPE_KEYS and k != "step_latencies_ms"}
+        kwargs.setdefault("notes", list(data.get("notes") or []))
         return cls(**kwargs)
 
     def headline_figures(self) -> dict[str, str]:
@@ -159,12 +173,42 @@ class LatencyReport(Report):
         if e.get("method"):
             idle = e.get("idle_power_w")
             lines.append(f"energy: {e['method']}" + (f"; idle {idle:.4g} W" if idle else ""))
+        lines += self._device_lines()
+        return lines
+
+    def _device_lines(self) -> list[str]:
+        """One line per GPU when there is more than one: energy share and peak memory per phase."""
+        d, e = self.data, self.data.get("energy") or {}
+        shares = {row["device"]: row for row in e.get("per_device") or []}
+        peaks = d.get("peak_memory") or {}
+        devices = [x for x in d.get("devices") or [] if x.startswith("cuda")]
+        if len(devices) < 2 and len(shares) < 2:
+            if len(peaks) == 1:
+                (dev, row), = peaks.items()
+                return [f"peak memory on {dev}: {format_bytes(row['max'])}"]
+            return []
+        lines = [f"devices: {', '.join(devices or list(shares))} (every one synchronized at each timed edge)"]
+        for dev in devices or list(shares):
+            parts = []
+            row = shares.get(dev)
+            if row is not None:
+                figures = [f"{format_energy(row[k])}/{u}" for k, u in (("j_per_prompt", "prompt"), ("j_per_token", "token"),
+                                                                         ("j_per_request", "request")) if row.get(k) is not None]
+                share = f" ({row['share']:.0%} of the energy)" if row.get("share") is not None else ""
+                parts.append(", ".join(figures) + share)
+            peak = peaks.get(dev)
+            if peak:
+                per_phase = ", ".join(f"{k} {format_bytes(v)}" for k, v in peak.items() if k != "max")
+                parts.append(f"peak memory {format_bytes(peak['max'])} ({per_phase})")
+            lines.append(f"  {dev}: " + ("; ".join(parts) if parts else "not measured"))
         return lines
 
     def title(self) -> str:
         d = self.data
         label = f"{d['label']} · " if d.get("label") else ""
-        return (f"{label}{d['model']} on {d['device_name']} · batch {d['batch']} · prompt {d['prompt_len']}"
+        gpus = [x for x in d.get("devices") or [] if x.startswith("cuda")]
+        where = f"{len(gpus)} GPUs ({d['device_name']}, ...)" if len(gpus) > 1 else d["device_name"]
+        return (f"{label}{d['model']} on {where} · batch {d['batch']} · prompt {d['prompt_len']}"
                 f" · gen {d['gen_len']} · {d['engine']} decode")
 
     def to_text(self) -> str:

@@ -38,6 +38,9 @@ from typing import Any
 
 import torch
 
+from .devices import cuda_indices, model_devices
+from .devices import synchronize as synchronize_devices
+
 
 class GenerationInputError(ValueError):
     """Lengths, model or prompt that cannot be measured (one line, for UsageError)."""
@@ -327,7 +330,8 @@ class GenerationSession:
         check_lengths(model, batch, prompt_len, gen_len)
         self.model = model
         self.batch, self.prompt_len, self.gen_len = batch, prompt_len, gen_len
-        self.device = model_device(model)
+        self.device = model_device(model)   # where the inputs go (the first module's device)
+        self.devices = model_devices(model)  # every device the model occupies (hf_device_map)
         self.dtype = model_dtype(model)
         self.seed = seed
         self._input_ids_arg = input_ids
@@ -338,6 +342,11 @@ class GenerationSession:
         self.note: str | None = None
         if self.want_graph and not on_cuda:
             self.note = f"CUDA graphs need a CUDA device (model is on {self.device}): eager decode"
+            self.want_graph = False
+        if self.want_graph and len(cuda_indices(self.devices)) > 1:
+            # A graph captures one device's stream; the other GPUs' kernels would run once, at capture.
+            self.note = (f"the model spans {len(cuda_indices(self.devices))} GPUs (device_map): a CUDA graph "
+                         "captures one GPU's stream, so decode runs eager")
             self.want_graph = False
         mode = compile_mode(compile)  # a bad value is refused on any device
         self.compile_mode = mode if self.want_graph else None   # "regional" | "whole" | None
@@ -402,8 +411,8 @@ class GenerationSession:
         self._graph = self._cache = self._next = self._logits = self._mask = self._first = None
         self.input_ids = None
         self._decode_forward = None
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        if cuda_indices(self.devices):
+            synchronize_devices(self.devices)
             torch.cuda.empty_cache()
         if self._state is not None:
             self._state.restore()
@@ -624,5 +633,5 @@ class GenerationSession:
         return out
 
     def synchronize(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        """Wait for every GPU the model occupies."""
+        synchronize_devices(self.devices)

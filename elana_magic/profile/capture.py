@@ -111,7 +111,8 @@ def _synchronize() -> None:
     import torch
 
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        torch.cuda.synchronize()
+        for index in range(torch.cuda.device_count()):  # a block may run on any of them (device_map)
+            torch.cuda.synchronize(index)
 
 
 def cuda_graph_warmup_needed() -> bool:
