@@ -215,8 +215,8 @@ _STEPS = defaults.PROFILE_STEPS
 
 OPTIONS: dict[str, Option] = {o.key: o for o in [
     # positionals: what each takes as MODEL
-    Option("model", (), "A model in the notebook (name or expression), or a quoted local folder; two or more: "
-           "a paired A/B in alternating rounds (--label a,b names them).", dest="model", nargs="+"),
+    Option("model", (), "A model in the notebook (name or expression), or a quoted local folder; two or more, "
+           "separated by spaces: a paired A/B in alternating rounds (--label a,b names them).", dest="model"),
     Option("size-model", (), "A model in the notebook (name or expression), or a quoted local folder / hub id "
            "(sized from its config.json on the meta device) or \"random:PRESET\".", dest="model"),
     Option("profile-model", (), "Line magic: the model (a name in the notebook). Cell magic: nothing, the cell "
@@ -352,15 +352,17 @@ _OUT = ("output", "var", "quiet")
 _REQUEST = ("batch", "prompt-len", "gen-len")
 
 MAGICS: dict[str, Uses] = {
-    "elana_size": Uses(("size-model", "size-batch", "seq-len", "cache-dtype", "gib", "no-check") + _OUT),
+    "elana_size": Uses(("size-model", "size-batch", "seq-len", "cache-dtype", "gib", "no-check", "trust-remote-code")
+                       + _OUT),
     "elana_latency": Uses(("model", "tokenizer", "prompt", "ttft", "tpot", "ttlt") + _REQUEST + (
         "energy", "no-energy", "cuda-graph", "no-cuda-graph", "no-compile", "warmup", "repeats", "min-time",
-        "peak-bw", "peak-flops", "label", "rounds") + _OUT),
+        "peak-bw", "peak-flops", "label", "trust-remote-code", "rounds") + _OUT),
     "elana_history": Uses(("clear", "save", "load") + _OUT),
     "elana_compare": Uses(("items",) + _OUT),
     "elana_energy": Uses(("devices", "label", "no-plot", "energy-min-time") + _OUT),
     "elana_profile": Uses(("profile-model", "phase") + _REQUEST + ("steps", "cuda-graph", "no-cuda-graph", "out",
-                                                                  "label", "gzip", "top") + _OUT,
+                                                                  "label", "gzip", "top", "trust-remote-code")
+                          + _OUT,
                           unset=("phase",) + _REQUEST),
 }
 

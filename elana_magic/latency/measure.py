@@ -22,8 +22,8 @@ import torch
 
 from .devices import cuda_indices, peak_memory, reset_peak_memory
 from .devices import synchronize as synchronize_devices
-from .session import (GenerationInputError, GenerationOutOfMemory, GenerationSession, model_device,
-                      out_of_memory_message)
+from .session import (GenerationInputError, GenerationOutOfMemory, GenerationSession, is_out_of_memory,
+                      model_device, out_of_memory_message)
 from .report import LatencyReport, _ms
 from ..core import defaults
 from ..core.display import in_widget_frontend
@@ -140,7 +140,18 @@ def _prompt_ids(tokenizer, prompt: str, batch: int) -> torch.Tensor:
         raise GenerationInputError("a text prompt needs a tokenizer: pass --tokenizer TOK (or tokenizer=...)")
     if not callable(tokenizer):
         raise GenerationInputError(f"the tokenizer is a {type(tokenizer).__name__}, which cannot encode text")
-    ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
+    try:
+        ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
+        ids = torch.as_tensor(ids)
+    except Exception as exc:  # noqa: BLE001 - any callable may be passed as a tokenizer
+        raise GenerationInputError(
+            f"the tokenizer did not return token ids for the prompt ({type(exc).__name__}: {exc}): pass a "
+            "tokenizer that returns {'input_ids': ...} when called with return_tensors='pt'") from None
+    if ids.dtype.is_floating_point or ids.is_complex() or ids.dtype == torch.bool or ids.ndim not in (1, 2):
+        raise GenerationInputError(f"the tokenizer returned {ids.dtype} input_ids of shape {tuple(ids.shape)}, "
+                                   "not integer token ids: pass a transformers tokenizer")
+    if ids.ndim == 1:
+        ids = ids.unsqueeze(0)
     if ids.numel() == 0:
         raise GenerationInputError("the prompt encodes to zero tokens: give some text")
     return ids[:1].expand(batch, -1)
@@ -197,8 +208,8 @@ def check_options(phases: Sequence[str] | None, warmup: Any, repeats: Any, min_t
         raise GenerationInputError(f"warmup must be a non-negative integer, got {warmup!r}")
     if not isinstance(repeats, int) or repeats <= 0:
         raise GenerationInputError(f"repeats must be a positive integer, got {repeats!r}")
-    if not (min_time >= 0):
-        raise GenerationInputError(f"min time must be >= 0 seconds, got {min_time!r}")
+    if not (0 <= min_time < float("inf")):
+        raise GenerationInputError(f"min time must be a finite number of seconds >= 0, got {min_time!r}")
     if "tpot" in phases and isinstance(gen_len, int) and gen_len < 2:
         raise GenerationInputError("TPOT needs at least 2 generated tokens: raise --gen-len")
     return phases
@@ -331,7 +342,7 @@ class _Measurement:
             self.session.__exit__(exc_type, exc, tb)
         finally:
             self._close_meter()
-        if exc_type is not None and issubclass(exc_type, torch.OutOfMemoryError):
+        if exc is not None and isinstance(exc, RuntimeError) and is_out_of_memory(exc):
             self._oom = True
             return True  # raised from report(), once the traceback (and the tensors its frames hold) is gone
         finish_environment(self.environment, self.device)
@@ -407,6 +418,8 @@ class _Measurement:
                             self.why_no_energy, self.label, self.peak_bw, self.peak_flops, self.environment)
         rep.extra["devices"] = [str(d) for d in self.devices]
         rep.extra["peak_memory"] = _peak_section(self.peaks)
+        runs = {phase: sum(len(res) for res, _ in chunks) for phase, chunks in self.results.items()}
+        rep.notes.extend(reliability_notes(rep.data, runs, self.repeats, self.stops))
         if self.rounds > 1:
             rep.notes.append(f"pooled over {self.rounds} rounds")
         return rep.stamp(settings=self.settings, model=self.model, environment=self.environment)
@@ -414,6 +427,36 @@ class _Measurement:
 
 def _pooled(chunks: list[tuple[list[dict], Any]]) -> list[dict]:
     return [res for results, _ in chunks for res in results]
+
+
+NOISY_P99_OVER_MEDIAN = 3.0
+NOISY_CI_OVER_MEDIAN = 0.05
+
+
+def reliability_notes(data: dict[str, Any], runs: dict[str, int], repeats: int, stops: dict[str, str]) -> list[str]:
+    """Plain warnings for figures that rest on fewer runs than asked, or are noisy (p99 over 3x the
+    median, or a median's 95% CI wider than 5% of the median), each with what to do about it."""
+    notes = []
+    for phase in PHASES:
+        if phase not in runs:
+            continue
+        name, stats = phase.upper(), data.get(f"{phase}_ms") or {}
+        if runs[phase] < repeats:
+            why = stops.get(phase) or "a limit"
+            notes.append(f"{name} rests on {runs[phase]} of the {repeats} runs asked (stopped at {why}): "
+                         "treat it as a rough figure; lower --gen-len/--prompt-len or allow more time")
+        median, p99 = stats.get("median"), stats.get("p99")
+        lo, hi = stats.get("ci95_low"), stats.get("ci95_high")
+        if not median or median <= 0:
+            continue
+        if p99 is not None and p99 > NOISY_P99_OVER_MEDIAN * median:
+            notes.append(f"{name} is noisy: p99 {p99:.4g} ms is {p99 / median:.1f}x the median {median:.4g} ms "
+                         "(other work on the machine, clock changes or first-run costs): quiet the machine, "
+                         "raise --warmup and --repeats, and prefer the median")
+        elif lo is not None and hi is not None and hi - lo > NOISY_CI_OVER_MEDIAN * median:
+            notes.append(f"{name} is noisy: the median's 95% CI ({lo:.4g}-{hi:.4g} ms) is "
+                         f"{(hi - lo) / median:.0%} of the median: raise --repeats or --min-time, or quiet the machine")
+    return notes
 
 
 def _build_report(model, results, stops, phases, batch, prompt_len, gen_len, device, engine, max_diff,

@@ -116,6 +116,13 @@ def check_lengths(model: torch.nn.Module, batch: int, prompt_len: int, gen_len: 
         )
 
 
+def is_out_of_memory(exc: BaseException) -> bool:
+    """A CUDA out-of-memory error, or the CPU allocator's "can't allocate memory" (a plain RuntimeError)."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
+
+
 def out_of_memory_message(batch: int, prompt_len: int, gen_len: int, device: Any) -> str:
     return (
         f"out of memory on {device} at batch {batch} x {prompt_len + gen_len} tokens (prompt {prompt_len} "
@@ -320,6 +327,9 @@ class GenerationSession:
         if not isinstance(model, torch.nn.Module):
             raise GenerationInputError(f"expected a torch.nn.Module, got {type(model).__name__}")
         check_can_generate(model)
+        if model_device(model).type == "meta":
+            raise GenerationInputError(f"{type(model).__name__} is on the meta device (shapes only, no weights): "
+                                       "load it with weights to time it (%elana_size sizes a meta model)")
         if input_ids is not None:
             input_ids = torch.as_tensor(input_ids, dtype=torch.long)
             if input_ids.ndim == 1:
@@ -393,11 +403,11 @@ class GenerationSession:
             self._cache_kw = _cache_kwarg(self.model)
             self._keep_kw = {"logits_to_keep": 1} if _accepts(self.model, "logits_to_keep") else {}
             self._setup_engine()
-        except torch.OutOfMemoryError:
+        except BaseException as exc:
+            if not is_out_of_memory(exc):
+                self.close()
+                raise
             out_of_memory = True  # raised below, once the traceback (and the tensors its frames hold) is gone
-        except BaseException:
-            self.close()
-            raise
         if out_of_memory:
             self.close()
             raise GenerationOutOfMemory(out_of_memory_message(self.batch, self.prompt_len, self.gen_len, self.device))
