@@ -10,6 +10,29 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 
+def history():
+    """The reports this kernel's magics produced (``History``: ``[i]``, ``["label"]``, ``save``, ``load``,
+    ``to_dataframe``)."""
+    from .core.history import history as _history
+
+    return _history()
+
+
+def compare(*items):
+    """Compare reports (or history indices / labels / saved files) with the first: a ``Comparison``."""
+    from .core.compare import compare as _compare
+    from .core.history import find_report
+
+    return _compare([find_report(i) for i in items])
+
+
+def load_report(path):
+    """A report saved with ``report.save(path)`` (or ``to_json()``), as its own class."""
+    from .core.envelope import load_report as _load
+
+    return _load(path)
+
+
 def load_ipython_extension(ipython) -> None:
     """Register the magics (called by ``%load_ext elana_magic``)."""
     from .magics import magic_classes

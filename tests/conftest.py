@@ -27,6 +27,16 @@ def ip(session_ip):
 
 
 @pytest.fixture(autouse=True)
+def fresh_history():
+    """Each test starts with an empty kernel history (the magics add every report to it)."""
+    from elana_magic.core.history import HISTORY
+
+    HISTORY.clear()
+    yield
+    HISTORY.clear()
+
+
+@pytest.fixture(autouse=True)
 def no_leftover_threads():
     """Every test must leave no thread of ours behind (samplers, loggers)."""
     before = {t.ident for t in threading.enumerate()}
@@ -48,3 +58,37 @@ def default_model():
     from elana_magic.models import default_model
 
     return default_model()
+
+
+@pytest.fixture
+def no_nvml(monkeypatch):
+    """No NVML library, no Jetson rails, no RAPL: a machine without any energy sensor."""
+    from elana_magic.energy import jetson, nvml, rapl
+
+    class NoLibrary:
+        def nvmlInit(self):
+            raise OSError("NVML Shared Library Not Found")
+
+    monkeypatch.setattr(nvml, "_module", NoLibrary())
+    monkeypatch.setattr(jetson, "SYSFS_ROOT", "/nonexistent-sys")
+    monkeypatch.setattr(rapl, "POWERCAP_ROOT", "/nonexistent-powercap")
+
+
+@pytest.fixture
+def constant_power():
+    """The class of a sensor double: a 50 W board with a cumulative joule counter and instant power."""
+    import time
+
+    from elana_magic.energy.sensor import Reading, Sensor
+
+    class ConstantPower(Sensor):
+        name, kind, method, has_counter = "fake-gpu", "gpu", "test double: 50 W", True
+
+        def __init__(self):
+            self.t0 = time.perf_counter()
+
+        def read(self) -> Reading:
+            t = time.perf_counter()
+            return Reading(t, 50.0 * (t - self.t0), 50.0)
+
+    return ConstantPower

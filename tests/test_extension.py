@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from IPython.utils.capture import capture_output
 
 from elana_magic.magics import magic_classes
@@ -28,12 +30,27 @@ def test_load_unload_reload(session_ip):
     assert all(ip.find_magic(n) is not None for n in names)
 
 
+# %elana_energy takes a statement after its options (as %timeit does): a bad value, not a bad name
+BAD_LINES = {"elana_energy": "--min-time -1 pass"}
+
+
 def test_every_registered_magic_is_real(session_ip):
-    """No magic that only says 'not yet': each one has a docstring and options."""
+    """No magic that only says 'not yet': each parses real options, shows its own use, and answers a
+    bad option with one UsageError line."""
+    from IPython.core.error import UsageError
+
     session_ip.run_line_magic("load_ext", "elana_magic")
-    for name in _our_magics():
+    names = _our_magics()
+    assert {"elana_size", "elana_latency", "elana_energy", "elana_profile", "elana_history", "elana_compare"} <= set(names)
+    for name in names:
         func = session_ip.find_magic(name)
-        assert func.__doc__ and "not yet" not in func.__doc__.lower()
+        doc = func.__doc__ or ""
+        assert "not yet" not in doc.lower() and f"%{name}" in doc, name   # an example of its own use
+        options = [a for a in func.parser._actions if a.option_strings and "-h" not in a.option_strings]
+        assert len(options) >= 2, name
+        bad = BAD_LINES.get(name, "--no-such-option")
+        with pytest.raises(UsageError):
+            session_ip.run_line_magic(name, bad)
 
 
 def test_magics_work_without_the_extension_loaded_state_leaking(ip, tiny_llama):

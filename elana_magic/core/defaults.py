@@ -14,6 +14,8 @@ GEN_LEN = 128
 WARMUP = 2
 REPEATS = 5
 MIN_TIME_S = 1.0
+# measure_paired: alternating rounds per model
+PAIRED_ROUNDS = 4
 # measure_size: the grid
 SIZE_BATCH = (1,)
 SIZE_SEQ_LEN = (1024, 2048)

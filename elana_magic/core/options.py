@@ -215,7 +215,8 @@ _STEPS = defaults.PROFILE_STEPS
 
 OPTIONS: dict[str, Option] = {o.key: o for o in [
     # positionals: what each takes as MODEL
-    Option("model", (), "A model in the notebook (name or expression), or a quoted local folder.", dest="model"),
+    Option("model", (), "A model in the notebook (name or expression), or a quoted local folder; two or more, "
+           "separated by spaces: a paired A/B in alternating rounds (--label a,b names them).", dest="model"),
     Option("size-model", (), "A model in the notebook (name or expression), or a quoted local folder / hub id "
            "(sized from its config.json on the meta device) or \"random:PRESET\".", dest="model"),
     Option("profile-model", (), "Line magic: the model (a name in the notebook). Cell magic: nothing, the cell "
@@ -317,6 +318,15 @@ OPTIONS: dict[str, Option] = {o.key: o for o in [
     Option("trust-remote-code", ("--trust-remote-code",), "Run a model folder's own Python code (an auto_map in its "
            "config.json) when loading it; off by default.", action="store_true", group="output"),
     # every magic; the command's output
+    Option("rounds", ("--rounds",), f"Paired A/B (two or more models): alternating rounds, --repeats and "
+           f"--min-time per model spread over them (default {defaults.PAIRED_ROUNDS}).", whole(1, "6"),
+           defaults.PAIRED_ROUNDS, metavar="N", group="latency"),
+    # history and comparison
+    Option("clear", ("--clear",), "Forget every report in the history.", action="store_true"),
+    Option("save", ("--save",), "Write the history to FILE (JSON lines, one report per line).", metavar="FILE"),
+    Option("load", ("--load",), "Append the reports saved in FILE (JSON lines).", metavar="FILE"),
+    Option("items", (), "Two or more reports: history indices (3, #3, -1), labels, notebook variables or saved "
+           "files. The first is the baseline.", dest="items", nargs="*"),
     Option("label", ("--label",), "A name for this measurement, shown on the report (a trace file's name keeps "
            "letters, digits, '.', '_', '-'); the command's default: the model id.", metavar="NAME",
            elana=("--model_name",), group="output"),
@@ -360,7 +370,9 @@ MAGICS: dict[str, Uses] = {
                         "max-batch", "max-seq-len") + _OUT, unset=("size-batch", "seq-len")),
     "elana_latency": Uses(("model", "tokenizer", "prompt", "ttft", "tpot", "ttlt") + _GRID + (
         "energy", "no-energy", "cuda-graph", "no-cuda-graph", "no-compile", "warmup", "repeats", "min-time",
-        "peak-bw", "peak-flops", "label", "trust-remote-code") + _OUT),
+        "peak-bw", "peak-flops", "label", "trust-remote-code", "rounds") + _OUT),
+    "elana_history": Uses(("clear", "save", "load") + _OUT),
+    "elana_compare": Uses(("items",) + _OUT),
     "elana_energy": Uses(("devices", "label", "no-plot", "energy-min-time") + _OUT),
     "elana_profile": Uses(("profile-model", "phase") + _REQUEST + ("steps", "cuda-graph", "no-cuda-graph", "out",
                                                                   "label", "gzip", "top", "trust-remote-code")

@@ -1,8 +1,10 @@
-"""The base of every result object: dict/JSON/DataFrame export, text for terminals, HTML for notebooks.
+"""The base of every result object: the envelope, dict/JSON/DataFrame export, text, HTML.
 
 Each measurement returns a subclass (``SizeReport``, ``EnergyReport``, ``LatencyReport``,
-``ProfileReport``) that implements ``to_dict`` and ``to_text``; ``to_html`` and ``widget`` are
-optional richer views.
+``ProfileReport``) that implements ``_payload`` (its own figures), ``from_dict`` (read back) and
+``to_text``; ``to_html``, ``widget`` and ``figure`` are richer views. ``to_dict`` is the envelope
+(``core.envelope``: kind, label, created, settings, fingerprint, environment, notes, warnings)
+followed by the payload.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ from __future__ import annotations
 import html
 import json
 import math
-from typing import Any
+from typing import Any, ClassVar
+
+from .envelope import ENVELOPE_KEYS, REPORT_KINDS, Envelope
 
 
 def json_safe(value: Any) -> Any:
@@ -29,13 +33,78 @@ def json_safe(value: Any) -> Any:
 
 
 class Report:
-    """A measurement's result. Subclasses implement ``to_dict`` and ``to_text``."""
+    """A measurement's result. Subclasses set ``kind`` and implement ``_payload``, ``from_dict`` and ``to_text``."""
 
-    def to_dict(self) -> dict[str, Any]:  # pragma: no cover - abstract
+    kind: ClassVar[str] = "report"
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("kind"):
+            REPORT_KINDS[cls.kind] = cls
+
+    # -- the envelope --
+    @property
+    def envelope(self) -> Envelope:
+        env = self.__dict__.get("_envelope")
+        if env is None:
+            env = self.__dict__["_envelope"] = Envelope()
+        return env
+
+    @envelope.setter
+    def envelope(self, value: Envelope) -> None:
+        self.__dict__["_envelope"] = value
+
+    def stamp(self, *, settings: dict[str, Any] | None = None, model: Any = None,
+              environment: dict[str, Any] | None = None) -> "Report":
+        """Fill the envelope: the arguments that made the report, the model's fingerprint, the environment."""
+        from .fingerprint import model_fingerprint
+
+        env = self.envelope
+        if settings is not None:
+            env.settings = json_safe(dict(settings))
+        if model is not None:
+            env.fingerprint = model_fingerprint(model)
+        if environment is not None:
+            env.environment = environment
+        return self
+
+    @property
+    def fingerprint(self) -> dict[str, Any] | None:
+        return self.envelope.fingerprint
+
+    @property
+    def created(self) -> str:
+        return self.envelope.created
+
+    def _payload(self, **kwargs) -> dict[str, Any]:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Report":  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def headline_figures(self) -> dict[str, str]:
+        """The few figures a history listing shows, formatted."""
+        return {}
+
+    def to_dict(self, **kwargs) -> dict[str, Any]:
+        payload = self._payload(**kwargs)
+        env = self.envelope
+        head = {"kind": self.kind, "label": payload.get("label"), "created": env.created,
+                "settings": env.settings, "fingerprint": env.fingerprint, "environment": env.environment,
+                "notes": list(payload.get("notes") or []),
+                "warnings": list(payload.get("warnings") or []) + [w for w in env.warnings
+                                                                   if w not in (payload.get("warnings") or [])]}
+        return {**head, **{k: v for k, v in payload.items() if k not in ENVELOPE_KEYS}}
 
     def to_text(self) -> str:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def save(self, path: str) -> str:
+        """Write ``to_json()`` to ``path`` (``load_report(path)`` reads it back); returns the path."""
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(self.to_json())
+        return path
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(json_safe(self.to_dict()), indent=indent)

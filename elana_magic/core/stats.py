@@ -85,3 +85,63 @@ class StoppingRule:
             self.reason = f"median's 95% CI within {self.rel_ci:.0%}"
             return True
         return False
+
+
+# -- comparing two sets of samples -----------------------------------------------------------------
+BOOTSTRAP_RESAMPLES = 2000
+BOOTSTRAP_MAX_SAMPLES = 2000   # larger sample sets are thinned (evenly, in order) before resampling
+
+
+def _thinned(xs: np.ndarray, limit: int) -> np.ndarray:
+    if xs.size <= limit:
+        return xs
+    return xs[np.linspace(0, xs.size - 1, limit).round().astype(int)]
+
+
+def ratio_of_medians_ci(baseline: Sequence[float], other: Sequence[float], level: float = 0.95,
+                        resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> tuple[float, float, float] | None:
+    """``(median(other) / median(baseline), low, high)``: the ratio with its percentile-bootstrap
+    interval (both sample sets resampled independently, seeded, so the same samples give the same
+    interval). None with fewer than 6 samples on either side or a non-positive median."""
+    a = np.asarray(baseline, dtype=float)
+    b = np.asarray(other, dtype=float)
+    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    if a.size < 6 or b.size < 6:
+        return None
+    med_a, med_b = float(np.median(a)), float(np.median(b))
+    if med_a <= 0 or med_b <= 0:
+        return None
+    rng = np.random.default_rng(seed)
+    boot = []
+    for xs in (_thinned(a, BOOTSTRAP_MAX_SAMPLES), _thinned(b, BOOTSTRAP_MAX_SAMPLES)):
+        idx = rng.integers(0, xs.size, size=(resamples, xs.size))
+        boot.append(np.median(xs[idx], axis=1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = boot[1] / boot[0]
+    ratios = ratios[np.isfinite(ratios)]
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(ratios, [tail, 100 - tail])
+    return med_b / med_a, float(low), float(high)
+
+
+def ratio_verdict(name: str, ratio: float | None, low: float | None = None, high: float | None = None) -> str:
+    """In words: 'TPOT 12% lower (95% CI 10-14%)', 'TPOT 3% higher (...)', or 'no difference beyond
+    noise' when the interval spans 1; without an interval, the plain change (no claim about noise)."""
+    if ratio is None:
+        return f"{name}: not comparable"
+    change = ratio - 1
+    word = "lower" if change < 0 else "higher"
+    if low is None or high is None:
+        size = f"{ratio:.3g}x" if ratio >= 2 else f"{abs(change):.0%} {word}"
+        return f"{name} {size} (no interval: too few samples)"
+    if low <= 1 <= high:
+        return f"{name}: no difference beyond noise (ratio {ratio:.3f}, 95% CI {low:.3f}-{high:.3f})"
+    if ratio >= 2:
+        return f"{name} {ratio:.3g}x (95% CI {low:.3g}-{high:.3g}x)"
+    lo, hi = sorted((abs(low - 1), abs(high - 1)))
+    return f"{name} {abs(change):.0%} {word} (95% CI {_pct(lo)}-{_pct(hi)}%)"
+
+
+def _pct(x: float) -> str:
+    p = round(x * 100, 1)
+    return f"{p:.0f}" if p >= 10 else f"{p:.1f}"

@@ -33,6 +33,8 @@ def _sum(values: list[float | None]) -> float | None:
 class EnergyReport(Report):
     """What one energy window measured. Energy in J, power in W, times in perf_counter seconds."""
 
+    kind = "energy"
+
     label: str | None
     t_start: float
     t_end: float
@@ -46,6 +48,7 @@ class EnergyReport(Report):
     interrupted: bool = False
     executions: int = 1
     show_plot: bool = True
+    saved_peak_power_w: float | None = field(default=None, repr=False)  # read back without its timeline
 
     # --- the contract's figures (per execution when executions > 1) ---------------------------
     @property
@@ -92,7 +95,7 @@ class EnergyReport(Report):
     def peak_power_w(self) -> float | None:
         t, p = self.total_timeline(scaled=False)
         inside = [w for ti, w in zip(t, p) if self.t_start <= ti <= self.t_end]
-        return max(inside) if inside else None
+        return max(inside) if inside else self.saved_peak_power_w
 
     @property
     def cpu_energy_j(self) -> float | None:
@@ -141,10 +144,12 @@ class EnergyReport(Report):
         """The same window, its figures divided over ``executions`` runs of the measured code."""
         from dataclasses import replace
 
-        return replace(self, executions=max(1, int(executions)))
+        out = replace(self, executions=max(1, int(executions)))
+        out.envelope = self.envelope
+        return out
 
     # --- export -----------------------------------------------------------------------------
-    def to_dict(self, timeline: bool = False) -> dict[str, Any]:
+    def _payload(self, timeline: bool = False) -> dict[str, Any]:
         data: dict[str, Any] = {
             "label": self.label,
             "energy_j": self.energy_j,
@@ -174,6 +179,24 @@ class EnergyReport(Report):
             data["timeline"] = {tl.name: {"t_s": [t - self.t_start for t in tl.t], "power_w": tl.power_w}
                                 for tl in self.timelines}
         return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "EnergyReport":
+        """A saved report (its figures; the power timeline only where it was saved with ``timeline=True``)."""
+        timelines = [DeviceTimeline(name, [data["t_start"] + t for t in tl["t_s"]], list(tl["power_w"]))
+                     for name, tl in (data.get("timeline") or {}).items()]
+        return cls(label=data.get("label"), t_start=data["t_start"], t_end=data["t_end"],
+                   devices=[dict(d) for d in data.get("devices") or []], timelines=timelines,
+                   idle_note=data.get("idle_note"), reason=data.get("reason"),
+                   warnings=list(data.get("warnings") or []), errors=list(data.get("errors") or []),
+                   sample_hz=data.get("sample_hz"), interrupted=bool(data.get("interrupted")),
+                   executions=int(data.get("executions") or 1), saved_peak_power_w=data.get("peak_power_w"))
+
+    def headline_figures(self) -> dict[str, str]:
+        if not self.available:
+            return {"energy": "-"}
+        return {"energy": format_energy(self.energy_j), "power": format_power(self.avg_power_w),
+                "duration": format_time(self.duration_s)}
 
     def _dataframe_rows(self, data: dict[str, Any]) -> list[dict[str, Any]]:
         """One row per device/rail, with the window's totals alongside."""

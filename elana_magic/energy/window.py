@@ -233,11 +233,16 @@ def build_report(meter, all_series: list[Series], t0: float, t1: float, label: s
             keep = [i for i, t in enumerate(raw_t) if t0 - 0.2 <= t <= t1 + 0.3]
             timeline.readings_t, timeline.readings_w = [raw_t[i] for i in keep], [raw_w[i] for i in keep]
         timelines.append(timeline)
-    return EnergyReport(
+    from ..core.environment import capture_environment
+
+    report = EnergyReport(
         label=label, t_start=t0, t_end=t1, devices=devices, timelines=timelines,
         idle_note=meter.idle_note, reason=meter.reason, warnings=warns, errors=errors,
         sample_hz=meter.sample_hz, interrupted=interrupted,
     )
+    cuda = list(getattr(meter, "cuda_indices", None) or [])
+    return report.stamp(settings={"label": label, "sample_hz": meter.sample_hz, "cuda_devices": cuda},
+                        environment=capture_environment(f"cuda:{cuda[0]}" if cuda else "cpu"))
 
 
 def _median_tick(series: Series) -> float | None:

@@ -6,9 +6,9 @@
 """
 
 from .grid import LatencyGridReport, measure_grid
-from .measure import PHASES, measure_latency
+from .measure import PHASES, measure_latency, measure_paired
 from .report import LatencyReport
 from .session import GenerationInputError, GenerationOutOfMemory, GenerationSession
 
 __all__ = ["PHASES", "GenerationInputError", "GenerationOutOfMemory", "GenerationSession", "LatencyGridReport",
-           "LatencyReport", "measure_grid", "measure_latency"]
+           "LatencyReport", "measure_grid", "measure_latency", "measure_paired"]

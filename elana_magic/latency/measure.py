@@ -20,10 +20,10 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from .devices import cuda_indices, model_devices, peak_memory, reset_peak_memory
+from .devices import cuda_indices, peak_memory, reset_peak_memory
 from .devices import synchronize as synchronize_devices
 from .session import (GenerationInputError, GenerationOutOfMemory, GenerationSession, is_out_of_memory,
-                      out_of_memory_message)
+                      model_device, out_of_memory_message)
 from .memory import MemoryProbe, phase_entry, remember_peaks
 from .report import LatencyReport, _ms
 from ..core import defaults
@@ -186,25 +186,6 @@ def _uncovered(meter, devices: list[torch.device]) -> list[int]:
     return [i for i in cuda_indices(devices) if i not in measured]
 
 
-def _environment(device: torch.device) -> dict[str, Any]:
-    import transformers
-
-    from .roofline import device_name
-
-    env = {"torch": torch.__version__, "transformers": transformers.__version__, "device_name": device_name(device)}
-    if device.type == "cuda":
-        env["cuda"] = torch.version.cuda
-        try:
-            import pynvml
-
-            pynvml.nvmlInit()
-            env["driver"] = pynvml.nvmlSystemGetDriverVersion()
-            pynvml.nvmlShutdown()
-        except Exception:  # noqa: BLE001 - the driver version is a nicety
-            pass
-    return env
-
-
 def _energy_values(rep) -> dict[str, Any] | None:
     if rep is None or rep.energy_j is None:
         return None
@@ -302,142 +283,230 @@ def measure_latency(model: torch.nn.Module, tokenizer: Any = None, phases: Seque
                                 peak_bw=peak_bw, peak_flops=peak_flops, energy_window_s=energy_window_s,
                                 max_time=max_time, rel_ci=rel_ci, seed=seed, compile=compile,
                                 progress=progress)
-    notes: list[str] = []
-    input_ids = None
-    if prompt is not None:
-        input_ids = _prompt_ids(tokenizer, prompt, batch)
-        if prompt_len != input_ids.shape[1]:
-            prompt_len = int(input_ids.shape[1])
-            notes.append(f"prompt length {prompt_len} follows the prompt text")
-    session = GenerationSession(model, batch=batch, prompt_len=prompt_len, gen_len=gen_len,
-                                cuda_graph=cuda_graph, input_ids=input_ids, seed=seed,
-                                compile=_decodes(phases) if compile is None else compile)
-    device, devices = session.device, session.devices
-    own_meter = meter is None or energy is False
-    if own_meter:
-        meter, why_no_energy = _open_meter(energy, devices, notes)
-    else:
-        why_no_energy = None if meter.available else f"energy unavailable: {meter.reason}"
-        meter = meter if meter.available else None
-        missing = _uncovered(meter, devices) if meter is not None else []
-        if missing:
-            notes.append(f"the meter passed in does not measure GPU(s) {missing} of the model: their energy is "
-                         "not counted")
-    if why_no_energy and energy is not False:
-        notes.append(why_no_energy)
-    floor_time = energy_window_s if meter is not None else 0.0
-
-    def rule() -> StoppingRule:
-        return StoppingRule(min_count=repeats, min_time=min_time, rel_ci=rel_ci, floor_time=floor_time,
-                            max_time=max_time)
-
-    results: dict[str, Any] = {}
-    stops: dict[str, str] = {}
-    peaks: dict[str, dict[str, int]] = {}
-    shared = shared_runs and meter is None and len(phases) > 1 and gen_len > 1
-    probe = MemoryProbe(device) if memory else None
-    parts: dict[str, dict] = {}   # the memory probe's peak per part: prefill, decode, request
-    t_start = time.perf_counter()
-
-    def run_phase(phase: str, name: str, run_once, warm: int) -> None:
-        reset_peak_memory(devices)
-        r = rule()
-        part = {"ttft": "prefill", "tpot": "decode", "ttlt": "request"}[phase]
-        results[phase] = _probed(probe, parts, part, lambda: _repeat(name, run_once, r, "t", warm, meter, progress))
-        stops[phase] = r.reason
-        peaks[phase] = peak_memory(devices)
-
     own_live = None
     if progress is True and in_widget_frontend():  # a notebook: the live view, not a tqdm widget
         from ..core.live import LiveView
 
         progress = own_live = LiveView("elana latency").start()
+    run = _Measurement(model, tokenizer=tokenizer, phases=phases, batch=batch, prompt_len=prompt_len,
+                       gen_len=gen_len, energy=energy, cuda_graph=cuda_graph, warmup=warmup, repeats=repeats,
+                       min_time=min_time, label=label, prompt=prompt, peak_bw=peak_bw, peak_flops=peak_flops,
+                       energy_window_s=energy_window_s, max_time=max_time, rel_ci=rel_ci, progress=progress,
+                       seed=seed, meter=meter, compile=compile, shared_runs=shared_runs, memory=memory)
     try:
-        with session as s:
-            if s.note:
-                notes.append(s.note)
-            if s.compile_s is not None and s.compile_s > 2.0 and (s.compile_info or {}).get("variant") == "new":
-                notes.append(f"decode step compiled in {s.compile_s:.0f} s, before and apart from the measurement"
-                             " (later runs of this shape on this model reuse it)")
-            clock = _Clock(devices)
-            if shared:
-                reset_peak_memory(devices)
-                got, why = _shared_phases(s, clock, phases, gen_len, warmup, rule, probe, parts, progress)
-                results.update(got)
-                stops.update(why)
-                peaks.update({p: peak_memory(devices) for p in phases})
-                notes.append("one loop of requests served every phase: each request's prefill is a TTFT sample"
-                             " and its decode steps TPOT samples (no energy window needs them apart)")
-            if "ttft" in phases and not shared:
-                def ttft_once() -> dict:
-                    a = clock.start()
-                    s.prefill()
-                    b = clock.mark()
-                    clock.sync()
-                    return {"t": [clock.seconds(a, b)]}
-
-                run_phase("ttft", "TTFT", ttft_once, warmup)
-            if "tpot" in phases and not shared:
-                s.prefill()
-
-                def tpot_once() -> dict:
-                    s.restart_decode()
-                    marks = [clock.start()]
-                    for _ in range(gen_len - 1):
-                        s.decode_step()
-                        marks.append(clock.mark())
-                    clock.sync()
-                    return {"t": [clock.seconds(a, b) for a, b in zip(marks, marks[1:])]}
-
-                run_phase("tpot", "TPOT", tpot_once, max(1, warmup))
-            if "ttlt" in phases and not shared:
-                def ttlt_once() -> dict:
-                    a = clock.start()
-                    s.prefill()
-                    b = clock.mark()
-                    for _ in range(gen_len - 1):
-                        s.decode_step()
-                    c = clock.mark()
-                    clock.sync()
-                    return {"t": [clock.seconds(a, c)], "prefill": clock.seconds(a, b), "decode_steps": gen_len - 1,
-                            "decode": clock.seconds(b, c), "edges": (clock.host(a), clock.host(b), clock.host(c))}
-
-                run_phase("ttlt", "TTLT", ttlt_once, warmup)
-            engine, max_diff, rel_err = s.engine, s.max_abs_diff, s.rel_err
-            compile_info = s.compile_info
-            static_cache = s._graph is not None
-    except RuntimeError as exc:
-        if not is_out_of_memory(exc):
-            raise
-        results = None  # raised below, once the traceback (and the tensors its frames hold) is gone
+        with run:
+            run.run_round()
     finally:
-        if probe is not None:
-            probe.close()
         if own_live is not None:
             own_live.clear()
-        if meter is not None and own_meter:
-            meter.close()
-    if results is None:
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-        raise GenerationOutOfMemory(out_of_memory_message(batch, prompt_len, gen_len, device))
-    report = _build_report(model, results, stops, phases, batch, prompt_len, gen_len, device, engine, max_diff,
-                           rel_err, notes, why_no_energy, label, peak_bw, peak_flops)
-    report.data["devices"] = [str(d) for d in devices]
-    report.data["peak_memory"] = _peak_section(peaks)
-    report.data["compile"] = compile_info
-    report.data["shared_runs"] = shared
-    report.data["time_to_result_s"] = time.perf_counter() - t_start
-    if probe is not None:
-        entries = [phase_entry(model, part, parts[part], batch, prompt_len, gen_len, static_cache, probe.method)
-                   for part in ("prefill", "decode", "request") if part in parts]
-        report.data["memory"] = {"method": probe.method, "phases": entries}
-        remember_peaks(model, device, batch, prompt_len, gen_len, entries)
-    else:
-        report.data["memory"] = None
-    runs = {phase: len(results[phase][0]) for phase in results}
-    report.data["notes"].extend(reliability_notes(report.data, runs, repeats, stops))
-    return report
+    return run.report()
+
+
+class _Measurement:
+    """One model's latency measurement, run in one or more rounds (a paired A/B alternates rounds
+    across models, each model keeping its session open); ``report()`` pools every round."""
+
+    def __init__(self, model: torch.nn.Module, *, tokenizer=None, phases=PHASES, batch=1, prompt_len=512,
+                 gen_len=128, energy=None, cuda_graph=None, warmup=DEFAULT_WARMUP, repeats=DEFAULT_REPEATS,
+                 min_time=DEFAULT_MIN_TIME, label=None, prompt=None, peak_bw=None, peak_flops=None,
+                 energy_window_s=DEFAULT_ENERGY_WINDOW_S, max_time=None, rel_ci=0.01, progress=True, seed=0,
+                 meter=None, compile=None, shared_runs=True, memory=True):
+        self.phases = check_options(phases, warmup, repeats, min_time, gen_len)
+        self.settings = {"phases": list(self.phases), "batch": batch, "prompt_len": prompt_len, "gen_len": gen_len,
+                         "energy": energy, "cuda_graph": cuda_graph, "warmup": warmup, "repeats": repeats,
+                         "min_time": min_time, "label": label, "prompt": prompt, "peak_bw": peak_bw,
+                         "peak_flops": peak_flops, "energy_window_s": energy_window_s, "max_time": max_time,
+                         "rel_ci": rel_ci, "seed": seed, "compile": compile}
+        self.notes: list[str] = []
+        input_ids = None
+        if prompt is not None:
+            input_ids = _prompt_ids(tokenizer, prompt, batch)
+            if prompt_len != input_ids.shape[1]:
+                prompt_len = int(input_ids.shape[1])
+                self.notes.append(f"prompt length {prompt_len} follows the prompt text")
+        self.model, self.batch, self.prompt_len, self.gen_len = model, batch, prompt_len, gen_len
+        self.warmup, self.repeats, self.min_time, self.max_time = warmup, repeats, min_time, max_time
+        self.rel_ci, self.progress, self.label = rel_ci, progress, label
+        self.peak_bw, self.peak_flops, self.energy_window_s = peak_bw, peak_flops, energy_window_s
+        self.session = GenerationSession(model, batch=batch, prompt_len=prompt_len, gen_len=gen_len,
+                                         cuda_graph=cuda_graph, input_ids=input_ids, seed=seed,
+                                         compile=_decodes(self.phases) if compile is None else compile)
+        self.device, self.devices = self.session.device, self.session.devices
+        self.own_meter = meter is None or energy is False
+        if self.own_meter:
+            self.meter, self.why_no_energy = _open_meter(energy, self.devices, self.notes)
+        else:
+            self.why_no_energy = None if meter.available else f"energy unavailable: {meter.reason}"
+            self.meter = meter if meter.available else None
+            missing = _uncovered(self.meter, self.devices) if self.meter is not None else []
+            if missing:
+                self.notes.append(f"the meter passed in does not measure GPU(s) {missing} of the model: their "
+                                  "energy is not counted")
+        if self.why_no_energy and energy is not False:
+            self.notes.append(self.why_no_energy)
+        self.results: dict[str, list[tuple[list[dict], Any]]] = {}
+        self.stops: dict[str, str] = {}
+        self.peaks: dict[str, dict[str, int]] = {}
+        self.rounds = 0
+        self.environment = None
+        self._oom = False
+        self.shared = shared_runs and self.meter is None and len(self.phases) > 1 and gen_len > 1
+        self.probe = MemoryProbe(self.device) if memory else None
+        self.parts: dict[str, dict] = {}   # the memory probe's peak per part: prefill, decode, request
+        self.compile_info, self.static_cache = None, False
+        self.t_start = time.perf_counter()
+
+    def __enter__(self) -> "_Measurement":
+        from ..core.environment import capture_environment
+
+        try:
+            self.session.__enter__()
+        except BaseException:
+            self._close_meter()
+            raise
+        s = self.session
+        if s.note:
+            self.notes.append(s.note)
+        if s.compile_s is not None and s.compile_s > 2.0 and (s.compile_info or {}).get("variant") == "new":
+            self.notes.append(f"decode step compiled in {s.compile_s:.0f} s, before and apart from the measurement"
+                              " (later runs of this shape on this model reuse it)")
+        self.clock = _Clock(self.devices)
+        self.environment = capture_environment(self.device)
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        from ..core.environment import finish_environment
+
+        try:
+            self.engine, self.max_diff, self.rel_err = self.session.engine, self.session.max_abs_diff, self.session.rel_err
+            self.compile_info, self.static_cache = self.session.compile_info, self.session._graph is not None
+            self.session.__exit__(exc_type, exc, tb)
+        finally:
+            self._close_meter()
+            if self.probe is not None:
+                self.probe.close()
+        if exc is not None and isinstance(exc, RuntimeError) and is_out_of_memory(exc):
+            self._oom = True
+            return True  # raised from report(), once the traceback (and the tensors its frames hold) is gone
+        finish_environment(self.environment, self.device)
+        return False
+
+    def _close_meter(self) -> None:
+        if self.meter is not None and self.own_meter:
+            self.meter.close()
+            self.meter = None
+
+    def _rule(self) -> StoppingRule:
+        floor_time = self.energy_window_s if self.meter is not None else 0.0
+        return StoppingRule(min_count=self.repeats, min_time=self.min_time, rel_ci=self.rel_ci,
+                            floor_time=floor_time, max_time=self.max_time)
+
+    def run_round(self) -> None:
+        """Warm up and measure every phase once more (samples and energy windows add up over rounds)."""
+        if self.shared:
+            return self._shared_round()
+        s, clock, gen_len = self.session, self.clock, self.gen_len
+        runs: dict[str, tuple[Callable[[], dict], int]] = {}
+        if "ttft" in self.phases:
+            def ttft_once() -> dict:
+                a = clock.start()
+                s.prefill()
+                b = clock.mark()
+                clock.sync()
+                return {"t": [clock.seconds(a, b)]}
+
+            runs["ttft"] = (ttft_once, self.warmup)
+        if "tpot" in self.phases:
+            def tpot_once() -> dict:
+                s.restart_decode()
+                marks = [clock.start()]
+                for _ in range(gen_len - 1):
+                    s.decode_step()
+                    marks.append(clock.mark())
+                clock.sync()
+                return {"t": [clock.seconds(a, b) for a, b in zip(marks, marks[1:])]}
+
+            runs["tpot"] = (tpot_once, max(1, self.warmup))
+        if "ttlt" in self.phases:
+            def ttlt_once() -> dict:
+                a = clock.start()
+                s.prefill()
+                b = clock.mark()
+                for _ in range(gen_len - 1):
+                    s.decode_step()
+                c = clock.mark()
+                clock.sync()
+                return {"t": [clock.seconds(a, c)], "prefill": clock.seconds(a, b), "decode_steps": gen_len - 1,
+                        "decode": clock.seconds(b, c), "edges": (clock.host(a), clock.host(b), clock.host(c))}
+
+            runs["ttlt"] = (ttlt_once, self.warmup)
+        for phase, (once, warmup) in runs.items():
+            if phase == "tpot":
+                s.prefill()
+            rule = self._rule()
+            reset_peak_memory(self.devices)
+            part = {"ttft": "prefill", "tpot": "decode", "ttlt": "request"}[phase]
+            chunk = _probed(self.probe, self.parts, part,
+                            lambda: _repeat(phase.upper(), once, rule, "t", warmup, self.meter, self.progress))
+            self.results.setdefault(phase, []).append(chunk)
+            self.stops[phase] = rule.reason
+            self._keep_peaks([phase])
+        self.rounds += 1
+
+    def _shared_round(self) -> None:
+        """One loop of requests serving every phase (no energy window needs them apart)."""
+        reset_peak_memory(self.devices)
+        got, why = _shared_phases(self.session, self.clock, self.phases, self.gen_len, self.warmup, self._rule,
+                                  self.probe, self.parts, self.progress)
+        for phase, chunk in got.items():
+            self.results.setdefault(phase, []).append(chunk)
+        self.stops.update(why)
+        self._keep_peaks(list(got))
+        note = ("one loop of requests served every phase: each request's prefill is a TTFT sample"
+                " and its decode steps TPOT samples (no energy window needs them apart)")
+        if note not in self.notes:
+            self.notes.append(note)
+        self.rounds += 1
+
+    def _keep_peaks(self, phases: list[str]) -> None:
+        peaks = peak_memory(self.devices)
+        for phase in phases:
+            for dev, value in peaks.items():  # the largest over the rounds
+                self.peaks.setdefault(phase, {})[dev] = max(value, self.peaks.get(phase, {}).get(dev, 0))
+
+    def report(self) -> LatencyReport:
+        if self._oom:
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            raise GenerationOutOfMemory(out_of_memory_message(self.batch, self.prompt_len, self.gen_len, self.device))
+        rep = _build_report(self.model, self.results, self.stops, self.phases, self.batch, self.prompt_len,
+                            self.gen_len, self.device, self.engine, self.max_diff, self.rel_err, self.notes,
+                            self.why_no_energy, self.label, self.peak_bw, self.peak_flops, self.environment)
+        rep.extra["devices"] = [str(d) for d in self.devices]
+        rep.extra["peak_memory"] = _peak_section(self.peaks)
+        rep.extra["compile"] = self.compile_info
+        rep.extra["shared_runs"] = self.shared
+        rep.extra["time_to_result_s"] = time.perf_counter() - self.t_start
+        rep.extra["memory"] = self._memory_section()
+        runs = {phase: sum(len(res) for res, _ in chunks) for phase, chunks in self.results.items()}
+        rep.notes.extend(reliability_notes(rep.data, runs, self.repeats, self.stops))
+        if self.rounds > 1:
+            rep.notes.append(f"pooled over {self.rounds} rounds")
+        return rep.stamp(settings=self.settings, model=self.model, environment=self.environment)
+
+
+    def _memory_section(self) -> dict[str, Any] | None:
+        if self.probe is None:
+            return None
+        entries = [phase_entry(self.model, part, self.parts[part], self.batch, self.prompt_len, self.gen_len,
+                               self.static_cache, self.probe.method)
+                   for part in ("prefill", "decode", "request") if part in self.parts]
+        remember_peaks(self.model, self.device, self.batch, self.prompt_len, self.gen_len, entries)
+        return {"method": self.probe.method, "phases": entries}
+
+
+def _pooled(chunks: list[tuple[list[dict], Any]]) -> list[dict]:
+    return [res for results, _ in chunks for res in results]
 
 
 def _probed(probe, peaks: dict, part: str, fn: Callable[[], Any]) -> Any:
@@ -511,19 +580,6 @@ def _shared_phases(s, clock, phases, gen_len, warmup, rule, probe, peaks, progre
     return results, {p: rules[p].reason for p in phases}
 
 
-
-
-def _peak_section(peaks: dict[str, dict[str, int]]) -> dict[str, dict[str, int]] | None:
-    """``{"cuda:0": {"ttft": bytes, "tpot": bytes, "ttlt": bytes, "max": bytes}, ...}`` (None off CUDA)."""
-    out: dict[str, dict[str, int]] = {}
-    for phase, per_device in peaks.items():
-        for device, value in per_device.items():
-            out.setdefault(device, {})[phase] = value
-    for row in out.values():
-        row["max"] = max(row.values())
-    return out or None
-
-
 NOISY_P99_OVER_MEDIAN = 3.0
 NOISY_CI_OVER_MEDIAN = 0.05
 
@@ -555,50 +611,36 @@ def reliability_notes(data: dict[str, Any], runs: dict[str, int], repeats: int, 
 
 
 def _build_report(model, results, stops, phases, batch, prompt_len, gen_len, device, engine, max_diff,
-                  rel_err, notes, why_no_energy, label, peak_bw, peak_flops) -> LatencyReport:
+                  rel_err, notes, why_no_energy, label, peak_bw, peak_flops, environment) -> LatencyReport:
     from .roofline import roofline
 
-    ttft = [x for res in results.get("ttft", ([], None))[0] for x in res["t"]]
-    steps = [x for res in results.get("tpot", ([], None))[0] for x in res["t"]]
-    reqs = results.get("ttlt", ([], None))[0]
+    ttft = [x for res in _pooled(results.get("ttft", [])) for x in res["t"]]
+    steps = [x for res in _pooled(results.get("tpot", [])) for x in res["t"]]
+    reqs = _pooled(results.get("ttlt", []))
     ttlt = [res["t"][0] for res in reqs]
-    data: dict[str, Any] = {
-        "label": label,
-        "model": type(model).__name__,
-        "device": str(device),
-        "device_name": None,
-        "engine": engine,
-        "cuda_graph": engine.startswith("cuda-graph"),
-        "graph_check_max_abs_diff": max_diff,
-        "graph_check_rel_err": rel_err,
-        "batch": batch, "prompt_len": prompt_len, "gen_len": gen_len,
-        "phases": list(phases),
-        "ttft_ms": _ms(summarize(ttft)),
-        "tpot_ms": _ms(summarize(steps)),
-        "ttlt_ms": _ms(summarize(ttlt)),
-        "tpot_from_ttlt_ms": None,
-        "ttlt_split_ms": None,
-        "stopped": stops,
-    }
+    tpot_from_ttlt = ttlt_split = None
     if reqs and gen_len > 1:
         pre = summarize([r["prefill"] for r in reqs])["median"]
         dec = summarize([r["decode"] for r in reqs])["median"]
-        data["ttlt_split_ms"] = {"prefill": pre * 1e3, "decode": dec * 1e3}
+        ttlt_split = {"prefill": pre * 1e3, "decode": dec * 1e3}
         # vLLM's per-request definition, with the TTFT of the same request
-        data["tpot_from_ttlt_ms"] = summarize([r["decode"] / (gen_len - 1) for r in reqs])["median"] * 1e3
-    env = _environment(device)
-    data["device_name"] = env["device_name"]
-    data["environment"] = env
-    tpot_s = summarize(steps)["median"] if steps else (
-        data["tpot_from_ttlt_ms"] / 1e3 if data["tpot_from_ttlt_ms"] else None)
-    ttft_s = summarize(ttft)["median"] if ttft else (data["ttlt_split_ms"]["prefill"] / 1e3 if reqs else None)
-    data["roofline"] = roofline(model, batch, prompt_len, gen_len, engine, device, ttft_s=ttft_s, tpot_s=tpot_s,
-                                peak_bw=peak_bw, peak_flops=peak_flops)
-    if data["roofline"]["peak_source"] is None:
-        notes.append(f"no peak bandwidth/FLOP figures for {env['device_name']}: pass --peak-bw/--peak-flops for MBU/MFU")
-    data["energy"] = _energy_section(results, batch, tpot_s, why_no_energy)
-    data["notes"] = notes
-    return LatencyReport(data, [x * 1e3 for x in steps])
+        tpot_from_ttlt = summarize([r["decode"] / (gen_len - 1) for r in reqs])["median"] * 1e3
+    name = environment.get("device_name") if environment else None
+    tpot_s = summarize(steps)["median"] if steps else (tpot_from_ttlt / 1e3 if tpot_from_ttlt else None)
+    ttft_s = summarize(ttft)["median"] if ttft else (ttlt_split["prefill"] / 1e3 if reqs else None)
+    roof = roofline(model, batch, prompt_len, gen_len, engine, device, ttft_s=ttft_s, tpot_s=tpot_s,
+                    peak_bw=peak_bw, peak_flops=peak_flops)
+    if roof["peak_source"] is None:
+        notes.append(f"no peak bandwidth/FLOP figures for {name}: pass --peak-bw/--peak-flops for MBU/MFU")
+    return LatencyReport(
+        label=label, model=type(model).__name__, device=str(device), device_name=name, engine=engine,
+        cuda_graph=engine.startswith("cuda-graph"), graph_check_max_abs_diff=max_diff, graph_check_rel_err=rel_err,
+        batch=batch, prompt_len=prompt_len, gen_len=gen_len, phases=list(phases),
+        ttft_ms=_ms(summarize(ttft)), tpot_ms=_ms(summarize(steps)), ttlt_ms=_ms(summarize(ttlt)),
+        tpot_from_ttlt_ms=tpot_from_ttlt, ttlt_split_ms=ttlt_split, stopped=dict(stops), roofline=roof,
+        energy=_energy_section(results, batch, tpot_s, why_no_energy), notes=notes,
+        ttft_samples_ms=[x * 1e3 for x in ttft], tpot_samples_ms=[x * 1e3 for x in steps],
+        ttlt_samples_ms=[x * 1e3 for x in ttlt])
 
 
 def _energy_section(results, batch, tpot_s, why_no_energy) -> dict[str, Any]:
@@ -614,24 +656,29 @@ def _energy_section(results, batch, tpot_s, why_no_energy) -> dict[str, Any]:
     for phase, (key, count_of) in units.items():
         if phase not in results:
             continue
-        res, rep = results[phase]
-        vals = _energy_values(rep)
-        if vals is None:
-            if rep is not None and energy["reason"] is None:
+        chunks = results[phase]  # one (iterations, energy report) per round
+        per_chunk = [(res, rep, _energy_values(rep)) for res, rep in chunks]
+        if any(vals is None for _, _, vals in per_chunk):
+            if any(rep is not None for _, rep, _ in per_chunk) and energy["reason"] is None:
                 energy["reason"] = "the sensor gave no energy for the window"
             continue
-        n = count_of(res)
-        energy[key] = vals["energy_j"] / n
-        energy["per_sequence"][key] = vals["energy_j"] / n / batch
-        if vals["net_energy_j"] is not None:
-            energy["net"][key] = vals["net_energy_j"] / n
-        energy["windows"][phase] = {**vals, "iterations": n}
-        _add_device_shares(energy["per_device"], rep, key, n)
-        energy["method"] = energy["method"] or rep.method
-        energy["idle_power_w"] = energy["idle_power_w"] or rep.idle_power_w
-        if phase == "ttlt" and hasattr(rep, "energy_between"):
-            pre = [rep.energy_between(a, b) for a, b, _ in (x["edges"] for x in res)]
-            dec = [rep.energy_between(b, c) for _, b, c in (x["edges"] for x in res)]
+        n = sum(count_of(res) for res, _, _ in per_chunk)
+        total = {k: _sum_or_none([vals[k] for _, _, vals in per_chunk])
+                 for k in ("energy_j", "net_energy_j", "duration_s", "uncertainty_j")}
+        total["avg_power_w"] = total["energy_j"] / total["duration_s"] if total["duration_s"] else None
+        energy[key] = total["energy_j"] / n
+        energy["per_sequence"][key] = total["energy_j"] / n / batch
+        if total["net_energy_j"] is not None:
+            energy["net"][key] = total["net_energy_j"] / n
+        energy["windows"][phase] = {**total, "iterations": n, "windows": len(per_chunk)}
+        for _, rep, _ in per_chunk:
+            _add_device_shares(energy["per_device"], rep, key, n)
+        first = per_chunk[0][1]
+        energy["method"] = energy["method"] or first.method
+        energy["idle_power_w"] = energy["idle_power_w"] or first.idle_power_w
+        if phase == "ttlt" and all(hasattr(rep, "energy_between") for _, rep, _ in per_chunk):
+            pre = [rep.energy_between(a, b) for res, rep, _ in per_chunk for a, b, _ in (x["edges"] for x in res)]
+            dec = [rep.energy_between(b, c) for res, rep, _ in per_chunk for _, b, c in (x["edges"] for x in res)]
             if None in pre or None in dec:
                 energy["request_split_j"] = {"prefill": None, "decode": None,
                                              "reason": "the sensor gave no power timeline"}
@@ -642,7 +689,7 @@ def _energy_section(results, batch, tpot_s, why_no_energy) -> dict[str, Any]:
         energy["tokens_per_j"] = batch / energy["j_per_token"]
     if energy["j_per_prompt"] is not None and energy["j_per_token"] is not None and "ttlt" in results:
         # The same split from the phase windows' counters: one prefill + (G-1) decode steps.
-        steps = results["ttlt"][0][0]["decode_steps"]
+        steps = results["ttlt"][0][0][0]["decode_steps"]
         energy["request_split_counter_j"] = {"prefill": energy["j_per_prompt"],
                                              "decode": steps * energy["j_per_token"]}
     if any(energy[k] is not None for k in ("j_per_prompt", "j_per_token", "j_per_request")):
@@ -650,8 +697,19 @@ def _energy_section(results, batch, tpot_s, why_no_energy) -> dict[str, Any]:
     return energy
 
 
+def _peak_section(peaks: dict[str, dict[str, int]]) -> dict[str, dict[str, int]] | None:
+    """``{"cuda:0": {"ttft": bytes, "tpot": bytes, "ttlt": bytes, "max": bytes}, ...}`` (None off CUDA)."""
+    out: dict[str, dict[str, int]] = {}
+    for phase, per_device in peaks.items():
+        for device, value in per_device.items():
+            out.setdefault(device, {})[phase] = value
+    for row in out.values():
+        row["max"] = max(row.values())
+    return out or None
+
+
 def _add_device_shares(per_device: list[dict[str, Any]], rep, key: str, n: int) -> None:
-    """Each counted sensor's part of one phase window (J per prompt / token / request)."""
+    """Each counted sensor's part of one phase window (J per prompt / token / request; rounds add up)."""
     for dev in getattr(rep, "devices", []):
         if not dev.get("counted_in_total") or dev.get("energy_j") is None:
             continue
@@ -661,7 +719,7 @@ def _add_device_shares(per_device: list[dict[str, Any]], rep, key: str, n: int) 
             row = {"device": f"cuda:{index}" if index is not None else dev.get("kind"), "name": dev["name"],
                    "j_per_prompt": None, "j_per_token": None, "j_per_request": None, "window_j": 0.0, "share": None}
             per_device.append(row)
-        row[key] = dev["energy_j"] / n
+        row[key] = (row[key] or 0.0) + dev["energy_j"] / n
         row["window_j"] += dev["energy_j"]
 
 
@@ -670,3 +728,87 @@ def _finish_device_shares(per_device: list[dict[str, Any]]) -> None:
     total = sum(r["window_j"] for r in per_device)
     for row in per_device:
         row["share"] = row["window_j"] / total if total > 0 else None
+
+
+def _sum_or_none(values: list[float | None]) -> float | None:
+    return None if any(v is None for v in values) else sum(values)
+
+
+DEFAULT_ROUNDS = defaults.PAIRED_ROUNDS
+
+
+def measure_paired(models: Sequence[torch.nn.Module], labels: Sequence[str] | None = None,
+                   rounds: int = DEFAULT_ROUNDS, energy: bool | None = None, min_time: float = DEFAULT_MIN_TIME,
+                   repeats: int = DEFAULT_REPEATS, progress: bool = True, **kwargs: Any):
+    """Measure several models in alternating rounds (A, B, A, B, ...) in one call, so that drifting
+    clocks and temperature fall on all of them alike; returns the ``Comparison`` of their pooled
+    reports (``.reports``, the first model is the baseline; ``.rounds`` and each report's ``rounds``
+    record the order). ``min_time`` and ``repeats`` are per model, spread over the rounds; the other
+    arguments are those of ``measure_latency``. Each model keeps its session (cache, graph) open
+    across rounds, and one energy meter serves them all.
+
+    The usual edits, each made on a copy so the original stays as it was::
+
+        import copy
+        half = copy.deepcopy(model).to(torch.bfloat16)                      # another dtype
+        pruned = copy.deepcopy(model)                                       # dropped layers
+        pruned.model.layers = pruned.model.layers[: 2 * len(pruned.model.layers) // 3]
+        pruned.config.num_hidden_layers = len(pruned.model.layers)
+        eager = copy.deepcopy(model); eager.set_attn_implementation("eager")   # another attention
+        comparison = measure_paired([model, pruned], labels=["base", "pruned"])
+    """
+    import contextlib
+
+    from ..core.compare import compare
+
+    models = list(models)
+    if len(models) < 2:
+        raise GenerationInputError(f"paired mode needs at least two models, got {len(models)}")
+    if len({id(m) for m in models}) < len(models):
+        raise GenerationInputError("the same model is given twice: compare a copy (copy.deepcopy(model)) "
+                                   "that you edited")
+    labels = list(labels) if labels else [f"model {chr(65 + i)}" if i < 26 else f"model {i}" for i in range(len(models))]
+    if len(labels) != len(models) or len(set(labels)) != len(labels):
+        raise GenerationInputError(f"give one distinct label per model ({len(models)} models, labels {labels})")
+    if not isinstance(rounds, int) or rounds < 1:
+        raise GenerationInputError(f"rounds must be a positive integer, got {rounds!r}")
+    notes: list[str] = []
+    devices = list(dict.fromkeys(model_device(m) for m in models))
+    meter, why = _open_meter(energy, devices, notes) if kwargs.get("meter") is None else (kwargs.pop("meter"), None)
+    run_energy = False if meter is None else energy  # no sensor: say so once per report, below
+    runs = [_Measurement(m, label=lab, energy=run_energy, meter=meter, min_time=min_time / rounds,
+                         repeats=max(1, -(-repeats // rounds)), progress=progress, **kwargs)
+            for m, lab in zip(models, labels)]
+    for run in runs:
+        if why and energy is not False:
+            run.notes.append(why)
+            run.why_no_energy = why
+    order: list[str] = []
+    own_live = None
+    if progress is True and in_widget_frontend():  # a notebook: the live view, not a tqdm widget
+        from ..core.live import LiveView
+
+        own_live = LiveView("elana latency (paired)").start()
+        for run in runs:
+            run.progress = own_live
+    try:
+        with contextlib.ExitStack() as stack:
+            for run in runs:
+                stack.enter_context(run)
+            for _ in range(rounds):
+                for run, lab in zip(runs, labels):
+                    run.run_round()
+                    order.append(lab)
+    finally:
+        if own_live is not None:
+            own_live.clear()
+        if meter is not None:
+            meter.close()
+    reports = [run.report() for run in runs]
+    for rep in reports:
+        rep.rounds = list(order)
+        rep.notes.append(f"paired with {', '.join(x for x in labels if x != rep.label)}: "
+                         f"{rounds} alternating rounds")
+    comparison = compare(reports, labels=labels)
+    comparison.rounds = order
+    return comparison

@@ -255,7 +255,11 @@ class ReplicaLatencyReport(LatencyReport):
             notes.append(CPU_ENERGY_NOTE)
             data["energy"]["reason"] = CPU_ENERGY_NOTE
         data["notes"] = notes
-        return cls(data, step_ms)
+        from ..core.envelope import Envelope
+
+        report = cls.from_dict({**data, "tpot_samples_ms": list(step_ms)})
+        report.envelope = Envelope.from_dict(reports[0])  # rank 0's settings, fingerprint and environment
+        return report
 
     def title(self) -> str:
         d = self.data

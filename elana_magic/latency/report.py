@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ..core.report import Report, html_table, text_table
@@ -46,21 +47,97 @@ def _ms(stats: dict) -> dict:
     return {k: (v * 1e3 if isinstance(v, float) else v) for k, v in stats.items()}
 
 
-class LatencyReport(Report):
-    """TTFT / TPOT / TTLT statistics (ms), energy per phase, roofline, notes."""
+_SAMPLE_KEYS = {"ttft": "ttft_samples_ms", "tpot": "tpot_samples_ms", "ttlt": "ttlt_samples_ms"}
 
-    def __init__(self, data: dict[str, Any], step_ms: list[float]):
-        self.data = data
-        self.step_ms = step_ms
+
+@dataclass(repr=False, eq=False)  # repr=False: IPython then uses Report._repr_pretty_
+class LatencyReport(Report):
+    """TTFT / TPOT / TTLT of one configuration: statistics and raw samples (ms), energy, roofline, notes.
+
+    ``ttft_ms``/``tpot_ms``/``ttlt_ms`` are summaries (``n, mean, median, std, p90, p99, ci95_low,
+    ci95_high``); the ``*_samples_ms`` lists are every timed prefill, decode step and request, kept
+    so that a saved report can still be compared (``%elana_compare``). ``rounds``: in a paired
+    measurement, the order in which the models ran (labels, one per round), else empty.
+    """
+
+    kind = "latency"
+
+    label: str | None
+    model: str
+    device: str
+    device_name: str | None
+    engine: str
+    batch: int
+    prompt_len: int
+    gen_len: int
+    phases: list[str]
+    ttft_ms: dict[str, Any]
+    tpot_ms: dict[str, Any]
+    ttlt_ms: dict[str, Any]
+    cuda_graph: bool = False
+    graph_check_max_abs_diff: float | None = None
+    graph_check_rel_err: float | None = None
+    tpot_from_ttlt_ms: float | None = None
+    ttlt_split_ms: dict[str, float] | None = None
+    stopped: dict[str, str] = field(default_factory=dict)
+    roofline: dict[str, Any] = field(default_factory=dict)
+    energy: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    ttft_samples_ms: list[float] = field(default_factory=list)
+    tpot_samples_ms: list[float] = field(default_factory=list)
+    ttlt_samples_ms: list[float] = field(default_factory=list)
+    rounds: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)  # e.g. devices, peak_memory; replicas: ranks, ngpus
 
     def __getattr__(self, name: str) -> Any:
-        data = self.__dict__.get("data", {})
-        if name in data:
-            return data[name]
+        extra = self.__dict__.get("extra") or {}
+        if name in extra:
+            return extra[name]
         raise AttributeError(name)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {**self.data, "step_latencies_ms": list(self.step_ms)}
+    @property
+    def step_ms(self) -> list[float]:
+        """Every decode step's latency (ms): the TPOT samples."""
+        return self.tpot_samples_ms
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The report's own figures as a dict (the payload of ``to_dict``)."""
+        return self._payload()
+
+    def samples(self, phase: str) -> list[float]:
+        """The raw samples (ms) of ``phase`` (ttft, tpot or ttlt)."""
+        return getattr(self, _SAMPLE_KEYS[phase])
+
+    def _payload(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        out.update(self.extra)
+        out["step_latencies_ms"] = list(self.tpot_samples_ms)  # the name earlier versions used
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "LatencyReport":
+        """The report a ``to_dict()`` describes; keys that are not fields (nor the envelope's) go to ``extra``."""
+        from ..core.envelope import ENVELOPE_KEYS
+
+        names = {f.name for f in fields(cls)} - {"extra"}
+        kwargs = {k: v for k, v in data.items() if k in names}
+        if not kwargs.get("tpot_samples_ms") and data.get("step_latencies_ms"):
+            kwargs["tpot_samples_ms"] = list(data["step_latencies_ms"])
+        kwargs["extra"] = {k: v for k, v in data.items()
+                           if k not in names and k not in ENVELOPE_KEYS and k != "step_latencies_ms"}
+        kwargs.setdefault("notes", list(data.get("notes") or []))
+        return cls(**kwargs)
+
+    def headline_figures(self) -> dict[str, str]:
+        out = {}
+        for name, key in (("TTFT", "ttft_ms"), ("TPOT", "tpot_ms"), ("TTLT", "ttlt_ms")):
+            med = (getattr(self, key) or {}).get("median")
+            if med is not None:
+                out[name] = format_time(med / 1e3, digits=4)
+        if (self.energy or {}).get("j_per_token") is not None:
+            out["J/token"] = format_energy(self.energy["j_per_token"])
+        return out
 
     def _dataframe_rows(self, data: dict[str, Any]) -> list[dict[str, Any]]:
         rows = []
@@ -105,7 +182,7 @@ class LatencyReport(Report):
             peak = r.get("peak_bw_bytes_per_s")
             mbu = f" = {r['mbu']:.0%} MBU of {format_bytes(peak)}/s" if r.get("mbu") is not None else ""
             lines.append(f"decode: {format_bytes(r['decode_step_bytes'])}/step (weights {format_bytes(r['weights_read_bytes'])}"
-                         f" + KV {format_bytes(r['kv_read_bytes'])}) -> {format_bytes(bw)}/s{mbu}")
+                         f" + cache {format_bytes(r['kv_read_bytes'])}) -> {format_bytes(bw)}/s{mbu}")
         if r.get("achieved_prefill_flops_per_s") is not None:
             mfu = f" = {r['mfu']:.0%} MFU of {r['peak_flops_per_s'] / 1e12:.0f} TFLOP/s" if r.get("mfu") is not None else ""
             lines.append(f"prefill: {r['prefill_flops'] / 1e12:.3g} TFLOP -> "

@@ -1,13 +1,19 @@
 """Roofline context for measured latencies: what the hardware could do at best.
 
-* Decode is bandwidth-bound: every step reads all weights once (the embedding table only as the LM
-  head, once when tied) plus the KV cache slots attention spans (``max_cache_len`` for an SDPA static
-  cache). Bytes / TPOT = achieved bandwidth; over the peak = MBU; bytes / peak = the TPOT floor.
+* Decode is bandwidth-bound: every step reads the weights once plus the cache attention spans
+  (every slot of a static cache, ``prompt_len + gen_len``; the live context of a dynamic one, its
+  mean ``prompt_len + gen_len // 2``). Both come from ``%elana_size``'s accounting (``measure_size``
+  on the model: storage bytes, tied weights once, quantized/packed layers as stored; the cache of
+  sliding-window, MLA and Mamba layers from ``size.cache_shapes``), not from a second formula; an
+  untied input embedding counts whole (a step reads only its B rows: a small overcount).
+  Bytes / TPOT = achieved bandwidth; over the peak = MBU; bytes / peak = the TPOT floor.
 * Prefill is compute-bound: 2 FLOPs per non-embedding weight per token, plus causal attention
   (2·L·T²·d per sequence), plus the LM head for the last position. FLOPs / TTFT over the peak = MFU.
 
 Peaks are datasheet figures (dense 16-bit tensor-core FLOP/s, memory bandwidth) looked up by the
-device name; ``peak_bw``/``peak_flops`` override them.
+device name; ``peak_bw``/``peak_flops`` override them. CUDA names every Jetson Orin module just
+"Orin", so on Jetson the name is the board's (``/proc/device-tree/model``, e.g. "NVIDIA Jetson Orin
+Nano Developer Kit"); a bare "Orin" gets no peak rather than the wrong module's.
 """
 
 from __future__ import annotations
@@ -39,8 +45,12 @@ PEAKS: list[tuple[tuple[str, ...], Peak]] = [
     (("l40s",), Peak("L40S", 864e9, 362e12)),
     (("l4",), Peak("L4", 300e9, 121e12)),
     (("thor",), Peak("Jetson AGX Thor", 273e9, 259e12, "datasheet; FLOP/s derived from 2070 FP4 sparse ÷ 8")),
-    (("orin",), Peak("Jetson AGX Orin 64GB", 204.8e9, 42.5e12, "datasheet; FLOP/s derived from 170 INT8 sparse TOPS ÷ 4")),
+    (("orin", "nano"), Peak("Jetson Orin Nano", 68e9, 10e12, "datasheet (8GB); FLOP/s derived from 40 INT8 sparse TOPS ÷ 4")),
+    (("orin", "nx"), Peak("Jetson Orin NX", 102.4e9, 25e12, "datasheet (16GB); FLOP/s derived from 100 INT8 sparse TOPS ÷ 4")),
+    (("agx", "orin"), Peak("Jetson AGX Orin 64GB", 204.8e9, 42.5e12, "datasheet; FLOP/s derived from 170 INT8 sparse TOPS ÷ 4")),
 ]
+
+JETSON_MODEL_PATH = "/proc/device-tree/model"
 
 
 def lookup_peak(device_name: str | None) -> Peak | None:
@@ -53,9 +63,22 @@ def lookup_peak(device_name: str | None) -> Peak | None:
     return None
 
 
+def jetson_model() -> str | None:
+    """The board's name on a Jetson ("NVIDIA Jetson AGX Orin Developer Kit"), else None."""
+    try:
+        with open(JETSON_MODEL_PATH, "rb") as f:
+            name = f.read().decode(errors="replace").strip("\x00 \n")
+    except OSError:
+        return None
+    return name if "jetson" in name.lower() else None
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
+        name = torch.cuda.get_device_name(device)
+        if any(k in name.lower() for k in ("orin", "thor")):  # CUDA doesn't name the module
+            return jetson_model() or name
+        return name
     import platform
 
     return platform.processor() or platform.machine() or "cpu"
@@ -68,23 +91,9 @@ def _text_config(model):
     return config
 
 
-def kv_bytes_per_token(model, dtype_bytes: int) -> int:
-    """K and V of one token across all attention layers: 2·layers·kv_heads·head_dim·bytes."""
-    c = _text_config(model)
-    layers = getattr(c, "num_hidden_layers", None)
-    heads = getattr(c, "num_attention_heads", None)
-    if not layers or not heads:
-        return 0
-    kv_heads = getattr(c, "num_key_value_heads", None) or heads
-    head_dim = getattr(c, "head_dim", None) or c.hidden_size // heads
-    types = getattr(c, "layer_types", None)
-    if types:  # hybrid models: only attention layers hold a KV cache
-        layers = sum(1 for t in types if "attention" in str(t)) or layers
-    return 2 * layers * kv_heads * head_dim * dtype_bytes
-
-
 def weight_bytes(model) -> dict[str, int]:
-    """Bytes of the weights a decode step reads: all parameters, the input embedding only if it is the LM head."""
+    """Parameter bytes split for the FLOP counts: total, the input embedding and LM head, tied or not
+    (the bytes a step reads come from ``decode_step_bytes``)."""
     total = sum(p.numel() * p.element_size() for p in model.parameters())  # tied weights appear once
     emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
@@ -130,6 +139,17 @@ def _elt(model) -> int:
     return 2
 
 
+def decode_step_bytes(model, batch: int, context: int) -> dict[str, Any]:
+    """Bytes one decode step reads at ``context`` tokens, from ``measure_size`` (the same accounting
+    as ``%elana_size``): ``{weights, cache, total, cache_known}``."""
+    from ..size import measure_size
+
+    size = measure_size(model, batch=[batch], seq_len=[context], cross_check=False)
+    cache = size.rows[0]["cache_bytes"]
+    return {"weights": size.model_bytes, "cache": cache or 0, "total": size.model_bytes + (cache or 0),
+            "cache_known": cache is not None}
+
+
 def roofline(model, batch: int, prompt_len: int, gen_len: int, engine: str, device: torch.device,
              ttft_s: float | None = None, tpot_s: float | None = None,
              peak_bw: float | None = None, peak_flops: float | None = None) -> dict[str, Any]:
@@ -139,16 +159,16 @@ def roofline(model, batch: int, prompt_len: int, gen_len: int, engine: str, devi
     fl = peak_flops or (peak.flops if peak else None)
     source = "override" if (peak_bw or peak_flops) else (f"{peak.name} ({peak.source})" if peak else None)
     w = weight_bytes(model)
-    kv_tok = kv_bytes_per_token(model, _elt(model))
     # A static cache's attention spans every slot; a dynamic one the live context (its mean over the decode).
     context = prompt_len + gen_len if engine.startswith("cuda-graph") else prompt_len + gen_len // 2
-    kv_read = batch * context * kv_tok
-    step_bytes = w["read"] + kv_read
+    step = decode_step_bytes(model, batch, context)
+    prompt_cache = decode_step_bytes(model, batch, prompt_len)["cache"]
+    step_bytes = step["total"]
     pf = prefill_flops(model, batch, prompt_len)
     df = decode_flops(model, batch, context)
     out: dict[str, Any] = {
         "peak_source": source, "peak_bw_bytes_per_s": bw, "peak_flops_per_s": fl,
-        "weights_read_bytes": w["read"], "kv_read_bytes": kv_read, "kv_bytes_per_token": kv_tok,
+        "weights_read_bytes": step["weights"], "kv_read_bytes": step["cache"], "cache_known": step["cache_known"],
         "decode_step_bytes": step_bytes, "decode_context_tokens": context, "tied_embeddings": w["tied"],
         "prefill_flops": pf, "decode_step_flops": df,
         "tpot_floor_ms": None, "ttft_floor_ms": None, "ttlt_floor_ms": None,
@@ -159,7 +179,7 @@ def roofline(model, batch: int, prompt_len: int, gen_len: int, engine: str, devi
         out["tpot_floor_ms"] = step_bytes / bw * 1e3
     if fl:
         compute = pf / fl
-        memory = (w["read"] + batch * prompt_len * kv_tok) / bw if bw else 0.0
+        memory = (step["weights"] + prompt_cache) / bw if bw else 0.0
         out["ttft_floor_ms"] = max(compute, memory) * 1e3
     if out["tpot_floor_ms"] is not None and out["ttft_floor_ms"] is not None:
         out["ttlt_floor_ms"] = out["ttft_floor_ms"] + (gen_len - 1) * out["tpot_floor_ms"]

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 def magic_classes() -> list[type]:
     """The Magics classes that ``%load_ext elana_magic`` registers."""
+    from .compare import CompareMagics
     from .energy import EnergyMagics
     from .latency import LatencyMagics
     from .profile import ProfileMagics
     from .size import SizeMagics
 
-    return [SizeMagics, ProfileMagics, EnergyMagics, LatencyMagics]
+    return [SizeMagics, ProfileMagics, EnergyMagics, LatencyMagics, CompareMagics]

@@ -106,12 +106,39 @@ def parse_with_model(magic, line: str):
     return args
 
 
-def deliver(shell, report: Any, args, live: Any = None) -> Any:
-    """Store (-v), show (unless -q) and return (-o) a report, as %timeit does, with one view per cell.
+def split_models(expr: str) -> list[str]:
+    """'a b' -> ['a', 'b']; 'f(a, b)' -> ['f(a, b)']: model expressions split at spaces outside brackets and quotes."""
+    parts, depth, quote, start = [], 0, "", 0
+    for i, ch in enumerate(expr):
+        if quote:
+            if ch == quote:
+                quote = ""
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif ch.isspace() and depth <= 0:
+            if expr[start:i].strip():
+                parts.append(expr[start:i].strip())
+            start = i + 1
+    if expr[start:].strip():
+        parts.append(expr[start:].strip())
+    return parts
+
+
+def deliver(shell, report: Any, args, live: Any = None, record: bool = True) -> Any:
+    """Add a report to the kernel's history (``record``), store (-v), show (unless -q) and return
+    (-o) it, as %timeit does, with one view per cell.
 
     The report is shown here (into the live view's place when the run had one); when it is also
     returned and lands in Out[n], its ``_ipython_display_`` sees it was shown in this cell already.
     """
+    if record:
+        from ..core.history import HISTORY
+
+        HISTORY.add(report)
     if getattr(args, "var", None):
         if not args.var.isidentifier():
             raise UsageError(f"-v needs a valid Python name, got {args.var!r}")

@@ -7,7 +7,7 @@ from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import magic_arguments
 
 from ..core.options import magic_options
-from ._common import (_drop, _live_view, _one_line, deliver, evaluate, is_quoted, parse_with_model, resolve_model,
+from ._common import (split_models, _drop, _live_view, _one_line, deliver, evaluate, is_quoted, parse_with_model, resolve_model,
                       unquote)
 
 
@@ -30,6 +30,19 @@ class LatencyMagics(Magics):
             %elana_latency model --batch 1 --prompt-len 512 --gen-len 128
             %elana_latency model --batch 1 8 32 --prompt-len 128 512 2048 --gen-len 128 256
             %elana_latency model --tokenizer tok --prompt "The capital of France is" --gen-len 32
+
+        Two or more models: a paired A/B, measured in alternating rounds (A, B, A, B, ...) in one call so
+        that drifting clocks and temperature fall on all alike; shows (and with -o returns) the
+        comparison, and each model's report joins %elana_history. Make the edit on a copy::
+
+            import copy, torch
+            half = copy.deepcopy(model).to(torch.bfloat16)                    # a dtype change
+            pruned = copy.deepcopy(model)                                     # dropped layers
+            pruned.model.layers = pruned.model.layers[: 2 * len(pruned.model.layers) // 3]
+            pruned.config.num_hidden_layers = len(pruned.model.layers)
+            eager = copy.deepcopy(model)                                      # another attention
+            eager.set_attn_implementation("eager")
+            %elana_latency model pruned --tpot --rounds 6
         """
         from ..latency import measure_latency
         from ..latency.session import GenerationInputError, GenerationOutOfMemory
@@ -42,6 +55,8 @@ class LatencyMagics(Magics):
             args.label = unquote(args.label)
         if args.prompt is not None and any(len(v) > 1 for v in (args.batch, args.prompt_len, args.gen_len)):
             raise UsageError("--prompt sets one prompt length: give one --prompt-len and --batch value with it")
+        if len(split_models(args.model)) > 1:
+            return self._paired(args, split_models(args.model))
         model_expr = args.model
         trust = args.trust_remote_code
         model = resolve_model(self.shell, model_expr, trust_remote_code=trust, quiet=args.quiet)
@@ -90,6 +105,53 @@ class LatencyMagics(Magics):
             live.stop()
         try:
             return deliver(self.shell, report, args, live=live)
+        finally:
+            if live is not None:
+                live.close_widgets()
+
+    def _paired(self, args, exprs: list[str]):
+        """Several models in alternating rounds: each report joins the history; the comparison is shown."""
+        from ..core.history import HISTORY
+        from ..latency import measure_paired
+        from ..latency.session import GenerationInputError, GenerationOutOfMemory
+
+        if args.prompt is not None:
+            raise UsageError("paired mode measures random prompts of --prompt-len tokens: drop --prompt")
+        models = [resolve_model(self.shell, expr, trust_remote_code=args.trust_remote_code, quiet=args.quiet)
+                  for expr in exprs]
+        if len({id(m) for m in models}) < len(models):
+            raise UsageError("the same model is given twice: compare an edited copy (copy.deepcopy(model))")
+        labels = [x.strip() for x in args.label.split(",")] if args.label else [unquote(e) for e in exprs]
+        if len(labels) != len(models):
+            raise UsageError(f"--label needs one name per model ({len(models)}), comma-separated")
+        if len(set(labels)) != len(labels):
+            raise UsageError(f"the labels must differ, got {labels}")
+        if any(len(v) > 1 for v in (args.batch, args.prompt_len, args.gen_len)):
+            raise UsageError("a paired A/B takes one --batch, --prompt-len and --gen-len value each (a grid takes one model)")
+        phases = [p for p in ("ttft", "tpot", "ttlt") if getattr(args, p)] or ["ttft", "tpot", "ttlt"]
+        live = _live_view("elana latency (paired)", quiet=args.quiet)
+        try:
+            comparison = measure_paired(
+                models, labels=labels, rounds=args.rounds, phases=phases, batch=args.batch[0],
+                prompt_len=args.prompt_len[0], gen_len=args.gen_len[0], energy=args.energy, cuda_graph=args.cuda_graph,
+                warmup=args.warmup, repeats=args.repeats, min_time=args.min_time, peak_bw=args.peak_bw,
+                peak_flops=args.peak_flops, progress=live if live is not None else not args.quiet,
+                compile=args.compile)
+        except (GenerationInputError, GenerationOutOfMemory) as exc:
+            _drop(live)
+            raise UsageError(str(exc)) from None
+        except KeyboardInterrupt:
+            _drop(live)
+            raise UsageError("interrupted: nothing was kept, and the models are as they were") from None
+        except BaseException:
+            _drop(live)
+            raise
+        if live is not None:
+            live.stop()
+        for report in comparison.reports:
+            HISTORY.add(report)
+        try:
+            return deliver(self.shell, comparison, args, live=live, record=False)
         finally:
             if live is not None:
                 live.close_widgets()

@@ -355,7 +355,11 @@ def profile_block(out: str | None = None, label: str | None = None, gzip: bool =
             yield handle
     path = export_trace(prof, handle.path)
     device = "cuda" if any(a.name == "CUDA" for a in _activities(cuda)) else "cpu"
-    handle.report = read_back(path, label=label, top=top, hta=hta, device=device)
+    from ..core.environment import capture_environment
+
+    handle.report = read_back(path, label=label, top=top, hta=hta, device=device).stamp(
+        settings={"out": out, "label": label, "gzip": gzip, "top": top, "cuda": cuda, "hta": hta},
+        environment=capture_environment(device))
 
 
 # -- profiling a phase ---------------------------------------------------------------------------------
@@ -453,5 +457,10 @@ def profile_phase(model, phase: str = defaults.PROFILE_PHASE, batch: int = defau
                 "overhead": profiled / unprofiled - 1 if unprofiled > 0 else None,
                 "basis": "wall time of the same work, synchronized, without and with the profiler"}
     settings = {"batch": session.batch, "prompt_len": session.prompt_len, "gen_len": session.gen_len, "steps": steps}
-    return read_back(path, label=label, top=top, hta=hta, phase=phase, engine=engine, device=device,
-                     settings=settings, overhead=overhead, notes=notes)
+    from ..core.environment import capture_environment
+
+    report = read_back(path, label=label, top=top, hta=hta, phase=phase, engine=engine, device=device,
+                       settings=settings, overhead=overhead, notes=notes)
+    return report.stamp(settings={"phase": phase, **settings, "out": out, "label": label, "gzip": gzip,
+                                  "cuda_graph": cuda_graph, "top": top, "hta": hta},
+                        model=model, environment=capture_environment(device))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ..core.report import Report, html_table, text_table
@@ -18,6 +18,8 @@ PERFETTO_NOTE = f"open it in {PERFETTO_URL} (Open trace file; it stays on your m
 @dataclass(repr=False, eq=False)  # repr=False: IPython then uses Report._repr_pretty_
 class ProfileReport(Report):
     """What a profile found: where the trace went, the kernel/op tables, breakdown, busy/idle, step times."""
+
+    kind = "profile"
 
     trace_path: str
     label: str
@@ -41,7 +43,7 @@ class ProfileReport(Report):
     _png: bytes | None = field(default=None, repr=False)
 
     # -- data --
-    def to_dict(self) -> dict[str, Any]:
+    def _payload(self) -> dict[str, Any]:
         return {
             "trace_path": self.trace_path, "label": self.label, "phase": self.phase, "engine": self.engine,
             "device": self.device, **self.settings,
@@ -54,6 +56,43 @@ class ProfileReport(Report):
 
     def _dataframe_rows(self, data: dict[str, Any]) -> list[dict[str, Any]]:
         return data["kernel_table"] or data["op_table"] or super()._dataframe_rows(data)
+
+    _SETTING_KEYS = ("batch", "prompt_len", "gen_len", "steps")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ProfileReport":
+        names = {f.name for f in fields(cls)} - {"settings", "_trace", "_png"}
+        kwargs = {k: v for k, v in data.items() if k in names}
+        kwargs["settings"] = {k: data[k] for k in cls._SETTING_KEYS if k in data}
+        return cls(**kwargs)
+
+    def headline_figures(self) -> dict[str, str]:
+        out = {}
+        st = self.step_time or {}
+        if st.get("gpu_mean_us") is not None:
+            out["GPU step"] = _t(st["gpu_mean_us"])
+        total = sum(r["time_us"] for r in self.breakdown)
+        if total:
+            out["time"] = _t(total)
+        out["kernels"] = str(self.counts.get("gpu", 0))
+        return out
+
+    def figure(self):
+        """Time by kernel kind (GPU kernels, or CPU ops on a CPU-only trace) as horizontal bars."""
+        from matplotlib.figure import Figure
+
+        rows = [r for r in self.breakdown if r["time_us"] > 0]
+        fig = Figure(figsize=(6.5, 0.45 * max(2, len(rows)) + 1.0))
+        ax = fig.add_subplot()
+        if rows:
+            ax.barh([r["kind"] for r in rows][::-1], [r["time_us"] / 1e3 for r in rows][::-1], color="#4C72B0")
+            ax.set_xlabel("time (ms)")
+        else:
+            ax.text(0.5, 0.5, "no kernel time in the trace", ha="center", va="center", transform=ax.transAxes)
+            ax.set_axis_off()
+        ax.set_title(f"{self.label}: time by kind ({self.breakdown_basis})", fontsize=9)
+        fig.tight_layout()
+        return fig
 
     @property
     def trace(self) -> ParsedTrace:

@@ -362,6 +362,11 @@ def measure_size(model_or_folder_or_config, batch: int | Iterable[int] = default
     batches = _as_list("batch", batch)
     lengths = _as_list("seq_len", seq_len)
     override = parse_dtype(cache_dtype)
+    settings = {"target": model_or_folder_or_config if isinstance(model_or_folder_or_config, (str, os.PathLike))
+                else type(model_or_folder_or_config).__name__, "batch": batches, "seq_len": lengths,
+                "cache_dtype": None if override is None else dtype_name(override), "binary": binary,
+                "cross_check": cross_check, "label": label}
+    user_label = label
     model, config, default_label, source = _resolve(model_or_folder_or_config, trust_remote_code)
     label = f"{label} ({type(model).__name__})" if label else default_label
     weights = count_weights(model)
@@ -386,11 +391,15 @@ def measure_size(model_or_folder_or_config, batch: int | Iterable[int] = default
     if check is not None and not any("measured_cache_bytes" in r for r in rows) and layout.known:
         notes.append(_probe(model, layout, kv_dtype, ssm_dtype))
     notes += _closing_notes(rows, lengths, layout, weights, config, source, override, dtype, gpu, on_gpu)
-    return SizeReport(
+    from ..core.environment import capture_environment
+
+    report = SizeReport(
         model=label, source=source, weights=weights, rows=rows, model_dtype=dtype_name(dtype),
         cache_dtype=dtype_name(kv_dtype), ssm_state_dtype=dtype_name(ssm_dtype), layer_counts=layout.counts(),
         binary=binary, notes=notes, gpu=gpu, model_on_gpu=on_gpu, checkpoint=_checkpoint_of(model_or_folder_or_config),
+        label=user_label or label,
     )
+    return report.stamp(settings=settings, model=model, environment=capture_environment(device))
 
 
 def _checkpoint_of(target) -> dict[str, Any] | None:

@@ -14,6 +14,8 @@ from .weights import WeightBytes
 class SizeReport(Report):
     """Parameters, buffers and the cache for a (batch, seq_len) grid. All sizes in bytes."""
 
+    kind = "size"
+
     model: str
     source: str
     weights: WeightBytes
@@ -27,6 +29,7 @@ class SizeReport(Report):
     gpu: dict[str, Any] | None = None
     model_on_gpu: bool = False
     checkpoint: dict[str, Any] | None = None
+    label: str | None = None
 
     @property
     def params_bytes(self) -> int:
@@ -40,9 +43,10 @@ class SizeReport(Report):
     def model_bytes(self) -> int:
         return self.weights.params_bytes + self.weights.buffers_bytes
 
-    def to_dict(self) -> dict[str, Any]:
+    def _payload(self) -> dict[str, Any]:
         w = self.weights
         return {
+            "label": self.label or self.model,
             "model": self.model,
             "source": self.source,
             "params_bytes": w.params_bytes,
@@ -63,7 +67,30 @@ class SizeReport(Report):
             "checkpoint": self.checkpoint,
             "notes": list(self.notes),
             "units": "binary (GiB = 2**30 bytes)" if self.binary else "SI (GB = 1e9 bytes)",
+            "packed_modules": w.packed_modules,
+            "model_on_gpu": self.model_on_gpu,
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SizeReport":
+        weights = WeightBytes(params_bytes=data["params_bytes"], buffers_bytes=data["buffers_bytes"],
+                              param_count=data["param_count"], trainable_count=data["trainable_param_count"],
+                              buffer_count=data["buffer_count"], tied=data.get("tied_tensors", 0),
+                              dtypes={k: dict(v) for k, v in (data.get("dtypes") or {}).items()},
+                              packed_modules=data.get("packed_modules", 0))
+        return cls(model=data["model"], source=data["source"], weights=weights, rows=[dict(r) for r in data["rows"]],
+                   model_dtype=data["model_dtype"], cache_dtype=data["cache_dtype"],
+                   ssm_state_dtype=data["ssm_state_dtype"], layer_counts=dict(data.get("layers") or {}),
+                   binary=str(data.get("units", "")).startswith("binary"), notes=list(data.get("notes") or []),
+                   gpu=data.get("gpu"), model_on_gpu=bool(data.get("model_on_gpu")), checkpoint=data.get("checkpoint"),
+                   label=data.get("label"))
+
+    def headline_figures(self) -> dict[str, str]:
+        out = {"params": f"{self.weights.param_count:,}", "model": self._fmt(self.model_bytes)}
+        if self.rows and self.rows[0].get("cache_bytes") is not None:
+            r = self.rows[0]
+            out[f"cache B={r['batch']} L={r['seq_len']}"] = self._fmt(r["cache_bytes"])
+        return out
 
     def _dataframe_rows(self, data: dict[str, Any]) -> list[dict[str, Any]]:
         head = {k: data[k] for k in ("model", "params_bytes", "buffers_bytes", "model_bytes")}

@@ -193,20 +193,6 @@ def write_atomic(path, text) -> None:
     os.replace(tmp, path)  # sysfs reads are atomic; so must the fake's be
 
 
-@pytest.fixture
-def no_nvml(monkeypatch):
-    """No NVML library, no Jetson rails, no RAPL: a machine without any energy sensor."""
-    from elana_magic.energy import jetson, nvml, rapl
-
-    class NoLibrary:
-        def nvmlInit(self):
-            raise OSError("NVML Shared Library Not Found")
-
-    monkeypatch.setattr(nvml, "_module", NoLibrary())
-    monkeypatch.setattr(jetson, "SYSFS_ROOT", "/nonexistent-sys")
-    monkeypatch.setattr(rapl, "POWERCAP_ROOT", "/nonexistent-powercap")
-
-
 def make_orin_nano(root) -> str:
     hw = os.path.join(root, "bus/i2c/drivers/ina3221/1-0040/hwmon/hwmon3")
     for ch, (label, mv, ma) in enumerate([("VDD_IN", 5000, 2000), ("VDD_CPU_GPU_CV", 5000, 800),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -380,8 +379,16 @@ def test_widget_and_figure(tiny_llama):
     assert view.children[1].value[:4] == b"\x89PNG"
 
 
-def test_sizes_do_not_depend_on_environment_units():
-    assert os.environ.get("ELANA_UNITS") is None  # no hidden switches: units are an argument
+def test_sizes_do_not_depend_on_environment_units(tiny_llama, monkeypatch):
+    """No hidden switches: the units are an argument, whatever the environment says."""
+    si = measure_size(tiny_llama, seq_len=16, cross_check=False)
+    for name in ("ELANA_UNITS", "ELANA_BINARY", "UNITS"):
+        monkeypatch.setenv(name, "binary")
+    again = measure_size(tiny_llama, seq_len=16, cross_check=False)
+    assert again.to_dict()["units"] == si.to_dict()["units"] == "SI (GB = 1e9 bytes)"
+    assert again.to_text() == si.to_text() and "kB" in si.to_text() and "KiB" not in si.to_text()
+    binary = measure_size(tiny_llama, seq_len=16, cross_check=False, binary=True)
+    assert "KiB" in binary.to_text()
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.compile imports deprecated torch.jit parts

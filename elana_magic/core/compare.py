@@ -1,0 +1,378 @@
+"""Comparing reports: every figure two reports share, as a ratio to the first, with an interval and a verdict.
+
+The first report is the baseline; each other one is compared with it. Timed figures (TTFT, TPOT,
+TTLT) carry a 95% confidence interval of the ratio of medians, bootstrapped from the samples both
+reports kept (``core.stats.ratio_of_medians_ci``), and a verdict in words ("TPOT 12% lower (95% CI
+10-14%)" or "no difference beyond noise"). Figures derived from TPOT (tokens/s, MBU) carry its
+interval; figures measured once (bytes, joules of one window) carry none. Everything works from
+``to_dict()``, so a report read back from a file compares like a live one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Sequence
+
+from .fingerprint import short_fingerprint
+from .report import Report, html_table, text_table
+from .stats import ratio_of_medians_ci, ratio_verdict
+from .units import format_bytes, format_energy, format_power, format_time
+
+CLOCK_TOLERANCE = 0.05   # clocks / power limits further apart than this make a warning
+
+
+class CompareError(ValueError):
+    """Reports that cannot be compared, or a name that names no report; one line."""
+
+
+@dataclass
+class Ratio:
+    """One shared figure: baseline and other value, their ratio, its 95% interval and the verdict."""
+
+    group: str
+    figure: str
+    label: str            # the compared (non-baseline) report
+    baseline: float
+    value: float
+    ratio: float | None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    verdict: str = ""
+    unit: str = ""
+
+    @property
+    def significant(self) -> bool:
+        return self.ci_low is not None and not (self.ci_low <= 1 <= self.ci_high)
+
+
+@dataclass
+class _Figure:
+    value: float | None
+    unit: str
+    samples: list[float] | None = None
+    derived_from: str | None = None   # takes the interval of that timed figure (inverted when "1/")
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or a == 0 or not (math.isfinite(a) and math.isfinite(b)):
+        return None
+    return b / a
+
+
+# -- the figures of each kind ------------------------------------------------------------------------
+def _size_figures(d: dict) -> dict[str, _Figure]:
+    out = {"parameters": _Figure(d.get("param_count"), "count"), "model bytes": _Figure(d.get("model_bytes"), "bytes")}
+    for r in d.get("rows") or []:
+        out[f"cache B={r['batch']} L={r['seq_len']}"] = _Figure(r.get("cache_bytes"), "bytes")
+    return out
+
+
+def _latency_figures(d: dict) -> dict[str, _Figure]:
+    out: dict[str, _Figure] = {}
+    for name, key in (("TTFT", "ttft"), ("TPOT", "tpot"), ("TTLT", "ttlt")):
+        med = (d.get(f"{key}_ms") or {}).get("median")
+        samples = d.get(f"{key}_samples_ms") or (d.get("step_latencies_ms") if key == "tpot" else None)
+        if med is not None:
+            out[name] = _Figure(med / 1e3, "s", list(samples or []))
+    e, r = d.get("energy") or {}, d.get("roofline") or {}
+    for name, key in (("J/prompt", "j_per_prompt"), ("J/token", "j_per_token"), ("J/request", "j_per_request")):
+        out[name] = _Figure(e.get(key), "J")
+    out["tokens/s"] = _Figure(e.get("tokens_per_s"), "1/s", derived_from="1/TPOT")
+    out["tokens/J"] = _Figure(e.get("tokens_per_j"), "1/J")
+    out["MBU"] = _Figure(r.get("mbu"), "share", derived_from="1/TPOT")
+    out["decode bytes/step"] = _Figure(r.get("decode_step_bytes"), "bytes")
+    return out
+
+
+def _energy_figures(d: dict) -> dict[str, _Figure]:
+    return {"energy": _Figure(d.get("energy_j"), "J"), "power": _Figure(d.get("avg_power_w"), "W"),
+            "duration": _Figure(d.get("duration_s"), "s")}
+
+
+def _profile_figures(d: dict) -> dict[str, _Figure]:
+    basis = "GPU" if "GPU" in str(d.get("breakdown_basis", "")) or (d.get("busy_idle") is not None) else "CPU"
+    out = {f"{basis} time: {r['kind']}": _Figure(r["time_us"] / 1e6, "s") for r in d.get("breakdown") or []}
+    total = sum(r["time_us"] for r in d.get("breakdown") or [])
+    if total:
+        out[f"{basis} time: total"] = _Figure(total / 1e6, "s")
+    st = d.get("step_time") or {}
+    if st.get("gpu_mean_us") is not None:
+        out["GPU time per decode step"] = _Figure(st["gpu_mean_us"] / 1e6, "s")
+    return out
+
+
+FIGURES: dict[str, Callable[[dict], dict[str, _Figure]]] = {
+    "size": _size_figures, "latency": _latency_figures, "energy": _energy_figures, "profile": _profile_figures}
+
+
+def _format(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    return {"bytes": lambda v: format_bytes(v), "s": lambda v: format_time(v, digits=4), "J": format_energy,
+            "W": format_power, "count": lambda v: f"{v:,.0f}", "share": lambda v: f"{v:.1%}"}.get(
+        unit, lambda v: f"{v:.4g}")(value)
+
+
+# -- comparability -------------------------------------------------------------------------------------
+def _env(d: dict) -> dict:
+    return d.get("environment") or {}
+
+
+def _gpu_start(d: dict) -> dict:
+    return (_env(d).get("gpu") or {}).get("start") or {}
+
+
+def _differs(a: Any, b: Any) -> bool:
+    return a is not None and b is not None and a != b
+
+
+def comparability_warnings(base: dict, other: dict, label: str) -> list[str]:
+    """Why ``other`` is not measured like ``base``: device, engine, workload, versions, power limit, clocks."""
+    out = []
+    if base.get("kind") != other.get("kind"):
+        out.append(f"{label} is a {other.get('kind')} report, the baseline a {base.get('kind')} report: "
+                   "only the fingerprints compare")
+    dev_a = _env(base).get("device_name") or base.get("device_name")
+    dev_b = _env(other).get("device_name") or other.get("device_name")
+    if _differs(dev_a, dev_b):
+        out.append(f"{label} ran on {dev_b}, the baseline on {dev_a}")
+    for key, what in (("engine", "engine"), ("batch", "batch"), ("prompt_len", "prompt length"),
+                      ("gen_len", "generation length"), ("phase", "phase"), ("steps", "steps")):
+        if _differs(base.get(key), other.get(key)):
+            out.append(f"{label}: {what} {other.get(key)} vs {base.get(key)} in the baseline")
+    for lib in ("torch", "transformers", "elana_magic", "driver"):
+        if _differs(_env(base).get(lib), _env(other).get(lib)):
+            out.append(f"{label}: {lib} {_env(other).get(lib)} vs {_env(base).get(lib)} in the baseline")
+    for key, what in (("power_limit_w", "power limit"), ("sm_clock_mhz", "SM clock")):
+        a, b = _gpu_start(base).get(key), _gpu_start(other).get(key)
+        if a and b and abs(b / a - 1) > CLOCK_TOLERANCE:
+            out.append(f"{label}: {what} {b:g} vs {a:g} in the baseline (more than {CLOCK_TOLERANCE:.0%} apart)")
+    return out
+
+
+# -- the comparison ------------------------------------------------------------------------------------
+def _report_label(d: dict, i: int) -> str:
+    return str(d.get("label") or f"{d.get('kind', 'report')} {i}")
+
+
+def _unique_labels(dicts: list[dict]) -> list[str]:
+    labels = [_report_label(d, i) for i, d in enumerate(dicts)]
+    seen: dict[str, int] = {}
+    out = []
+    for text in labels:
+        seen[text] = seen.get(text, 0) + 1
+        out.append(text if labels.count(text) == 1 else f"{text} ({seen[text]})")
+    return out
+
+
+def _ratios(base: dict, other: dict, label: str) -> list[Ratio]:
+    kind = base.get("kind")
+    if kind != other.get("kind") or kind not in FIGURES:
+        return []
+    fa, fb = FIGURES[kind](base), FIGURES[kind](other)
+    intervals: dict[str, tuple[float, float]] = {}
+    rows = []
+    for name, a in fa.items():
+        b = fb.get(name)
+        if b is None or a.value is None or b.value is None:
+            continue
+        ratio = _ratio(a.value, b.value)
+        low = high = None
+        if a.samples and b.samples:
+            ci = ratio_of_medians_ci(a.samples, b.samples)
+            if ci is not None:
+                low, high = ci[1], ci[2]
+                intervals[name] = (low, high)
+        elif a.derived_from and ratio is not None and a.derived_from[2:] in intervals:
+            # the figure is (other factors) / TPOT: scale TPOT's interval, inverted
+            timed = a.derived_from[2:]
+            lo_t, hi_t = intervals[timed]
+            factor = ratio * _ratio(fa[timed].value, fb[timed].value)
+            low, high = factor / hi_t, factor / lo_t
+        if a.samples or a.derived_from:
+            verdict = ratio_verdict(name, ratio, low, high)
+        else:  # measured once: the change, no claim about noise
+            verdict = "" if ratio is None else "same" if ratio == 1 else f"{abs(ratio - 1):.1%} {'lower' if ratio < 1 else 'higher'}"
+        rows.append(Ratio(kind, name, label, a.value, b.value, ratio, low, high, verdict, a.unit))
+    return rows
+
+
+def _changed_kernels(base: dict, other: dict, label: str, top: int = 8) -> list[dict[str, Any]]:
+    """The kernels (or CPU ops) whose total time changed most between two profile reports."""
+    def table(d: dict) -> dict[str, float]:
+        rows = d.get("kernel_table") or [{"name": r["name"], "total_us": r.get("self_us", r.get("total_us", 0))}
+                                         for r in d.get("op_table") or []]
+        return {r["name"]: float(r.get("total_us") or 0) for r in rows}
+
+    ta, tb = table(base), table(other)
+    changes = [{"label": label, "name": n, "baseline_us": ta.get(n, 0.0), "us": tb.get(n, 0.0),
+                "change_us": tb.get(n, 0.0) - ta.get(n, 0.0)} for n in set(ta) | set(tb)]
+    changes.sort(key=lambda c: -abs(c["change_us"]))
+    return [c for c in changes[:top] if c["change_us"] != 0]
+
+
+@dataclass(repr=False, eq=False)
+class Comparison(Report):
+    """Reports side by side: every shared figure as a ratio to the first (the baseline), with 95%
+    intervals for timed figures, verdicts, the kernels that changed most (profiles) and warnings."""
+
+    kind = "comparison"
+
+    reports: list[Report]
+    labels: list[str]
+    ratios: list[Ratio] = field(default_factory=list)
+    changed_kernels: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    rounds: list[str] = field(default_factory=list)   # a paired measurement's order of rounds
+
+    @property
+    def label(self) -> str:
+        return " vs ".join(self.labels)
+
+    def verdicts(self) -> list[str]:
+        """The verdicts in words, one per timed figure (and figures derived from one)."""
+        return [f"{r.label}: {r.verdict}" for r in self.ratios if r.ci_low is not None or "noise" in r.verdict]
+
+    def ratio(self, figure: str, label: str | None = None) -> Ratio:
+        """The ratio row of ``figure`` (for ``label``, default the first compared report)."""
+        for r in self.ratios:
+            if r.figure == figure and (label is None or r.label == label):
+                return r
+        raise KeyError(f"no shared figure {figure!r}" + (f" for {label!r}" if label else ""))
+
+    def _payload(self) -> dict[str, Any]:
+        return {
+            "label": self.label, "labels": list(self.labels),
+            "fingerprints": [r.fingerprint for r in self.reports],
+            "ratios": [asdict(r) for r in self.ratios], "verdicts": self.verdicts(),
+            "changed_kernels": list(self.changed_kernels), "rounds": list(self.rounds),
+            "warnings": list(self.warnings), "notes": list(self.notes),
+            "reports": [r.to_dict() for r in self.reports],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Comparison":
+        from .envelope import report_from_dict
+
+        comp = compare([report_from_dict(r) for r in data["reports"]], labels=data.get("labels"))
+        comp.rounds = list(data.get("rounds") or [])
+        return comp
+
+    def _dataframe_rows(self, data: dict[str, Any]) -> list[dict[str, Any]]:
+        return data["ratios"]
+
+    def headline_figures(self) -> dict[str, str]:
+        return {r.figure: f"{r.ratio:.3f}x" for r in self.ratios if r.ci_low is not None and r.ratio is not None}
+
+    # -- views --
+    def _rows(self) -> tuple[list[str], list[list[str]]]:
+        base = self.labels[0]
+        header = ["figure", f"{base} (baseline)", "compared", "value", "ratio", "95% CI", "verdict"]
+        rows = []
+        for r in self.ratios:
+            ci = f"{r.ci_low:.3f}-{r.ci_high:.3f}" if r.ci_low is not None else "-"
+            rows.append([r.figure, _format(r.baseline, r.unit), r.label, _format(r.value, r.unit),
+                         "-" if r.ratio is None else f"{r.ratio:.3f}", ci, r.verdict])
+        return header, rows
+
+    def _head_lines(self) -> list[str]:
+        lines = [f"elana compare: {self.label}"]
+        for lab, rep in zip(self.labels, self.reports):
+            lines.append(f"  {lab}: {rep.kind}, {short_fingerprint(rep.fingerprint)}, created {rep.created}")
+        hashes = {(r.fingerprint or {}).get("hash") for r in self.reports}
+        if len(hashes) == 1 and None not in hashes:
+            lines.append("  the same model (equal fingerprints)")
+        if self.rounds:
+            lines.append(f"  paired rounds: {', '.join(self.rounds)}")
+        return lines
+
+    def _kernel_rows(self) -> tuple[list[str], list[list[str]]]:
+        header = ["compared", "kernel", "baseline", "now", "change"]
+        rows = [[c["label"], c["name"][:70], format_time(c["baseline_us"] / 1e6), format_time(c["us"] / 1e6),
+                 ("+" if c["change_us"] > 0 else "-") + format_time(abs(c["change_us"]) / 1e6)]
+                for c in self.changed_kernels]
+        return header, rows
+
+    def to_text(self) -> str:
+        parts = ["\n".join(self._head_lines())]
+        header, rows = self._rows()
+        parts.append(text_table(header, rows) if rows else "(no shared figures)")
+        if self.changed_kernels:
+            parts.append("kernels whose time changed most:\n" + text_table(*self._kernel_rows()))
+        parts += [f"warning: {w}" for w in self.warnings] + [f"note: {n}" for n in self.notes]
+        return "\n".join(parts)
+
+    def _tables_html(self) -> str:
+        import html
+
+        head = "<br>".join(html.escape(x) for x in self._head_lines())
+        body = html_table(*self._rows(), caption="ratios to the baseline") if self.ratios else "<p>(no shared figures)</p>"
+        kernels = html_table(*self._kernel_rows(), caption="kernels whose time changed most") if self.changed_kernels else ""
+        warn = "".join(f"<div><b>warning:</b> {html.escape(w)}</div>" for w in self.warnings)
+        notes = "".join(f"<div><i>note: {html.escape(n)}</i></div>" for n in self.notes)
+        return f"<p>{head}</p>{body}{kernels}{warn}{notes}"
+
+    def _has_chart(self) -> bool:
+        return any(r.ratio is not None and r.ratio > 0 for r in self.ratios)
+
+    def to_html(self) -> str:
+        from .display import figure_to_html, html_block
+
+        fig = figure_to_html(self.figure(), alt="ratios with their 95% intervals") if self._has_chart() else ""
+        return html_block("compare", self._tables_html() + fig)
+
+    def widget(self):
+        from .display import figure_to_widget, html_widget, report_view
+
+        children = [html_widget(self._tables_html())]
+        if self._has_chart():
+            children.append(figure_to_widget(self.figure()))
+        return report_view("compare", children)
+
+    def figure(self):
+        """Each ratio as a point with its 95% interval (log scale), the line at 1 = no change."""
+        from matplotlib.figure import Figure
+
+        rows = [r for r in self.ratios if r.ratio is not None and r.ratio > 0]
+        fig = Figure(figsize=(7.5, 0.32 * max(3, len(rows)) + 1.2))
+        ax = fig.add_subplot()
+        names = [f"{r.figure} ({r.label})" if len(self.labels) > 2 else r.figure for r in rows][::-1]
+        for y, r in enumerate(rows[::-1]):
+            color = "#C44E52" if r.significant and r.ratio > 1 else "#55A868" if r.significant else "#4C72B0"
+            if r.ci_low is not None:
+                ax.errorbar(r.ratio, y, xerr=[[r.ratio - r.ci_low], [r.ci_high - r.ratio]], fmt="o", color=color,
+                            capsize=3)
+            else:
+                ax.plot(r.ratio, y, "s", color="grey")
+        ax.axvline(1.0, color="black", lw=1, ls="--")
+        ax.set_yticks(range(len(names)))
+        ax.set_yticklabels(names, fontsize=8)
+        ax.set_xscale("log")
+        ax.set_xlabel(f"ratio to {self.labels[0]} (95% CI where samples were kept; squares: no interval)")
+        ax.set_title(self.label, fontsize=9)
+        fig.tight_layout()
+        return fig
+
+
+def compare(reports: Sequence[Report], labels: Sequence[str] | None = None) -> Comparison:
+    """Compare ``reports`` with the first: ratios of every shared figure, intervals, verdicts, warnings."""
+    reports = list(reports)
+    if len(reports) < 2:
+        raise CompareError(f"compare needs at least two reports, got {len(reports)}")
+    for r in reports:
+        if not isinstance(r, Report):
+            raise CompareError(f"can't compare a {type(r).__name__}: pass elana reports")
+    dicts = [r.to_dict() for r in reports]
+    labels = list(labels) if labels else _unique_labels(dicts)
+    comp = Comparison(reports=reports, labels=labels)
+    for d, label in zip(dicts[1:], labels[1:]):
+        comp.warnings += comparability_warnings(dicts[0], d, label)
+        comp.ratios += _ratios(dicts[0], d, label)
+        if d.get("kind") == "profile" == dicts[0].get("kind"):
+            comp.changed_kernels += _changed_kernels(dicts[0], d, label)
+    for lab, d in zip(labels, dicts):
+        if d.get("kind") == "latency" and not d.get("tpot_samples_ms") and not d.get("ttft_samples_ms"):
+            comp.notes.append(f"{lab} kept no samples (saved by an older version): no intervals for it")
+    return comp

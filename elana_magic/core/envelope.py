@@ -1,0 +1,82 @@
+"""The envelope every report carries, and reading a saved report back.
+
+Every report's ``to_dict()`` starts with the same keys: ``kind`` (size / energy / latency / profile),
+``label``, ``created`` (UTC ISO 8601), ``settings`` (the arguments that made it), ``fingerprint``
+(``core.fingerprint``), ``environment`` (``core.environment``), ``notes`` and ``warnings``; the
+measurement's own figures follow. ``load_report`` turns such a dict (or a file holding its JSON)
+back into the report class its ``kind`` names.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+ENVELOPE_KEYS = ("kind", "label", "created", "settings", "fingerprint", "environment", "notes", "warnings")
+
+# kind -> report class; filled by Report.__init_subclass__
+REPORT_KINDS: dict[str, type] = {}
+
+
+def utc_now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class Envelope:
+    """What made a report, where it ran and what model it measured (``label``/``notes`` live on the report)."""
+
+    created: str = field(default_factory=utc_now)
+    settings: dict[str, Any] = field(default_factory=dict)
+    fingerprint: dict[str, Any] | None = None
+    environment: dict[str, Any] | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Envelope":
+        return cls(created=data.get("created") or utc_now(), settings=dict(data.get("settings") or {}),
+                   fingerprint=data.get("fingerprint"), environment=data.get("environment"),
+                   warnings=list(data.get("envelope_warnings") or []))
+
+
+class ReportFileError(ValueError):
+    """A file or dict that is not a saved elana report; the message is one line."""
+
+
+def _import_report_classes() -> None:
+    from ..energy import report as _e  # noqa: F401
+    from ..latency import report as _l  # noqa: F401
+    from ..profile import report as _p  # noqa: F401
+    from ..size import report as _s  # noqa: F401
+
+
+def report_from_dict(data: dict[str, Any]):
+    """The report a ``to_dict()`` (or its JSON) describes, as its own class."""
+    if not isinstance(data, dict) or "kind" not in data:
+        raise ReportFileError("not a saved elana report: no 'kind' field (save one with report.to_json())")
+    _import_report_classes()
+    cls = REPORT_KINDS.get(data["kind"])
+    if cls is None:
+        raise ReportFileError(f"unknown report kind {data['kind']!r}: expected one of {', '.join(sorted(REPORT_KINDS))}")
+    report = cls.from_dict(data)
+    report.envelope = Envelope.from_dict(data)
+    return report
+
+
+def load_report(path: str | os.PathLike):
+    """Read a report saved with ``report.save(path)`` / ``to_json()`` back (its class from ``kind``)."""
+    path = os.path.expanduser(os.fspath(path))
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as exc:
+        raise ReportFileError(f"cannot read {path!r}: {exc.strerror or exc}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ReportFileError(f"{path!r} is not JSON ({exc.msg} at line {exc.lineno}): "
+                              "pass a file written by report.save()") from None
+    return report_from_dict(data)

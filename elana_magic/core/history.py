@@ -1,0 +1,171 @@
+"""The kernel's history: every report a magic produced, numbered, so that any two can be compared.
+
+Bounded (``LIMIT`` reports; dropping the oldest adds a note). Saved and loaded as JSON lines (one
+report's ``to_dict()`` per line), so a comparison can span kernel restarts and machines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from .envelope import ReportFileError, report_from_dict
+from .fingerprint import short_fingerprint
+from .report import Report, html_table, json_safe, text_table
+
+LIMIT = 200
+
+
+@dataclass
+class HistoryEntry:
+    index: int
+    report: Report
+
+    @property
+    def label(self) -> str:
+        return str(getattr(self.report, "label", None) or f"{self.report.kind} #{self.index}")
+
+    def row(self) -> dict[str, Any]:
+        fp = self.report.fingerprint
+        return {"index": self.index, "label": self.label,
+                "kind": self.report.kind, "created": self.report.created,
+                "fingerprint": (fp or {}).get("hash"), "model": short_fingerprint(fp),
+                "figures": self.report.headline_figures()}
+
+
+class History(Report):
+    """Numbered reports, oldest first; ``history[i]`` by index, ``history['label']`` the latest with that label."""
+
+    def __init__(self, limit: int = LIMIT) -> None:
+        self.limit = limit
+        self.entries: list[HistoryEntry] = []
+        self.notes: list[str] = []
+        self._next = 0
+
+    def add(self, report: Report) -> int:
+        """Append ``report``; returns its index (indices are never reused)."""
+        if not isinstance(report, Report):
+            raise TypeError(f"the history keeps elana reports, not {type(report).__name__}")
+        index = self._next
+        self._next += 1
+        self.entries.append(HistoryEntry(index, report))
+        if len(self.entries) > self.limit:
+            old = self.entries.pop(0)
+            self.notes.append(f"dropped #{old.index} ({old.row()['label']}): the history keeps the last {self.limit} reports")
+        return index
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __iter__(self):
+        return (e.report for e in self.entries)
+
+    def __getitem__(self, key: int | str) -> Report:
+        return self.get(key)
+
+    def get(self, key: int | str) -> Report:
+        """By index (``3``, ``'#3'``; negative counts from the end) or by label (the latest with it)."""
+        if isinstance(key, str) and re.fullmatch(r"#?-?\d+", key.strip()):
+            key = int(key.strip().lstrip("#"))
+        if isinstance(key, int):
+            if key < 0:
+                if -key > len(self.entries):
+                    raise KeyError(f"the history holds {len(self.entries)} report(s)")
+                return self.entries[key].report
+            for e in self.entries:
+                if e.index == key:
+                    return e.report
+            raise KeyError(f"no report #{key} in the history (see %elana_history)")
+        for e in reversed(self.entries):
+            if e.label == key:
+                return e.report
+        raise KeyError(f"no report labelled {key!r} in the history (see %elana_history)")
+
+    def clear(self) -> None:
+        """Forget every report; numbering starts again at 0."""
+        self.entries.clear()
+        self.notes.clear()
+        self._next = 0
+
+    def save(self, path: str) -> str:
+        """Write every report as one JSON line; returns the path."""
+        with open(os.path.expanduser(path), "w", encoding="utf-8") as f:
+            for e in self.entries:
+                f.write(json.dumps(json_safe(e.report.to_dict())) + "\n")
+        return path
+
+    def load(self, path: str) -> list[int]:
+        """Append the reports of a saved history (JSON lines); returns their new indices."""
+        path = os.path.expanduser(path)
+        try:
+            with open(path, encoding="utf-8") as f:
+                lines = [line for line in f if line.strip()]
+        except OSError as exc:
+            raise ReportFileError(f"cannot read {path!r}: {exc.strerror or exc}") from None
+        reports = []
+        for n, line in enumerate(lines, start=1):
+            try:
+                reports.append(report_from_dict(json.loads(line)))
+            except json.JSONDecodeError:
+                raise ReportFileError(f"{path!r} line {n} is not JSON: pass a file written by %elana_history --save") from None
+        return [self.add(r) for r in reports]
+
+    # -- export and views --
+    def to_dict(self, **kwargs) -> dict[str, Any]:
+        return {"kind": "history", "limit": self.limit, "entries": [e.row() for e in self.entries],
+                "notes": list(self.notes)}
+
+    def _dataframe_rows(self, data: dict[str, Any]) -> list[dict[str, Any]]:
+        return [{k: v for k, v in row.items() if k != "figures"} | {f"figure.{k}": v for k, v in row["figures"].items()}
+                for row in data["entries"]]
+
+    def _table(self) -> tuple[list[str], list[list[str]]]:
+        header = ["#", "label", "kind", "fingerprint", "model", "figures"]
+        rows = [[r["index"], r["label"], r["kind"], r["fingerprint"] or "-", r["model"],
+                 ", ".join(f"{k} {v}" for k, v in r["figures"].items())] for r in (e.row() for e in self.entries)]
+        return header, rows
+
+    def to_text(self) -> str:
+        if not self.entries:
+            return "elana history: empty (every report a magic produces joins it)"
+        return "\n".join([f"elana history: {len(self.entries)} report(s)", text_table(*self._table())]
+                         + [f"note: {n}" for n in self.notes])
+
+    def to_html(self) -> str:
+        import html
+
+        from .display import html_block
+
+        if not self.entries:
+            return html_block("history", f"<p>{html.escape(self.to_text())}</p>")
+        notes = "".join(f"<div><i>note: {html.escape(n)}</i></div>" for n in self.notes)
+        return html_block("history", html_table(*self._table(), caption=f"elana history: {len(self.entries)} report(s)")
+                          + notes)
+
+
+HISTORY = History()
+
+
+def history() -> History:
+    """The history of this kernel (process)."""
+    return HISTORY
+
+
+def find_report(item: Any, history: History | None = None) -> Report:
+    """A report from a report, a history index or label, or a saved file (``report.save`` / ``to_json``)."""
+    from .envelope import load_report
+
+    history = HISTORY if history is None else history
+    if isinstance(item, Report):
+        return item
+    if isinstance(item, (str, os.PathLike)) and os.path.isfile(os.path.expanduser(os.fspath(item))):
+        return load_report(item)
+    if isinstance(item, (int, str)):
+        try:
+            return history.get(item)
+        except KeyError as exc:
+            raise KeyError(f"{exc.args[0]}; nor is {item!r} a saved report file") from None
+    raise TypeError(f"can't compare a {type(item).__name__}: pass a report, a history index or label, or a file")

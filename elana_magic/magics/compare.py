@@ -1,0 +1,96 @@
+"""``%elana_history`` and ``%elana_compare``: the reports of this kernel, and any of them side by side."""
+
+from __future__ import annotations
+
+import os
+import shlex
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_magic, magics_class
+from IPython.core.magic_arguments import magic_arguments, parse_argstring
+
+from ..core.options import magic_options
+from ._common import deliver, unquote
+
+
+def _resolve_item(shell, token: str):
+    """A report from a notebook variable, a history index (3, #3, -1) or label, or a saved file."""
+    from ..core.envelope import ReportFileError
+    from ..core.history import find_report
+    from ..core.report import Report
+
+    text = unquote(token)
+    if text.isidentifier() and isinstance(shell.user_ns.get(text), Report):
+        return shell.user_ns[text]
+    try:
+        return find_report(text)
+    except (KeyError, TypeError, ReportFileError) as exc:
+        raise UsageError(str(exc.args[0] if isinstance(exc, KeyError) else exc)) from None
+
+
+@magics_class
+class CompareMagics(Magics):
+    @magic_arguments()
+    @magic_options("elana_history")
+    @line_magic
+    def elana_history(self, line: str = ""):
+        """List the reports this kernel produced: index, label, kind, fingerprint and headline figures.
+
+        Every report a magic produces joins the history (the last 200). Examples::
+
+            %elana_history
+            %elana_history --save runs.jsonl        # JSON lines: one report per line
+            %elana_history --load runs.jsonl        # in a fresh kernel, or on another machine
+            h = %elana_history -o                   # h.to_dataframe(), h[3], h["baseline"]
+        """
+        from ..core.envelope import ReportFileError
+        from ..core.history import HISTORY
+
+        args = parse_argstring(self.elana_history, line)
+        if args.clear:
+            HISTORY.clear()
+        if args.load:
+            try:
+                added = HISTORY.load(unquote(args.load))
+            except ReportFileError as exc:
+                raise UsageError(str(exc)) from None
+            if not args.quiet:
+                print(f"loaded {len(added)} report(s) from {unquote(args.load)}")
+        if args.save:
+            path = os.path.expanduser(unquote(args.save))
+            try:
+                HISTORY.save(path)
+            except OSError as exc:
+                raise UsageError(f"cannot write {path!r}: {exc.strerror or exc}") from None
+            if not args.quiet:
+                print(f"saved {len(HISTORY)} report(s) to {path}")
+        return deliver(self.shell, HISTORY, args, record=False)
+
+    @magic_arguments()
+    @magic_options("elana_compare")
+    @line_magic
+    def elana_compare(self, line: str = ""):
+        """Compare reports side by side: every shared figure as a ratio to the first, with 95% intervals.
+
+        Timed figures (TTFT, TPOT, TTLT) get a bootstrap interval from the samples both reports kept and a
+        verdict ("TPOT 12% lower (95% CI 10-14%)" or "no difference beyond noise"). Warns where the
+        reports were not measured alike (device, engine, lengths, versions, power limit, clocks). Examples::
+
+            %elana_compare baseline pruned           # labels from %elana_history
+            %elana_compare 0 1 2                     # history indices; -1 is the latest
+            %elana_compare rep_a "runs/b.json"       # a variable and a file written by rep.save(...)
+            c = %elana_compare -2 -1 -o              # c.to_dataframe(), c.verdicts(), c.figure()
+        """
+        from ..core.compare import CompareError, compare
+
+        args = parse_argstring(self.elana_compare, line)
+        tokens = [t for item in args.items for t in (shlex.split(item) if item.strip() else [])]
+        if len(tokens) < 2:
+            raise UsageError("%elana_compare needs at least two reports: history indices, labels, variables or "
+                             "files (see %elana_history)")
+        reports = [_resolve_item(self.shell, t) for t in tokens]
+        try:
+            comparison = compare(reports)
+        except CompareError as exc:
+            raise UsageError(str(exc)) from None
+        return deliver(self.shell, comparison, args, record=False)

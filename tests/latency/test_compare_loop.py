@@ -1,0 +1,39 @@
+"""Done-when: the loop a user runs in a notebook - measure, edit a copy, measure again, compare."""
+
+from __future__ import annotations
+
+import copy
+
+from IPython.utils.capture import capture_output
+
+
+def drop_a_third_of_the_layers(model):
+    """A copy with the last third of its decoder layers dropped (the kept ones keep their layer index)."""
+    pruned = copy.deepcopy(model)
+    keep = 2 * len(pruned.model.layers) // 3
+    pruned.model.layers = pruned.model.layers[:keep]
+    pruned.config.num_hidden_layers = keep
+    if getattr(pruned.config, "layer_types", None):
+        pruned.config.layer_types = pruned.config.layer_types[:keep]
+    return pruned
+
+
+def test_measure_prune_measure_compare(ip, default_model):
+    model = default_model.model
+    ip.user_ns["model"] = model
+    ip.user_ns["pruned"] = drop_a_third_of_the_layers(model)
+    line = "--tpot --prompt-len 8 --gen-len 17 --no-energy --warmup 1 --repeats 5 --min-time 1 -q"
+    ip.run_line_magic("elana_latency", f"model {line} --label base")
+    ip.run_line_magic("elana_latency", f"pruned {line} --label pruned")
+    with capture_output() as shown:
+        comp = ip.run_line_magic("elana_compare", "base pruned -o")
+    tpot = comp.ratio("TPOT")
+    assert tpot.ratio < 1 and tpot.ci_high < 1, tpot      # lower, with an interval that excludes 1
+    assert tpot.verdict.startswith("TPOT ") and " lower (95% CI " in tpot.verdict
+    base, pruned = comp.reports
+    assert base.fingerprint["hash"] != pruned.fingerprint["hash"]
+    assert pruned.fingerprint["param_count"] < base.fingerprint["param_count"]
+    assert pruned.fingerprint["layers"] == 2 * base.fingerprint["layers"] // 3
+    assert comp.ratio("decode bytes/step").ratio < 1
+    assert "TPOT" in shown.stdout + "".join(str(o.data) for o in shown.outputs)
+    assert len(model.model.layers) == base.fingerprint["layers"]  # the original is untouched
