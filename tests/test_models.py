@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from elana_magic.models import PRESETS, preset_config, random_model, smollm2_folder
+from elana_magic.models import PRESETS, LoadedModel, preset_config, random_model, smollm2_folder
 from elana_magic.size import measure_size
 
 # Parameter counts of the published models whose shapes the presets copy.
@@ -24,6 +24,21 @@ def test_default_model_has_real_weights(default_model):
     with torch.no_grad():
         out = model.generate(ids, max_new_tokens=2, do_sample=False)
     assert tok.decode(out[0, ids.shape[1]:]).startswith(" Paris")
+
+
+def test_default_model_unpacks_as_model_and_tokenizer(default_model):
+    model, tokenizer = default_model
+    assert model is default_model.model and tokenizer is default_model.tokenizer
+    assert default_model.label  # the attributes stay
+
+
+def test_loaded_model_unpacks_and_keeps_attributes(tiny_llama):
+    loaded = LoadedModel(tiny_llama, None, "tiny", True)
+    model, tokenizer = loaded
+    assert model is tiny_llama and tokenizer is None
+    assert (loaded.label, loaded.random_weights) == ("tiny", True)
+    with pytest.raises(ValueError):
+        model, tokenizer, extra = loaded
 
 
 def test_default_model_size_report_leaves_it_unchanged(default_model):
