@@ -17,6 +17,7 @@ PY=${PYTHON:-python3}
 "$PY" -m venv --clear "$ENV"
 export PATH="$ENV/bin:$PATH"          # postBuild's `python` is the environment's
 export PIP_DISABLE_PIP_VERSION_CHECK=1
+unset PYTHONPATH                      # only what binder/ installed
 # Where the PyTorch index is unreachable (an offline CI mirror), pip skips it at once instead of
 # retrying it for every package; torch then comes from the configured mirror or wheel folder.
 if ! python -c "import socket; socket.getaddrinfo('download.pytorch.org', 443)" 2>/dev/null; then
