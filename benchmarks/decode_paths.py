@@ -1,7 +1,9 @@
 """Decode TPOT side by side: our default engine vs HF generate() eager vs generate() static cache + torch.compile.
 
-Ours: the default (static cache, Inductor-compiled decode step captured in our CUDA graph) and the same
-graph engine without compile (``compile=False``); ``--with-eager`` adds our eager engine.
+Ours: the default (static cache, Inductor-compiled decode step captured in our CUDA graph; regional
+compilation: one compiled decoder block for every layer) and the same graph engine without compile
+(``compile=False``); ``--with-whole`` adds today's whole-model compile (``compile="whole"``),
+``--with-eager`` our eager engine.
 ``--time-to-result`` also times all three phases with energy on the first configuration, twice in a row
 on the same model, after the TPOT runs of that shape (so the compiled step is reused).
 
@@ -85,6 +87,7 @@ def main() -> None:
                         default=["llama-3.2-1b:1", "llama-3.2-1b:16", "llama-3.1-8b:1", "llama-3.1-8b:16"],
                         help="PRESET:BATCH, run in this order (consecutive ones of a preset share the model)")
     parser.add_argument("--with-eager", action="store_true", help="also time our eager engine")
+    parser.add_argument("--with-whole", action="store_true", help="also time our whole-model compiled engine")
     parser.add_argument("--time-to-result", action="store_true")
     parser.add_argument("--time-to-result-calls", type=int, default=2)
     parser.add_argument("--suffix", default="")
@@ -124,10 +127,15 @@ def main() -> None:
             t = time.perf_counter()
             rep = ours(model, batch, args)
             row.update(ours_second_tpot_ms=rep.tpot_ms["median"], ours_second_wall_s=time.perf_counter() - t,
-                       ours_second_engine=rep.engine)
+                       ours_second_engine=rep.engine, ours_second_notes=rep.notes)
             graph = ours(model, batch, args, compile=False)
             row.update(ours_graph_engine=graph.engine, ours_graph_tpot_ms=graph.tpot_ms["median"],
-                       ours_graph_mbu=graph.roofline["mbu"])
+                       ours_graph_mbu=graph.roofline["mbu"], ours_graph_notes=graph.notes)
+            if args.with_whole:
+                t = time.perf_counter()
+                whole = ours(model, batch, args, compile="whole")
+                row.update(ours_whole_engine=whole.engine, ours_whole_tpot_ms=whole.tpot_ms["median"],
+                           ours_whole_mbu=whole.roofline["mbu"], ours_whole_wall_s=time.perf_counter() - t)
             if args.with_eager:
                 row["ours_eager_tpot_ms"] = ours(model, batch, args, cuda_graph=False).tpot_ms["median"]
             if args.time_to_result and not extra and preset == "llama-3.2-1b":
@@ -176,13 +184,14 @@ def write(args, env: dict, rows: list[dict], extra: dict) -> str:
     lines = [f"Decode TPOT (median step, ms), prompt {args.prompt_len}, gen {args.gen_len}, bf16 random weights.",
              f"{env['card']}, driver {env.get('driver')}, torch {env['torch']}, transformers {env['transformers']},"
              f" {env['date']}", "",
-             "| model | batch | ours default (engine) | ours 2nd call | ours graph, no compile | ours eager |"
-             " generate eager | generate static+compile | floor | ours default / fastest | MBU ours default |"
-             " check rel err | compile wall s (1st call) |",
-             "|" + "---|" * 13]
+             "| model | batch | ours default (engine) | ours 2nd call | ours whole-model compile | ours graph, no compile |"
+             " ours eager | generate eager | generate static+compile | floor | ours default / fastest | MBU ours default |"
+             " check rel err | 1st call wall s |",
+             "|" + "---|" * 14]
     for r in rows:
         lines.append(f"| {r['model']} | {r['batch']} | {_ms(r['ours_tpot_ms'])} ({r['ours_engine']}) |"
-                     f" {_ms(r.get('ours_second_tpot_ms'))} | {_ms(r.get('ours_graph_tpot_ms'))} |"
+                     f" {_ms(r.get('ours_second_tpot_ms'))} | {_ms(r.get('ours_whole_tpot_ms'))} |"
+                     f" {_ms(r.get('ours_graph_tpot_ms'))} |"
                      f" {_ms(r.get('ours_eager_tpot_ms'))} | {_ms(r['generate_eager_tpot_ms'])} |"
                      f" {_ms(r.get('generate_static_compile_tpot_ms'))} | {_ms(r['tpot_floor_ms'])} |"
                      f" {r['ours_over_fastest']:.3f} | {r['ours_mbu']:.1%} |"

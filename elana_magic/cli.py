@@ -2,32 +2,56 @@
 
     elana-magic                               # the embedded default model, every phase
     elana-magic random:llama-3.1-8b --size --batch 1 8 --seq-len 1024 8192
-    elana-magic random:llama-3.2-1b --ttft --tpot --prompt-len 512 --gen-len 128
-    elana-magic /models/Llama-3.2-1B --tpot --torch-profile --out traces/
+    elana-magic /models/Llama-3.2-1B --ttft --tpot --ttlt --energy --cache_graph \\
+                --batch_size 1 --prompt_len 512 --gen_len 128 --repeats 100      # ELANA's flags
+    elana-magic /models/Llama-3.2-1B --tpot --torch-profile --out traces/ --json run.json --csv run.csv
 
-Each measurement is a ``Phase``: its flag, its own options, and a function that takes the model
-target, the parsed options and the names of the chosen phases of its group, and returns a report.
-Phases of one group (``--ttft --tpot --ttlt``) run together in one measurement. To add one, write
-the function and append a ``Phase`` to ``PHASES``; with no phase flag, all of them run.
+The options come from the one option spec (``core/options.py``), which the magics share; ELANA's
+spellings are accepted beside ours. Without a GPU, the request shape and the repetition rule take
+CPU-sized defaults unless given, and the output says so.
+
+Each measurement is a ``Phase``: its flag (an option of the spec) and a function that takes the
+model target, the parsed options and the names of the chosen phases of its group, and returns a
+report. Phases of one group (``--ttft --tpot --ttlt``) run together in one measurement.
+
+Exit status: 0 success; 2 bad input (one line on stderr: a bad option, a model that can't be
+loaded); 1 a measurement that failed (one line; the traceback too with ``--log_level DEBUG``).
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
+import logging
+import os
 import sys
+import traceback
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from .core.options import (COMMAND, ELANA_DEFAULTS, OPTIONS, OptionError, add_command_options, cpu_sized,
+                           flags_text)
 from .core.report import json_safe
+
+PROG = "elana-magic"
+
+
+class CommandInputError(Exception):
+    """Bad input found after parsing (a model that can't be loaded, a missing tokenizer): exit 2."""
 
 
 class ModelTarget:
     """What the user named (nothing = the embedded default), materialized only when a phase needs it."""
 
-    def __init__(self, spec: str | None):
+    def __init__(self, spec: str | None, device_map: str | None = None, tokenizer: str | None = None,
+                 trust_remote_code: bool = False):
         self.spec = spec
+        self.device_map = device_map
+        self.trust_remote_code = trust_remote_code
+        self.tokenizer_spec = tokenizer
         self._loaded = None
+        self._tokenizer = None
 
     @property
     def label(self) -> str:
@@ -37,9 +61,11 @@ class ModelTarget:
 
     @property
     def loaded(self):
-        """A ``models.LoadedModel`` (model, tokenizer, label), loaded once."""
+        """A ``models.LoadedModel`` (model, tokenizer, label), loaded once, on the GPU when one exists."""
         if self._loaded is None:
-            self._loaded = load_model(self.spec)
+            self._loaded = load_model(self.spec, self.device_map, self.trust_remote_code)
+            if self.device_map is None and _cuda_available():
+                self._loaded.model.to("cuda")
         return self._loaded
 
     @property
@@ -47,36 +73,83 @@ class ModelTarget:
         return self.loaded.model
 
     @property
+    def tokenizer(self):
+        if self.tokenizer_spec is None:
+            return self.loaded.tokenizer
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self.tokenizer_spec, self.trust_remote_code)
+        return self._tokenizer
+
+    @property
     def is_loaded(self) -> bool:
         return self._loaded is not None
 
 
-def load_model(spec: str | None):
+def load_model(spec: str | None, device_map: str | None = None, trust_remote_code: bool = False):
     """The embedded default (None), a random preset (``random:NAME``) or a local folder / hub id."""
     from .models import PRESETS, LoadedModel, default_model, random_model
 
-    if spec is None:
-        return default_model()
-    if spec.startswith("random:"):
+    if spec is None or spec.startswith("random:"):
+        device = _single_device(device_map, spec)
+        if spec is None:
+            loaded = default_model()
+            if device is not None:
+                loaded.model.to(device)
+            return loaded
         name = spec.split(":", 1)[1]
         if name not in PRESETS:
-            raise SystemExit(f"elana-magic: unknown preset {name!r}; known: {', '.join(sorted(PRESETS))}")
-        return LoadedModel(random_model(name), None, f"{name} shape, RANDOM weights", True)
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+            raise CommandInputError(f"unknown preset {name!r}; known: {', '.join(sorted(PRESETS))}")
+        return LoadedModel(random_model(name, device=device).to(device or "cpu"), None,
+                           f"{name} shape, RANDOM weights", True)
+    if _looks_like_path(spec) and not os.path.isdir(os.path.expanduser(spec)):
+        raise CommandInputError(f"no folder {spec!r}: give a local model folder, a hub id or random:PRESET")
+    from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(spec).eval()
+    kwargs = {"trust_remote_code": trust_remote_code}  # explicit: transformers never asks on stdin
+    if device_map is not None:
+        kwargs["device_map"] = device_map
     try:
-        tokenizer = AutoTokenizer.from_pretrained(spec)
-    except Exception:  # a folder without tokenizer files: phases use random token ids
+        model = AutoModelForCausalLM.from_pretrained(os.path.expanduser(spec), **kwargs).eval()
+    except Exception as exc:  # a broken config, a hub id without network, an unknown architecture
+        raise CommandInputError(f"could not load {spec!r}: {one_line(exc)}") from exc
+    try:
+        tokenizer = load_tokenizer(spec, trust_remote_code)
+    except CommandInputError:  # a folder without tokenizer files: phases use random token ids
         tokenizer = None
     return LoadedModel(model, tokenizer, spec, False)
 
 
+def load_tokenizer(spec: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(os.path.expanduser(spec), trust_remote_code=trust_remote_code)
+    except Exception as exc:
+        raise CommandInputError(f"could not load the tokenizer {spec!r}: {one_line(exc)}") from exc
+
+
+def _single_device(device_map: str | None, spec: str | None) -> str | None:
+    """The one device a built-in model goes to (--device_map cpu / cuda:1); a map needs from_pretrained."""
+    if device_map is None:
+        return None
+    import torch
+
+    try:
+        return str(torch.device(device_map))
+    except (RuntimeError, TypeError, ValueError):
+        what = spec or "the embedded default model"
+        raise CommandInputError(f"--device_map {device_map!r} needs a folder or hub id: {what} goes to one "
+                                "device (e.g. --device_map cuda:0)") from None
+
+
+def _looks_like_path(spec: str) -> bool:
+    """A folder rather than a hub id ('org/name')."""
+    return spec.startswith(("/", ".", "~")) or spec.count("/") > 1
+
+
 @dataclass
 class Phase:
-    name: str
-    help: str
-    add_arguments: Callable[[argparse.ArgumentParser], None]
+    name: str  # the key of its flag in the option spec
     run: Callable[[ModelTarget, argparse.Namespace, list[str]], Any]
     group: str = ""  # phases of one group run in one measurement; "" = the phase's own name
 
@@ -84,18 +157,9 @@ class Phase:
     def key(self) -> str:
         return self.group or self.name
 
-
-# --- size -------------------------------------------------------------------------------------
-
-
-def _size_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("size")
-    group.add_argument("--batch", type=int, nargs="+", default=[1], metavar="B", help="batch sizes (default 1)")
-    group.add_argument("--seq-len", type=int, nargs="+", default=[1024, 2048], metavar="L",
-                       help="context lengths the cache holds (default 1024 2048)")
-    group.add_argument("--cache-dtype", default=None, metavar="DT", help="KV cache dtype (default: the model's)")
-    group.add_argument("--gib", action="store_true", help="binary units (GiB) instead of SI (GB)")
-    group.add_argument("--no-check", action="store_true", help="skip the measured cross-check (a real prefill)")
+    @property
+    def dest(self) -> str:
+        return OPTIONS[self.name].dest or self.name
 
 
 def run_size(target: ModelTarget, args: argparse.Namespace, names: list[str]):
@@ -104,59 +168,32 @@ def run_size(target: ModelTarget, args: argparse.Namespace, names: list[str]):
     # A folder, hub id or preset is sized from its config on the meta device, unless another phase
     # has already loaded the weights.
     what = target.model if (target.spec is None or target.is_loaded) else target.spec
-    report = measure_size(what, batch=args.batch, seq_len=args.seq_len, cache_dtype=args.cache_dtype,
-                          binary=args.gib, cross_check=not args.no_check,
-                          label=target.label if target.is_loaded else None)
-    return report
-
-
-# --- latency (ttft, tpot, ttlt) and energy ----------------------------------------------------
-
-
-def _latency_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("latency (--ttft --tpot --ttlt; the first --batch value is used)")
-    group.add_argument("--prompt-len", type=int, default=512, metavar="P", help="prompt tokens (default 512)")
-    group.add_argument("--gen-len", type=int, default=128, metavar="G", help="generated tokens (default 128)")
-    group.add_argument("--prompt", default=None, help="a real prompt (needs the model's tokenizer)")
-    group.add_argument("--energy", dest="energy", action="store_true", default=None,
-                       help="measure energy per phase (default: when a sensor exists)")
-    group.add_argument("--no-energy", dest="energy", action="store_false")
-    group.add_argument("--cuda-graph", "--cache_graph", dest="cuda_graph", action="store_true", default=None,
-                       help="decode with a CUDA graph (default on CUDA)")
-    group.add_argument("--no-cuda-graph", dest="cuda_graph", action="store_false")
-    group.add_argument("--warmup", type=int, default=None, metavar="N", help="warm-up runs per phase")
-    group.add_argument("--repeats", type=int, default=None, metavar="N", help="minimum timed runs per phase")
-    group.add_argument("--min-time", type=float, default=None, metavar="S", help="minimum seconds per phase")
+    label = args.label or (target.label if target.is_loaded else None)
+    return measure_size(what, batch=args.batch, seq_len=args.seq_len, cache_dtype=args.cache_dtype,
+                        binary=args.gib, cross_check=not args.no_check, label=label)
 
 
 def run_latency(target: ModelTarget, args: argparse.Namespace, names: list[str]):
     from .latency import measure_latency
 
-    model = target.model
-    device = next(model.parameters()).device
-    if device.type == "cpu" and _cuda_available():
-        model.to("cuda")
-    options = {k: getattr(args, k) for k in ("warmup", "repeats", "min_time") if getattr(args, k) is not None}
-    return measure_latency(model, tokenizer=target.loaded.tokenizer, phases=names, batch=args.batch[0],
+    replicas = {"ngpus": args.ngpus} if "ngpus" in inspect.signature(measure_latency).parameters else {}
+    tokenizer = target.tokenizer if args.prompt is not None else None
+    if args.prompt is not None and tokenizer is None:
+        raise CommandInputError("--prompt needs a tokenizer: the model has none, give --tokenizer FOLDER_OR_HUB_ID")
+    return measure_latency(target.model, tokenizer=tokenizer, phases=names, batch=args.batch[0],
                            prompt_len=args.prompt_len, gen_len=args.gen_len, energy=args.energy,
-                           cuda_graph=args.cuda_graph, prompt=args.prompt, label=target.label, **options)
-
-
-# --- kernel profile ----------------------------------------------------------------------------
-
-
-def _profile_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("profile (--torch-profile)")
-    group.add_argument("--profile-phase", choices=("ttft", "tpot", "ttlt"), default="tpot",
-                       help="the phase to trace (default tpot)")
-    group.add_argument("--out", default=None, metavar="DIR", help="trace folder (default elana_traces/<label>/)")
+                           cuda_graph=args.cuda_graph, compile=args.compile, warmup=args.warmup,
+                           repeats=args.repeats, min_time=args.min_time, peak_bw=args.peak_bw,
+                           peak_flops=args.peak_flops, prompt=args.prompt, label=args.label or target.label,
+                           **replicas)
 
 
 def run_profile(target: ModelTarget, args: argparse.Namespace, names: list[str]):
     from .profile import profile_phase
 
-    return profile_phase(target.model, args.profile_phase, batch=args.batch[0], prompt_len=args.prompt_len,
-                         gen_len=args.gen_len, out=args.out, cuda_graph=args.cuda_graph)
+    return profile_phase(target.model, args.phase, batch=args.batch[0], prompt_len=args.prompt_len,
+                         gen_len=args.gen_len, steps=args.steps, out=args.out, label=args.label,
+                         gzip=args.gzip, cuda_graph=args.cuda_graph, top=args.top)
 
 
 def _cuda_available() -> bool:
@@ -166,15 +203,19 @@ def _cuda_available() -> bool:
 
 
 PHASES: list[Phase] = [
-    Phase("size", "parameters, buffers, KV cache and SSM state", _size_arguments, run_size),
-    Phase("ttft", "time to first token (prefill) and J/prompt", _latency_arguments, run_latency, "latency"),
-    Phase("tpot", "time per output token (decode) and J/token", lambda p: None, run_latency, "latency"),
-    Phase("ttlt", "time to last token (a whole request) and J/request", lambda p: None, run_latency, "latency"),
-    Phase("torch-profile", "kernel trace for Perfetto and kernel tables", _profile_arguments, run_profile),
+    Phase("size", run_size),
+    Phase("ttft", run_latency, "latency"),
+    Phase("tpot", run_latency, "latency"),
+    Phase("ttlt", run_latency, "latency"),
+    Phase("torch-profile", run_profile),
 ]
+_LATENCY = {"ttft", "tpot", "ttlt"}
+_USED_BY = {"seq-len": {"size"}, "prompt-len": _LATENCY | {"torch-profile"}, "gen-len": _LATENCY | {"torch-profile"},
+            "warmup": _LATENCY, "repeats": _LATENCY, "min-time": _LATENCY}  # the phases a CPU-sized option changes
+
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
-    """The one-line errors of the measurements (bad input, out of memory)."""
+    """The measurements' one-line errors for bad input (including out of memory: the input was too big)."""
     from .latency.session import GenerationInputError, GenerationOutOfMemory
     from .profile import ProfileError
     from .size import SizeError
@@ -182,58 +223,136 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     return (SizeError, GenerationInputError, GenerationOutOfMemory, ProfileError)
 
 
+def one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
 # --- the command ------------------------------------------------------------------------------
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments: one line on stderr, exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="elana-magic",
-        description="Measure what an LLM costs. With no phase flag, every phase runs.",
+    parser = _Parser(
+        prog=PROG,
+        description="Measure what an LLM costs: size, TTFT/TPOT/TTLT with energy, kernel profiles. "
+                    "With no phase flag, every phase runs. ELANA's flags are accepted beside ours.",
+        epilog=f"Without a GPU, the options whose help says 'Without a GPU' take those CPU-sized defaults "
+               f"unless given; "
+               f"ELANA's own defaults are {ELANA_DEFAULTS}. Exit status: 0 done, 2 bad input, 1 a measurement "
+               "failed (--log_level DEBUG shows its traceback).",
     )
-    parser.add_argument("model", nargs="?", default=None,
-                        help="random:PRESET, a local folder or a hub id (default: the embedded SmolLM2-135M)")
-    for phase in PHASES:
-        flags = [f"--{phase.name}"] + ([f"--{phase.name.replace('-', '_')}"] if "-" in phase.name else [])
-        parser.add_argument(*flags, dest=_dest(phase), action="store_true", help=phase.help)
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
-    for phase in PHASES:
-        phase.add_arguments(parser)
+    add_command_options(parser)
     return parser
-
-
-def _dest(phase: Phase) -> str:
-    return "phase_" + phase.name.replace("-", "_")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    for name in ("batch", "seq_len", "prompt_len", "gen_len"):
-        values = getattr(args, name, None)
-        values = values if isinstance(values, list) else [values]
-        if any(v is not None and v <= 0 for v in values):
-            parser.error(f"--{name.replace('_', '-')} must be positive integers")
-    chosen = [p for p in PHASES if getattr(args, _dest(p))] or PHASES
+    try:
+        args = parser.parse_args(argv)
+    except OptionError as exc:
+        parser.exit(2, f"{PROG}: {exc}\n")
+    logging.basicConfig(level=args.log_level, format=f"{PROG}: %(levelname)s %(name)s: %(message)s")
+    debug = args.log_level == "DEBUG"
+    try:
+        return _run(args)
+    except (CommandInputError, OptionError) as exc:
+        _fail(2, str(exc), exc, debug)
+    except KeyboardInterrupt:
+        parser.exit(130, f"{PROG}: interrupted\n")
+    except Exception as exc:  # noqa: BLE001 - one line for the user; DEBUG shows the rest
+        if isinstance(exc, _expected_errors()):
+            _fail(2, str(exc), exc, debug)
+        _fail(1, f"the measurement failed: {one_line(exc)}"
+                 + ("" if debug else " (--log_level DEBUG shows the traceback)"), exc, debug)
+    return 0
+
+
+def _fail(code: int, message: str, exc: BaseException, debug: bool):
+    if debug:
+        traceback.print_exception(exc)
+    sys.stderr.write(f"{PROG}: {message}\n")
+    raise SystemExit(code)
+
+
+def _run(args: argparse.Namespace) -> int:
+    _check_outputs(args)
+    chosen = [p for p in PHASES if getattr(args, p.dest)] or PHASES
+    names = {p.name for p in chosen}
+    if args.ngpus > 1 and not _has_replicas():
+        raise CommandInputError(f"--ngpus {args.ngpus}: replicas over several GPUs are not in this build; "
+                                "use --ngpus 1")
+    if args.model is None or args.model.startswith("random:"):
+        _single_device(args.device_map, args.model)  # refused now, not after the first phase
+    gpu = _cuda_available()
+    sized = [o for o in cpu_sized(args, gpu) if names & _USED_BY[o.key]]
+    to_stdout = args.json == "-"
+    if sized:
+        print(f"note: no GPU, so CPU-sized defaults: {flags_text(sized, cpu=True)}; for the GPU-sized run "
+              f"give {flags_text(sized, cpu=False)} (ELANA's own defaults: {ELANA_DEFAULTS})",
+              file=sys.stderr if to_stdout else sys.stdout)
     groups: dict[str, list[Phase]] = {}
     for phase in chosen:
         groups.setdefault(phase.key, []).append(phase)
-    target = ModelTarget(args.model)
+    target = ModelTarget(args.model, args.device_map, args.tokenizer, args.trust_remote_code)
     results: dict[str, Any] = {}
     for key, phases in groups.items():
-        try:
-            report = phases[0].run(target, args, [p.name for p in phases])
-        except _expected_errors() as exc:
-            parser.exit(2, f"elana-magic: {exc}\n")
-        except KeyboardInterrupt:
-            parser.exit(130, "elana-magic: interrupted\n")
+        report = phases[0].run(target, args, [p.name for p in phases])
         results[key] = report
-        if not args.json:
+        if not to_stdout:
             print(f"== {key}: {target.label}")
             print(report.to_text())
             print()
-    if args.json:
-        print(json.dumps({"model": target.label, **{k: json_safe(r.to_dict()) for k, r in results.items()}}, indent=2))
+    if args.json is not None:
+        data = {"model": target.label, **{k: json_safe(r.to_dict()) for k, r in results.items()}}
+        _write(args.json, json.dumps(data, indent=2) + "\n")
+    if args.csv is not None:
+        import pandas as pd
+
+        frames = []
+        for key, report in results.items():
+            frame = report.to_dataframe()
+            frame.insert(0, "measurement", key)
+            if "model" not in frame:
+                frame.insert(0, "model", target.label)
+            frames.append(frame)
+        _write(args.csv, pd.concat(frames, ignore_index=True).to_csv(index=False))
     return 0
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Refuse, before any work, an output the run could not write."""
+    for flag, path in (("--json", args.json), ("--csv", args.csv)):
+        if path in (None, "-"):
+            continue
+        folder = os.path.dirname(os.path.abspath(os.path.expanduser(path)))
+        if os.path.isdir(path) or not os.path.isdir(folder):
+            raise CommandInputError(f"{flag} {path!r}: give a file in an existing folder")
+    if args.csv is not None:
+        try:
+            import pandas  # noqa: F401
+        except ImportError:
+            raise CommandInputError("--csv needs pandas: pip install 'elana-magic[export]'") from None
+
+
+def _write(path: str, text: str) -> None:
+    if path == "-":
+        sys.stdout.write(text)
+        return
+    with open(os.path.expanduser(path), "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def _has_replicas() -> bool:
+    from .latency import measure_latency
+
+    return "ngpus" in inspect.signature(measure_latency).parameters
 
 
 if __name__ == "__main__":  # pragma: no cover

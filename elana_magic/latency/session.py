@@ -12,10 +12,13 @@ Decode engines:
   and the model derives the next position from it. The graph's logits are checked once against an
   eager step from the same state; on a mismatch or a capture failure the session falls back to eager
   and says why in ``note``.
-* ``"cuda-graph+compile"`` (``compile=True``): the same, but the captured step is the model's forward
-  compiled by Inductor (fused RMSNorm/RoPE/SiLU/residual kernels). Compiling takes tens of seconds per
-  shape; the compiled code is kept by torch.compile's cache, so later sessions of the same shape on the
-  same model reuse it. Fused bf16 kernels round differently from eager ones, so the check is on the
+* ``"cuda-graph+compile"`` (``compile=True``): the same, but the captured step runs Inductor-compiled
+  code (fused RMSNorm/RoPE/SiLU/residual kernels). ``compile="regional"`` (what ``True`` means) compiles
+  the repeated decoder block once and runs every layer through that one compiled artifact (each layer
+  sees only its own cache layer, so no guard tells the layers apart); ``compile="whole"`` compiles the
+  whole forward (tens of seconds per shape). Both are kept in-process by torch.compile's cache (a later
+  session of the same shape reuses them, ``compile_reused``) and on disk by Inductor's FX graph and
+  AOTAutograd caches (a new process of the same shape skips code generation). Fused bf16 kernels round differently from eager ones, so the check is on the
   relative logit error and on the greedy token (up to a near-tie of eager's top logits); on a failure the
   session falls back to the uncompiled graph, with a note.
 * ``"eager"`` (CPU, ``cuda_graph=False``): a ``DynamicCache`` grown one token per step.
@@ -26,7 +29,9 @@ put back, and the memory the session allocated (cache, graph pool) is released.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
 import inspect
 import time
 from typing import Any
@@ -174,6 +179,19 @@ def _model_logits(model: torch.nn.Module, kwargs: dict) -> torch.Tensor:
 
 _COMPILED: dict[str, Any] = {}
 
+COMPILE_MODES = ("regional", "whole")
+
+
+def compile_mode(compile: bool | str | None) -> str | None:
+    """``compile`` as a mode: True -> "regional" (the default), "whole", "regional"; False/None -> None."""
+    if compile is None or compile is False:
+        return None
+    if compile is True:
+        return "regional"
+    if isinstance(compile, str) and compile.lower() in COMPILE_MODES:
+        return compile.lower()
+    raise GenerationInputError(f"compile must be True, False, 'regional' or 'whole', got {compile!r}")
+
 
 def _compiled_logits():
     """``_model_logits`` compiled once per process (Inductor, static shapes); torch.compile's cache holds one
@@ -181,6 +199,90 @@ def _compiled_logits():
     if "step" not in _COMPILED:
         _COMPILED["step"] = torch.compile(_model_logits, dynamic=False)
     return _COMPILED["step"]
+
+
+def _layer_forward(layer: torch.nn.Module, /, *args, **kwargs):
+    return layer.forward(*args, **kwargs)
+
+
+def _compiled_layer():
+    """One compiled decoder-block forward for every layer of every model (the module is an argument, its
+    parameters graph inputs, so identical layers pass the same guards and share one artifact)."""
+    if "layer" not in _COMPILED:
+        _COMPILED["layer"] = torch.compile(_layer_forward, dynamic=False)
+    return _COMPILED["layer"]
+
+
+def repeated_blocks(model: torch.nn.Module) -> torch.nn.ModuleList | None:
+    """The model's stack of decoder layers: the longest ModuleList of >= 2 modules of one type (None if none)."""
+    best = None
+    for module in model.modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) >= 2:
+            if len({type(m) for m in module}) == 1 and (best is None or len(module) > len(best)):
+                best = module
+    return best
+
+
+class _LayerCacheView:
+    """The session's cache as one decoder layer sees it: its own cache layer, whatever ``layer_idx`` it passes.
+
+    The layer index is the one thing that differs between layers; read through the real cache it becomes a
+    guarded constant and every layer compiles again."""
+
+    def __init__(self, layer) -> None:
+        self.layer = layer
+
+    def update(self, key_states, value_states, layer_idx=None, *args, **kwargs):
+        return self.layer.update(key_states, value_states, *args, **kwargs)
+
+
+def _regional_call(compiled, layer, cache, view, /, *args, **kwargs):
+    for key in ("cache", "past_key_values"):
+        if kwargs.get(key) is cache:
+            kwargs[key] = view
+    return compiled(layer, *args, **kwargs)
+
+
+@contextlib.contextmanager
+def regional_compiled(blocks: torch.nn.ModuleList, cache, compiled=None):
+    """Route every block's call through one compiled block forward while inside (nothing changed after).
+
+    Uses the hook ``nn.Module.compile`` uses (``_compiled_call_impl``), set only for the compiled step's warm-up
+    and capture (the graph replays the kernels) and put back on exit, so the model stays as the user had it."""
+    compiled = compiled or _compiled_layer()
+    layers = list(getattr(cache, "layers", []))
+    if len(layers) < len(blocks):
+        raise RuntimeError(f"regional compile needs one cache layer per block ({len(layers)} for {len(blocks)})")
+    saved = [block.__dict__.get("_compiled_call_impl") for block in blocks]
+    try:
+        for block, cache_layer in zip(blocks, layers):
+            block._compiled_call_impl = functools.partial(_regional_call, compiled, block, cache, _LayerCacheView(cache_layer))
+        yield
+    finally:
+        for block, value in zip(blocks, saved):
+            block._compiled_call_impl = value
+
+
+def _compile_counters() -> dict:
+    """Dynamo's process-wide counts: frames it compiled and graphs it produced (to tell reuse from compiling)."""
+    try:
+        from torch._dynamo.utils import counters
+
+        return {"frames": int(counters["stats"]["unique_graphs"]), "calls": int(counters["stats"]["calls_captured"])}
+    except Exception:  # noqa: BLE001 - private API
+        return {}
+
+
+@contextlib.contextmanager
+def _recompile_room(n: int):
+    """Let torch.compile keep ``n`` more entries per code object during our compile (its default is 8; one per
+    shape, and whole-model compiles of several models share one function), restored on exit."""
+    import torch._dynamo.config as cfg
+
+    name = "recompile_limit" if hasattr(cfg, "recompile_limit") else "cache_size_limit"
+    current = getattr(cfg, name)
+    with cfg.patch(**{name: max(current, n)}):
+        yield
 
 
 # Fused bf16 kernels vs eager: relative L2 error of the last-position logits, per decoder layer (rounding
@@ -205,12 +307,13 @@ class GenerationSession:
     ``cuda_graph``: None = graph on CUDA, eager elsewhere; True = try the graph (fall back with a note);
     False = eager. ``input_ids``: a ``(batch, prompt_len)`` or ``(prompt_len,)`` tensor to use instead of
     random ids (its length then sets ``prompt_len``). ``compile``: capture an Inductor-compiled decode
-    step in the graph (falls back to the uncompiled graph with a note).
+    step in the graph: True or "regional" (one compiled decoder block shared by all layers), "whole" (the whole
+    forward); falls back to the uncompiled graph with a note.
     """
 
     def __init__(self, model: torch.nn.Module, batch: int = 1, prompt_len: int = 512, gen_len: int = 128,
                  cuda_graph: bool | None = None, input_ids: torch.Tensor | None = None, seed: int = 0,
-                 check: bool = True, compile: bool = False):
+                 check: bool = True, compile: bool | str = False):
         if not isinstance(model, torch.nn.Module):
             raise GenerationInputError(f"expected a torch.nn.Module, got {type(model).__name__}")
         check_can_generate(model)
@@ -236,8 +339,13 @@ class GenerationSession:
         if self.want_graph and not on_cuda:
             self.note = f"CUDA graphs need a CUDA device (model is on {self.device}): eager decode"
             self.want_graph = False
-        self.compile = bool(compile) and self.want_graph
+        mode = compile_mode(compile)  # a bad value is refused on any device
+        self.compile_mode = mode if self.want_graph else None   # "regional" | "whole" | None
+        self.compile = self.compile_mode is not None
         self.compile_s: float | None = None   # wall time of the compiled step's first call (compilation)
+        self.compile_frames: int | None = None  # frames torch.compile compiled for this session (0 = all reused)
+        self.compile_reused: bool | None = None  # True when the compiled code of an earlier session ran as is
+        self._blocks = None
         self.rel_err: float | None = None     # relative L2 logit error of the graph step vs an eager step
         self.compile_tol = compile_tolerance(model)
         self.max_abs_diff: float | None = None
@@ -303,6 +411,11 @@ class GenerationSession:
 
     # -- engines -----------------------------------------------------------------------------------
     def _setup_engine(self) -> None:
+        if self.compile_mode == "regional":
+            self._blocks = repeated_blocks(self.model)
+            if self._blocks is None:
+                self.compile_mode = "whole"
+                self.note = "no repeated decoder blocks found: the whole forward is compiled"
         if self.compile:
             try:
                 self._setup_graph(compiled=True)
@@ -315,8 +428,8 @@ class GenerationSession:
                 torch.cuda.synchronize(self.device)
                 torch.cuda.empty_cache()
                 text = str(exc).strip().splitlines()
-                self.note = (f"compiled decode step not used ({type(exc).__name__}: {text[0] if text else ''}):"
-                             " CUDA graph of the eager step")
+                self.note = (f"compiled decode step ({self.compile_mode}) not used ({type(exc).__name__}: "
+                             f"{text[0] if text else ''}): CUDA graph of the eager step")
         if self.want_graph:
             try:
                 self._setup_graph()
@@ -351,6 +464,9 @@ class GenerationSession:
         kwargs = {self._cache_kw: cache, "use_cache": True, **self._keep_kw}
         if mask is not None:
             kwargs["attention_mask"] = mask
+        if compiled and self.compile_mode == "regional":
+            with regional_compiled(self._blocks, cache):
+                return self.model(input_ids=ids, **kwargs).logits
         if compiled:
             return _compiled_logits()(self.model, {"input_ids": ids, **kwargs})
         out = self.model(input_ids=ids, **kwargs)
@@ -369,13 +485,18 @@ class GenerationSession:
             first = self._next.clone()
             stream = _side_stream(self.device)
             stream.wait_stream(torch.cuda.current_stream(self.device))
-            with torch.cuda.stream(stream):
+            before = _compile_counters() if compiled else {}
+            room = _recompile_room(8 + 2 * len(self._blocks or ())) if compiled else contextlib.nullcontext()
+            with torch.cuda.stream(stream), room:
                 for i in range(3):  # warm-up on a side stream, each step rewound so slot P is reused
                     t0 = time.perf_counter()
                     self._forward(self._next, self._cache, None, compiled)
                     self._rewind(1)
                     if compiled and i == 0:
                         self.compile_s = time.perf_counter() - t0
+            if compiled and before:
+                self.compile_frames = _compile_counters().get("frames", 0) - before.get("frames", 0)
+                self.compile_reused = self.compile_frames == 0
             torch.cuda.current_stream(self.device).wait_stream(stream)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):

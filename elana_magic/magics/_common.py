@@ -1,4 +1,4 @@
-"""What every magic shares: the -o/-v/-q options, resolving names in the notebook, delivering reports.
+"""What every magic shares: resolving names in the notebook, delivering reports.
 
 No measurement happens here; the magics stay a thin layer over the plain Python API.
 """
@@ -9,15 +9,6 @@ import os
 from typing import Any, Callable
 
 from IPython.core.error import UsageError
-from IPython.core.magic_arguments import argument
-
-
-def output_arguments(func: Callable) -> Callable:
-    """Add ``-o`` (return the report), ``-v VAR`` (store it) and ``-q`` (print nothing)."""
-    func = argument("-q", "--quiet", action="store_true", help="Print nothing.")(func)
-    func = argument("-v", "--var", metavar="VAR", default=None, help="Store the report in the notebook variable VAR.")(func)
-    func = argument("-o", "--output", action="store_true", help="Return the report object.")(func)
-    return func
 
 
 def is_quoted(expr: str) -> bool:
@@ -48,7 +39,7 @@ def require_module(obj: Any, expr: str):
 
     if not isinstance(obj, torch.nn.Module):
         raise UsageError(
-            f"{expr!r} is a {type(obj).__name__}, not a torch.nn.Module: pass a loaded model "
+            f"{expr!r} is {with_article(type(obj).__name__)}, not a torch.nn.Module: pass a loaded model "
             "or a quoted folder / hub id"
         )
     return obj
@@ -82,14 +73,9 @@ def deliver(shell, report: Any, args) -> Any:
     return report if getattr(args, "output", False) else None
 
 
-def positive_ints(name: str, values: list[int] | None) -> list[int] | None:
-    """Reject zero or negative sizes with a one-line UsageError."""
-    if values is None:
-        return None
-    bad = [v for v in values if v <= 0]
-    if bad:
-        raise UsageError(f"{name} must be positive integers, got {bad[0]}")
-    return values
+def with_article(noun: str) -> str:
+    """'int' -> 'an int', 'str' -> 'a str' (by the first letter, which is right for type names)."""
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
 
 
 def _one_line(exc: BaseException) -> str:

@@ -15,13 +15,13 @@ from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class, needs_local_scope, no_var_expand
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import magic_arguments, parse_argstring
 
-from ._common import deliver, output_arguments, unquote
+from ..core.options import magic_flags, magic_options
+from ._common import deliver, unquote
 
 _meters: dict[tuple[int, ...] | None, Any] = {}  # one meter per device set: idle power measured once
-_VALUED = {"--devices", "--label", "--min-time", "-v", "--var"}
-_FLAGS = {"-o", "--output", "-q", "--quiet", "--no-plot"}
+_VALUED, _FLAGS = magic_flags("elana_energy")  # for splitting the statement off the options
 
 
 def meter_for(devices: tuple[int, ...] | None):
@@ -41,18 +41,6 @@ def close_meters() -> None:
     """Close every meter the magics opened (at exit, on unload, in tests)."""
     while _meters:
         _meters.popitem()[1].close()
-
-
-def parse_devices(text: str | None) -> tuple[int, ...] | None:
-    if text is None:
-        return None
-    try:
-        devices = tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise UsageError(f"--devices takes CUDA device indices like 0,1, got {text!r}") from None
-    if not devices or any(d < 0 for d in devices):
-        raise UsageError(f"--devices takes CUDA device indices like 0,1, got {text!r}")
-    return devices
 
 
 def split_options(line: str) -> tuple[str, str]:
@@ -85,13 +73,7 @@ class EnergyMagics(Magics):
     """Energy windows around notebook code."""
 
     @magic_arguments()
-    @argument("--devices", metavar="0,1", default=None,
-              help="CUDA-visible GPU indices to measure (default: every visible GPU).")
-    @argument("--label", metavar="NAME", default=None, help="A name shown on the report.")
-    @argument("--no-plot", action="store_true", help="Show the figures without the power plot.")
-    @argument("--min-time", metavar="S", type=float, default=1.0,
-              help="Line form: repeat the statement until the window lasts S seconds (default 1).")
-    @output_arguments
+    @magic_options("elana_energy")
     @no_var_expand
     @needs_local_scope
     @line_cell_magic
@@ -116,9 +98,7 @@ class EnergyMagics(Magics):
                              "or use `%%elana_energy` on a cell")
         if args.label is not None:
             args.label = unquote(args.label)
-        if args.min_time <= 0:
-            raise UsageError(f"--min-time must be positive seconds, got {args.min_time}")
-        meter = meter_for(parse_devices(args.devices))
+        meter = meter_for(args.devices)
         namespace = local_ns if local_ns is not None else self.shell.user_ns
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", category=_short_window_warning())

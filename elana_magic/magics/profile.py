@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import magic_arguments, parse_argstring
 
-from ._common import _one_line, deliver, output_arguments, resolve_model
+from ..core import defaults
+from ..core.options import magic_options
+from ._common import _one_line, deliver, resolve_model
 
 _PHASE_ONLY = ("phase", "batch", "prompt_len", "gen_len", "steps", "cuda_graph")
 
@@ -14,24 +16,7 @@ _PHASE_ONLY = ("phase", "batch", "prompt_len", "gen_len", "steps", "cuda_graph")
 @magics_class
 class ProfileMagics(Magics):
     @magic_arguments()
-    @argument("model", nargs="?", default=None,
-              help="Line magic: the model (a name in the notebook). Cell magic: nothing, the cell is profiled.")
-    @argument("--phase", choices=("ttft", "tpot", "ttlt"), default=None,
-              help="What to profile: prefills (ttft), decode steps (tpot, the default) or whole requests (ttlt).")
-    @argument("--batch", type=int, default=None, help="Batch size (default 1).")
-    @argument("--prompt-len", type=int, default=None, help="Prompt length in tokens (default 512).")
-    @argument("--gen-len", type=int, default=None, help="Tokens generated per request (default 128).")
-    @argument("--steps", type=int, default=None,
-              help="Prefills (ttft, default 3), decode steps (tpot, default 16) or requests (ttlt, default 1) captured.")
-    @argument("--cuda-graph", dest="cuda_graph", action="store_const", const=True, default=None,
-              help="Decode through a CUDA graph (the default on CUDA).")
-    @argument("--no-cuda-graph", dest="cuda_graph", action="store_const", const=False,
-              help="Decode eagerly: every kernel launch shows in the trace.")
-    @argument("--out", default=None, metavar="DIR", help="Folder for the trace (default elana_traces/<label>/).")
-    @argument("--label", default=None, help="A name for the trace file (letters, digits, '.', '_', '-').")
-    @argument("--gzip", action="store_true", help="Write .json.gz (Perfetto opens it as well).")
-    @argument("--top", type=int, default=15, help="Rows in the kernel and op tables (default 15).")
-    @output_arguments
+    @magic_options("elana_profile")
     @no_var_expand
     @line_cell_magic
     def elana_profile(self, line: str = "", cell: str | None = None):
@@ -44,8 +29,6 @@ class ProfileMagics(Magics):
         on a CPU-only machine the CPU trace and an op table. The trace file opens in ui.perfetto.dev.
         """
         args = parse_argstring(self.elana_profile, line)
-        if args.top <= 0:
-            raise UsageError(f"--top must be a positive integer, got {args.top}")
         from .. import profile as prof
 
         if cell is None:
@@ -59,16 +42,12 @@ class ProfileMagics(Magics):
             raise UsageError("%elana_profile needs a model: `%elana_profile model --phase tpot` "
                              "(or use %%elana_profile to profile a cell)")
         model = resolve_model(self.shell, args.model)
-        for name in ("batch", "prompt_len", "gen_len", "steps"):
-            value = getattr(args, name)
-            if value is not None and value <= 0:
-                raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
         from ..latency.session import GenerationInputError, GenerationOutOfMemory
 
-        phase = args.phase or "tpot"
+        phase = args.phase or defaults.PROFILE_PHASE
         label = args.label or (f"{args.model}-{phase}" if args.model.isidentifier() else None)
-        kwargs = dict(phase=phase, batch=args.batch or 1, prompt_len=args.prompt_len or 512,
-                      gen_len=args.gen_len or 128, steps=args.steps, out=args.out, label=label,
+        kwargs = dict(phase=phase, batch=args.batch or defaults.BATCH, prompt_len=args.prompt_len or defaults.PROMPT_LEN,
+                      gen_len=args.gen_len or defaults.GEN_LEN, steps=args.steps, out=args.out, label=label,
                       gzip=args.gzip, cuda_graph=args.cuda_graph, top=args.top)
         try:
             return prof.profile_phase(model, **kwargs)

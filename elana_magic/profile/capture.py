@@ -19,13 +19,14 @@ import time
 import warnings
 from typing import Any, Callable, Iterator
 
+from ..core import defaults
 from .analyze import analyze_trace
 from .report import ProfileReport
 from .trace import ANNOTATION_PREFIX
 
 DEFAULT_OUT = "elana_traces"
 PHASES = ("ttft", "tpot", "ttlt")
-DEFAULT_STEPS = {"ttft": 3, "tpot": 16, "ttlt": 1}
+DEFAULT_STEPS = defaults.PROFILE_STEPS
 
 
 class ProfileError(ValueError):
@@ -201,7 +202,8 @@ class ProfileCapture:
 
 
 @contextlib.contextmanager
-def profile_block(out: str | None = None, label: str | None = None, gzip: bool = False, top: int = 15,
+def profile_block(out: str | None = None, label: str | None = None, gzip: bool = False,
+                  top: int = defaults.PROFILE_TOP,
                   cuda: bool | None = None, hta: bool | None = None) -> Iterator[ProfileCapture]:
     """Profile the code inside the ``with`` block; the trace goes to ``out`` (default ``elana_traces/<label>/``).
 
@@ -270,9 +272,10 @@ def check_phase_args(phase: str, steps: int | None, gen_len: int) -> int:
     return steps
 
 
-def profile_phase(model, phase: str = "tpot", batch: int = 1, prompt_len: int = 512, gen_len: int = 128,
+def profile_phase(model, phase: str = defaults.PROFILE_PHASE, batch: int = defaults.BATCH,
+                  prompt_len: int = defaults.PROMPT_LEN, gen_len: int = defaults.GEN_LEN,
                   steps: int | None = None, out: str | None = None, label: str | None = None,
-                  gzip: bool = False, cuda_graph: bool | None = None, top: int = 15,
+                  gzip: bool = False, cuda_graph: bool | None = None, top: int = defaults.PROFILE_TOP,
                   hta: bool | None = None, graph_warmup: bool | None = None) -> ProfileReport:
     """Profile one phase of ``model`` with the runners of ``%elana_latency``.
 

@@ -10,7 +10,7 @@
   see ``measure_cache``) builds the cache and its storage bytes are summed and compared.
 * A folder, hub id or config is sized on the meta device: no weights are read or allocated.
 
-Plain API: ``measure_size(model_or_folder_or_config, batch=[1], seq_len=[1024]) -> SizeReport``
+Plain API: ``measure_size(model_or_folder_or_config, batch=[1], seq_len=[1024, 2048]) -> SizeReport``
 (``size_report``). The names of ``cache_shapes`` and ``size_report`` stay importable from here.
 """
 
@@ -26,6 +26,7 @@ from typing import Any
 
 # the analytic cache and the report have their own modules; their names stay importable from here
 from .cache_shapes import MAMBA1_TYPES, MAMBA2_TYPES, CacheLayout, LayerCache, _one_line, cache_layout  # noqa: F401
+from ..core import defaults
 from .report import SizeReport
 from .weights import SizeError, WeightBytes, count_weights, dtype_name, parse_dtype, tensor_storages  # noqa: F401
 
@@ -335,7 +336,8 @@ def gpu_memory(device=None) -> dict[str, Any] | None:
     return {"index": index, "name": name, "free_bytes": int(free), "total_bytes": int(total)}
 
 
-def measure_size(model_or_folder_or_config, batch: int | Iterable[int] = (1,), seq_len: int | Iterable[int] = (1024,),
+def measure_size(model_or_folder_or_config, batch: int | Iterable[int] = defaults.SIZE_BATCH,
+                 seq_len: int | Iterable[int] = defaults.SIZE_SEQ_LEN,
                  cache_dtype: Any = None, binary: bool = False, cross_check: bool = True,
                  *, label: str | None = None) -> SizeReport:
     """Size a model and its cache for every (batch, seq_len).

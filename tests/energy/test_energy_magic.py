@@ -95,8 +95,9 @@ def test_bad_input_is_a_one_line_usage_error(eip, fake_nvml):
         eip.run_cell_magic("elana_energy", "--devices a,b", "1")
     with pytest.raises(UsageError, match="not visible"):
         eip.run_cell_magic("elana_energy", "--devices 5", "1")
-    with pytest.raises(UsageError, match="--min-time must be positive"):
-        eip.run_line_magic("elana_energy", "--min-time 0 1")
+    for bad in ("0", "nan", "inf", "1e400", "-1"):
+        with pytest.raises(UsageError, match=f"^--min-time takes a number of seconds > 0, e.g. --min-time 2; got '{bad}'$"):
+            eip.run_line_magic("elana_energy", f"--min-time {bad} 1")
     with pytest.raises(UsageError, match="unrecognized"):
         eip.run_cell_magic("elana_energy", "--bogus", "1")
 

@@ -61,17 +61,25 @@ def test_real_prompt_with_tokenizer(ip, default_model):
 
 @pytest.mark.parametrize("line, match", [
     ("model --prompt-len 1000 --gen-len 100", r"^prompt length 1000 \+ generated length 100 = 1100 exceeds"),
-    ("model --prompt-len 0", r"^--prompt-len must be at least 1, got 0$"),
-    ("model --gen-len 0", r"^--gen-len must be at least 1, got 0$"),
-    ("model --batch 0", r"^--batch must be at least 1, got 0$"),
-    ("model --repeats 0", r"^--repeats must be at least 1"),
+    ("model --prompt-len 0", r"^--prompt-len takes a whole number >= 1, e.g. --prompt-len 128; got '0'$"),
+    ("model --prompt-len abc", r"^--prompt-len takes a whole number >= 1, e.g. --prompt-len 128; got 'abc'$"),
+    ("model --gen-len 0", r"^--gen-len takes a whole number >= 1, e.g. --gen-len 32; got '0'$"),
+    ("model --batch 0", r"^--batch takes a whole number >= 1, e.g. --batch 8; got '0'$"),
+    ("model --repeats 0", r"^--repeats takes a whole number >= 1"),
+    ("model --warmup -1", r"^--warmup takes a whole number >= 0"),
     ("model --tpot --gen-len 1", r"^TPOT needs at least 2 generated tokens"),
     ("model.model", r"^LlamaModel has no LM head and cannot generate"),
     ('model --prompt "hello there"', r"^--prompt needs a tokenizer"),
     ("nothing_here", r"name 'nothing_here' is not defined"),
     ("len", r"is a builtin_function_or_method, not a torch.nn.Module"),
-    ("model --peak-bw fast", r"^--peak-bw must be a positive rate"),
-    ("model --min-time -1", r"^--min-time must be >= 0"),
+    ("42", r"^'42' is an int, not a torch.nn.Module"),
+    ("model --peak-bw fast", r"^--peak-bw takes a rate > 0 such as 3.35e12 or 3.35TB/s; got 'fast'$"),
+    ("model --peak-flops 1e400", r"^--peak-flops takes a rate > 0 such as 989e12 or 989T; got '1e400'$"),
+    ("model --min-time -1", r"^--min-time takes a number of seconds >= 0, e.g. --min-time 1; got '-1'$"),
+    ("model --min-time nan", r"^--min-time takes a number of seconds >= 0, e.g. --min-time 1; got 'nan'$"),
+    ("model --min-time inf", r"^--min-time takes a number of seconds >= 0"),
+    ("model -v 1abc", r"^-v takes a Python variable name, e.g. -v rep; got '1abc' \(not a Python name\)$"),
+    ("model -v for", r"^-v takes a Python variable name, e.g. -v rep; got 'for' \(a Python keyword\)$"),
 ])
 def test_bad_input_one_line(shell, line, match):
     model = shell.user_ns["model"]

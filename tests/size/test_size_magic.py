@@ -73,14 +73,15 @@ def test_quoted_folder_and_preset(shell, tmp_path):
 @pytest.mark.parametrize("line, message", [
     ("", "needs a model"),
     ("nope", "name 'nope' is not defined"),
-    ("42", "is a int, not a torch.nn.Module"),
+    ("42", "is an int, not a torch.nn.Module"),
     ("'/no/such/folder'", "no folder '/no/such/folder'"),
-    ("model --batch 0", "--batch must be positive integers, got 0"),
-    ("model --seq-len 1024 -5", "--seq-len must be positive integers, got -5"),
-    ("model --batch x", "invalid int value"),
+    ("model --batch 0", "--batch takes whole numbers >= 1, e.g. --batch 1 8; got '0'"),
+    ("model --seq-len 1024 -5", "--seq-len takes whole numbers >= 1, e.g. --seq-len 1024 8192; got '-5'"),
+    ("model --batch x", "--batch takes whole numbers >= 1, e.g. --batch 1 8; got 'x'"),
     ("model --cache-dtype float7", "unknown dtype 'float7'"),
     ("model --bogus", "unrecognized arguments"),
-    ("model -v 1x", "-v needs a valid Python name"),
+    ("model -v 1x", "-v takes a Python variable name, e.g. -v rep; got '1x'"),
+    ("model -v class", "-v takes a Python variable name, e.g. -v rep; got 'class' \\(a Python keyword\\)"),
     ("'random:nope'", "unknown preset 'nope'"),
 ])
 def test_bad_input_is_one_line(shell, line, message):
