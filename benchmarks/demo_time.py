@@ -3,7 +3,9 @@
 Times the part after setup (`.venv/bin/elana-magic` when the repository has a .venv, else
 `python -m elana_magic` of this interpreter), with the arguments given after `--`, and when each
 phase's table appeared. The machine's load is recorded before, during and after, because a busy
-machine slows a CPU run: the figure is only comparable at the same load.
+machine slows a CPU run: the wall time is only comparable at the same load. The command's CPU time
+(user + system) is recorded too: on an idle machine the wall time is about that or less (torch
+uses both cores), so it is the better guide on a busy one.
 
     python benchmarks/demo_time.py                         # the demo as the README runs it
     python benchmarks/demo_time.py --runs 2 -- --size      # other arguments for the command
@@ -18,6 +20,7 @@ import datetime
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import threading
@@ -65,6 +68,7 @@ def time_once(argv: list[str]) -> dict:
 
     sampler = threading.Thread(target=sample_load, name="demo-load", daemon=True)
     before = load()
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     sampler.start()
     proc = subprocess.Popen(command() + argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -76,9 +80,11 @@ def time_once(argv: list[str]) -> dict:
             marks.append({"at_s": round(time.perf_counter() - start, 2), "line": line.strip()[:160]})
     code = proc.wait()
     wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - used.ru_utime) + (after.ru_stime - used.ru_stime)
     stop.set()
     sampler.join()
-    return {"wall_s": round(wall, 2), "exit_status": code, "marks": marks, "load_before": before,
+    return {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "exit_status": code, "marks": marks, "load_before": before,
             "load_during": samples, "load_after": load(), "output_tail": lines[-12:]}
 
 
@@ -98,7 +104,8 @@ def environment() -> dict:
         gpu, threads = None, None
     return {"date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "host": platform.node(), "cpu": cpu_name(), "cores_usable": usable_cores(), "gpu": gpu,
-            "torch_threads": threads, "python": platform.python_version(), **versions}
+            "torch_threads": threads, "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+            "python": platform.python_version(), **versions}
 
 
 def markdown(result: dict) -> str:
@@ -107,13 +114,15 @@ def markdown(result: dict) -> str:
              f"`{' '.join(result['command'])}` (the part of `bash scripts/demo.sh` after setup), run "
              f"{len(result['runs'])} time(s) on {env['cpu']}, {env['cores_usable']} usable cores, "
              f"GPU: {env['gpu'] or 'none'}; torch {env['torch']}, transformers {env['transformers']}, "
-             f"Python {env['python']}.", "",
+             f"Python {env['python']}; torch threads {env['torch_threads']} (OMP_NUM_THREADS="
+             f"{env['omp_num_threads'] or 'unset'}).", "",
              f"Target: at most {TARGET_S:.0f} s on a 2-core CPU. Load average (1, 5, 15 min) is shown because "
              "other work on the machine slows a CPU run.", "",
-             "| run | wall | exit | load before | load after | max 1-min load during |", "|---|---|---|---|---|---|"]
+             "| run | wall | CPU time (user+sys) | exit | load before | load after | max 1-min load during |",
+             "|---|---|---|---|---|---|---|"]
     for i, run in enumerate(result["runs"], 1):
         peak = max([s[0] for s in run["load_during"]] or [run["load_before"][0]])
-        lines.append(f"| {i} | {run['wall_s']:.1f} s | {run['exit_status']} | {run['load_before']} | "
+        lines.append(f"| {i} | {run['wall_s']:.1f} s | {run['cpu_s']:.1f} s | {run['exit_status']} | {run['load_before']} | "
                      f"{run['load_after']} | {peak} |")
     lines += ["", "When each part's output appeared (first run):", ""]
     lines += [f"- {m['at_s']:.1f} s: `{m['line']}`" for m in result["runs"][0]["marks"]]

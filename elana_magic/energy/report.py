@@ -250,30 +250,30 @@ class EnergyReport(Report):
             parts.append(html_table(["", ""], self._summary_rows()))
             if self.devices:
                 parts.append(html_table(self._DEVICE_HEADER, self._device_rows()))
-        parts += [f"<div>{_html.escape(n)}</div>" for n in self._notes()]
+        else:  # what is known without a sensor: how long the code ran
+            per = f" per execution ({self.executions} runs)" if self.executions > 1 else ""
+            parts.append(html_table(["", ""], [["duration" + per, format_time(self.duration_s)],
+                                               ["energy", "not measured (no sensor)"]]))
+        parts += [f"<div style='color:#555'>{_html.escape(n)}</div>" for n in self._notes()]
         return "".join(parts)
 
     def to_html(self) -> str:
-        plot = ""
-        if self.show_plot and self.available:
-            fig = self.figure()
-            if fig is not None:
-                from ..core.display import figure_to_html
+        from ..core.display import figure_to_html, html_block
 
-                plot = figure_to_html(fig)
-        return f"<div class='elana-energy'>{self._tables_html()}{plot}</div>"
+        plot = ""
+        fig = self.figure() if self.show_plot and self.available else None
+        if fig is not None:
+            plot = figure_to_html(fig, alt="power over time")
+        return html_block("energy", self._tables_html() + plot)
 
     def widget(self):
-        import ipywidgets as widgets
+        from ..core.display import figure_to_widget, html_widget, report_view
 
-        children = [widgets.HTML(self._tables_html())]
-        if self.show_plot and self.available:
-            fig = self.figure()
-            if fig is not None:
-                from ..core.display import figure_to_widget
-
-                children.append(figure_to_widget(fig))
-        return widgets.VBox(children)
+        children = [html_widget(self._tables_html())]
+        fig = self.figure() if self.show_plot and self.available else None
+        if fig is not None:
+            children.append(figure_to_widget(fig))
+        return report_view("energy", children)
 
     def figure(self):
         """A matplotlib Figure: power over time, window edges, idle line (None without samples)."""
@@ -282,7 +282,7 @@ class EnergyReport(Report):
             return None
         from matplotlib.figure import Figure
 
-        fig = Figure(figsize=(7.5, 2.8))
+        fig = Figure(figsize=(7.0, 2.6))
         ax = fig.add_subplot()
         t0 = self.t_start
         for tl in lines:
@@ -302,7 +302,9 @@ class EnergyReport(Report):
         ax.set_xlabel("time since window start (s)")
         ax.set_ylabel("power (W)")
         ax.set_ylim(bottom=0)
-        ax.set_title(self.title(), fontsize=10)
-        ax.legend(fontsize=7, loc="best")
+        ax.set_title(self.title(), fontsize=9, loc="left")
+        ax.tick_params(labelsize=8)
+        ax.spines[["top", "right"]].set_visible(False)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
         fig.tight_layout()
         return fig

@@ -128,6 +128,19 @@ class EnergyWindow:
         self.t_start = time.perf_counter()
         return self
 
+    def power_so_far(self) -> list[tuple[str, list[float], list[float]]]:
+        """(sensor name, perf_counter s, W) read so far in this window (for the live view; any thread)."""
+        sampler = self._sampler
+        if sampler is None:
+            return []
+        out = []
+        for series in list(sampler.series):
+            t, w = series.power_series()
+            n = min(len(t), len(w))
+            if n >= 2:
+                out.append((series.sensor.name, list(t[:n]), list(w[:n])))
+        return out
+
     def __exit__(self, exc_type, exc, tb) -> bool:
         errors: list[str] = []
         try:

@@ -23,6 +23,7 @@ import torch
 from .session import GenerationInputError, GenerationOutOfMemory, GenerationSession, out_of_memory_message
 from .report import LatencyReport, _ms
 from ..core import defaults
+from ..core.display import in_widget_frontend
 from ..core.stats import StoppingRule, summarize
 
 PHASES = ("ttft", "tpot", "ttlt")
@@ -77,11 +78,14 @@ class _Clock:
 
 
 # -- repetition ------------------------------------------------------------------------------------
-def _progress(desc: str, enabled: bool):
-    if not enabled:
+def _progress(desc: str, progress: Any, window: Any = None):
+    """What counts the repetitions: the live view (notebook), a terminal tqdm bar, or nothing."""
+    if hasattr(progress, "phase"):  # a LiveView
+        return progress.phase(desc.removeprefix("elana "), power=getattr(window, "power_so_far", None))
+    if not progress:
         return None
     try:
-        from tqdm.auto import tqdm
+        from tqdm import tqdm  # the terminal bar; in a notebook the magic passes a LiveView instead
     except ImportError:  # pragma: no cover - tqdm comes with transformers
         return None
     return tqdm(desc=desc, unit="run", delay=2.0, leave=False)
@@ -90,14 +94,17 @@ def _progress(desc: str, enabled: bool):
 def _repeat(name: str, run_once: Callable[[], dict], rule: StoppingRule, key: str, warmup: int,
             meter, progress: bool) -> tuple[list[dict], Any]:
     """Warm up, then run ``run_once`` inside one energy window until ``rule`` says done."""
+    if hasattr(progress, "phase"):
+        progress.phase(f"{name} warm-up")
     for _ in range(warmup):
         run_once()
     results: list[dict] = []
     pooled: list[float] = []
-    bar = _progress(f"elana {name}", progress)
     window = meter.window(label=name) if meter is not None else contextlib.nullcontext()
+    bar = None
     try:
         with window as win:
+            bar = _progress(f"elana {name}", progress, win)
             t0 = time.perf_counter()
             while True:
                 res = run_once()
@@ -184,14 +191,15 @@ def measure_latency(model: torch.nn.Module, tokenizer: Any = None, phases: Seque
                     min_time: float = DEFAULT_MIN_TIME, label: str | None = None, prompt: str | None = None,
                     peak_bw: float | None = None, peak_flops: float | None = None,
                     energy_window_s: float = DEFAULT_ENERGY_WINDOW_S, max_time: float | None = None,
-                    rel_ci: float = 0.01, progress: bool = True, seed: int = 0, meter=None,
+                    rel_ci: float = 0.01, progress: Any = True, seed: int = 0, meter=None,
                     compile: bool | str | None = None) -> LatencyReport:
     """Measure TTFT / TPOT / TTLT (any subset of ``phases``) of ``model`` as loaded; see the module doc.
 
     ``energy``: None = on when a sensor exists. ``compile``: None = the CUDA-graph engine captures an
     Inductor-compiled decode step (compiled once per model and shape; a note says so); True/"regional" = one
     compiled decoder block shared by every layer (the default), "whole" = the whole forward compiled, False = none. ``meter``: an open ``EnergyMeter`` to reuse (its idle power
-    is then measured once across calls); it is left open."""
+    is then measured once across calls); it is left open. ``progress``: True = a tqdm bar in a terminal,
+    a live view in a notebook (cleared at the end); a ``core.live.LiveView`` to report into; False = none."""
     phases = tuple(dict.fromkeys(p.lower() for p in (phases or PHASES)))
     unknown = [p for p in phases if p not in PHASES]
     if unknown:
@@ -232,6 +240,11 @@ def measure_latency(model: torch.nn.Module, tokenizer: Any = None, phases: Seque
 
     results: dict[str, Any] = {}
     stops: dict[str, str] = {}
+    own_live = None
+    if progress is True and in_widget_frontend():  # a notebook: the live view, not a tqdm widget
+        from ..core.live import LiveView
+
+        progress = own_live = LiveView("elana latency").start()
     try:
         with session as s:
             if s.note:
@@ -284,6 +297,8 @@ def measure_latency(model: torch.nn.Module, tokenizer: Any = None, phases: Seque
     except torch.OutOfMemoryError:
         results = None  # raised below, once the traceback (and the tensors its frames hold) is gone
     finally:
+        if own_live is not None:
+            own_live.clear()
         if meter is not None and own_meter:
             meter.close()
     if results is None:

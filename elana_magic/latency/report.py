@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import textwrap
 from typing import Any
 
 from ..core.report import Report, html_table, text_table
@@ -62,7 +61,9 @@ class LatencyReport(Report):
                          f(r.get(floor)), format_energy(e.get(ekey)), format_energy(per_seq.get(ekey))])
         if d.get("tpot_from_ttlt_ms") is not None:
             rows.append(["TPOT = (TTLT-TTFT)/(G-1)", "", f(d["tpot_from_ttlt_ms"]), "", "", "", "", "", ""])
-        return header, rows
+        # columns with nothing known (no floor without a peak, no energy without a sensor) are left out
+        keep = [i for i in range(len(header)) if i < 6 or any(row[i] not in ("", "-") for row in rows)]
+        return [header[i] for i in keep], [[row[i] for i in keep] for row in rows]
 
     def _summary_lines(self) -> list[str]:
         d, e, r = self.data, self.data.get("energy") or {}, self.data.get("roofline") or {}
@@ -110,43 +111,36 @@ class LatencyReport(Report):
         parts += [f"note: {n}" for n in self.data.get("notes", [])]
         return "\n".join(parts)
 
-    def to_html(self) -> str:
+    def _tables_html(self) -> str:
         import html
 
         header, rows = self._table()
         body = html_table(header, rows, caption="elana latency: " + self.title())
         extra = "".join(f"<div>{html.escape(x)}</div>" for x in self._summary_lines())
-        notes = "".join(f"<div><i>note: {html.escape(n)}</i></div>" for n in self.data.get("notes", []))
-        fig = ""
-        try:
-            from ..core.display import figure_to_html
+        notes = "".join(f"<div style='color:#555'>note: {html.escape(n)}</div>" for n in self.data.get("notes", []))
+        return body + extra + notes
 
-            fig = figure_to_html(self.figure())
-        except ImportError:
-            pass
-        return f"<div class='elana-latency'>{body}{extra}{notes}{fig}</div>"
+    def to_html(self) -> str:
+        from ..core.display import figure_to_html, html_block
+
+        try:
+            fig = figure_to_html(self.figure(), alt="latency per phase")
+        except ImportError:  # matplotlib missing: tables only
+            fig = ""
+        return html_block("latency", self._tables_html() + fig)
 
     def widget(self):
-        import ipywidgets as widgets
+        from ..core.display import figure_to_widget, html_widget, report_view
 
-        from ..core.display import figure_to_widget
-
-        header, rows = self._table()
-        table = widgets.HTML(html_table(header, rows, caption="elana latency: " + self.title())
-                             + "".join(f"<div>{x}</div>" for x in self._summary_lines())
-                             + "".join(f"<div><i>note: {n}</i></div>" for n in self.data.get("notes", [])))
-        return widgets.VBox([table, figure_to_widget(self.figure())])
+        return report_view("latency", [html_widget(self._tables_html()), figure_to_widget(self.figure())])
 
     def figure(self):
-        """Per-phase latency and energy bars (with floors), the decode-step distribution, the roofline."""
-        import matplotlib
-
-        matplotlib.use(matplotlib.get_backend())  # keep the user's backend
+        """Per-phase latency (with floors), energy per phase, the decode-step distribution and the
+        roofline: each panel only when there is something to draw (a matplotlib Figure)."""
         from matplotlib.figure import Figure
 
         d, e, r = self.data, self.data.get("energy") or {}, self.data.get("roofline") or {}
-        fig = Figure(figsize=(11, 6.5))
-        axes = fig.subplots(2, 2)
+        panels = []
         names, meds, floors = [], [], []
         for title, key, floor in (("TTFT", "ttft_ms", "ttft_floor_ms"), ("TPOT", "tpot_ms", "tpot_floor_ms"),
                                   ("TTLT", "ttlt_ms", "ttlt_floor_ms")):
@@ -154,54 +148,66 @@ class LatencyReport(Report):
                 names.append(title)
                 meds.append(d[key]["median"])
                 floors.append(r.get(floor))
-        ax = axes[0][0]
         if names:
-            ax.bar(names, meds, color="#4C72B0", label="measured (median)")
-            fl = [f if f is not None else math.nan for f in floors]
-            if any(not math.isnan(f) for f in fl):
-                ax.bar(names, fl, color="none", edgecolor="black", hatch="//", label="roofline floor")
-            ax.set_yscale("log")
-            ax.legend(fontsize=8)
-        ax.set_ylabel("latency (ms)")
-        ax.set_title("latency per phase")
-        ax = axes[0][1]
+            panels.append(lambda ax: self._latency_panel(ax, names, meds, floors))
         per_seq = e.get("per_sequence") or {}
         ekeys = [("J/prompt", "j_per_prompt"), ("J/token", "j_per_token"), ("J/request", "j_per_request")]
         vals = [(n, per_seq.get(k)) for n, k in ekeys if per_seq.get(k) is not None]
         if vals:
-            ax.bar([v[0] for v in vals], [v[1] for v in vals], color="#DD8452")
-            ax.set_yscale("log")
-            ax.set_ylabel("J per sequence")
-        else:
-            reason = textwrap.fill(e.get("reason") or "energy not measured", width=48)
-            ax.text(0.5, 0.5, reason, ha="center", va="center", fontsize=8, transform=ax.transAxes)
-            ax.set_axis_off()
-        ax.set_title("energy per phase (per sequence)")
-        ax = axes[1][0]
+            panels.append(lambda ax: self._energy_panel(ax, vals))
         if self.step_ms:
-            ax.hist(self.step_ms, bins=min(60, max(10, len(self.step_ms) // 10)), color="#55A868")
-            ax.axvline(d["tpot_ms"]["median"], color="black", linestyle="--", label="median")
-            if r.get("tpot_floor_ms"):
-                ax.axvline(r["tpot_floor_ms"], color="red", linestyle=":", label="floor")
-            ax.legend(fontsize=8)
-        ax.set_xlabel("decode step latency (ms)")
-        ax.set_title("inter-token latency distribution")
-        ax = axes[1][1]
-        bars = []
-        if r.get("mbu") is not None:
-            bars.append(("decode MBU", r["mbu"]))
-        if r.get("mfu") is not None:
-            bars.append(("prefill MFU", r["mfu"]))
-        if r.get("decode_mfu") is not None:
-            bars.append(("decode MFU", r["decode_mfu"]))
+            panels.append(self._steps_panel)
+        bars = [(name, r[key]) for name, key in (("decode MBU", "mbu"), ("prefill MFU", "mfu"),
+                                                  ("decode MFU", "decode_mfu")) if r.get(key) is not None]
         if bars:
-            ax.barh([b[0] for b in bars], [b[1] * 100 for b in bars], color="#8172B3")
-            ax.set_xlim(0, 100)
-            ax.set_xlabel("% of peak")
-        else:
-            ax.text(0.5, 0.5, "no peak known for this device:\npass --peak-bw / --peak-flops",
-                    ha="center", va="center", fontsize=8, transform=ax.transAxes)
+            panels.append(lambda ax: self._roofline_panel(ax, bars))
+        cols = 2 if len(panels) > 1 else 1
+        rows = max(1, math.ceil(len(panels) / cols))
+        fig = Figure(figsize=(4.3 * cols, 2.9 * rows))
+        axes = fig.subplots(rows, cols, squeeze=False).ravel()
+        for ax, draw in zip(axes, panels):
+            draw(ax)
+            ax.tick_params(labelsize=8)
+            ax.spines[["top", "right"]].set_visible(False)
+        for ax in axes[len(panels):]:
             ax.set_axis_off()
-        ax.set_title("roofline: share of the hardware's peak")
+        if not panels:
+            axes[0].text(0.5, 0.5, "no phase measured", ha="center", va="center", transform=axes[0].transAxes)
         fig.tight_layout()
         return fig
+
+    @staticmethod
+    def _latency_panel(ax, names, meds, floors) -> None:
+        ax.bar(names, meds, color="#4C72B0", width=0.6, label="measured (median)")
+        fl = [f if f is not None else math.nan for f in floors]
+        if any(not math.isnan(f) for f in fl):
+            ax.bar(names, fl, color="none", edgecolor="black", hatch="//", width=0.6, label="roofline floor")
+        ax.set_yscale("log")
+        ax.legend(fontsize=7, frameon=False)
+        ax.set_ylabel("latency (ms)", fontsize=9)
+        ax.set_title("latency per phase", fontsize=9, loc="left")
+
+    @staticmethod
+    def _energy_panel(ax, vals) -> None:
+        ax.bar([v[0] for v in vals], [v[1] for v in vals], color="#DD8452", width=0.6)
+        ax.set_yscale("log")
+        ax.set_ylabel("J per sequence", fontsize=9)
+        ax.set_title("energy per phase (per sequence)", fontsize=9, loc="left")
+
+    def _steps_panel(self, ax) -> None:
+        d, r = self.data, self.data.get("roofline") or {}
+        ax.hist(self.step_ms, bins=min(60, max(10, len(self.step_ms) // 10)), color="#55A868")
+        ax.axvline(d["tpot_ms"]["median"], color="black", linestyle="--", label="median")
+        if r.get("tpot_floor_ms"):
+            ax.axvline(r["tpot_floor_ms"], color="red", linestyle=":", label="floor")
+        ax.legend(fontsize=7, frameon=False)
+        ax.set_xlabel("decode step latency (ms)", fontsize=9)
+        ax.set_ylabel("steps", fontsize=9)
+        ax.set_title("inter-token latency distribution", fontsize=9, loc="left")
+
+    @staticmethod
+    def _roofline_panel(ax, bars) -> None:
+        ax.barh([b[0] for b in bars], [b[1] * 100 for b in bars], color="#8172B3")
+        ax.set_xlim(0, 100)
+        ax.set_xlabel("% of peak", fontsize=9)
+        ax.set_title("roofline: share of the hardware's peak", fontsize=9, loc="left")

@@ -60,17 +60,41 @@ def resolve_model(shell, expr: str, load: Callable[[str], Any] | None = None):
     return require_module(evaluate(shell, expr, "model"), expr)
 
 
-def deliver(shell, report: Any, args) -> Any:
-    """Store (-v), show (unless -q) and return (-o) a report, as %timeit does."""
+def deliver(shell, report: Any, args, live: Any = None) -> Any:
+    """Store (-v), show (unless -q) and return (-o) a report, as %timeit does, with one view per cell.
+
+    The report is shown here (into the live view's place when the run had one); when it is also
+    returned and lands in Out[n], its ``_ipython_display_`` sees it was shown in this cell already.
+    """
     if getattr(args, "var", None):
         if not args.var.isidentifier():
             raise UsageError(f"-v needs a valid Python name, got {args.var!r}")
         shell.user_ns[args.var] = report
     if not getattr(args, "quiet", False):
-        from ..core.display import display_report
+        from ..core.display import show_report
 
-        display_report(report)
+        show_report(report, handle=getattr(live, "handle", None))
+        report.mark_shown()
+    elif live is not None:
+        live.clear()
     return report if getattr(args, "output", False) else None
+
+
+def _live_view(title: str, quiet: bool):
+    """A started live view in a notebook (None under -q or outside a kernel)."""
+    from ..core.display import in_widget_frontend
+
+    if quiet or not in_widget_frontend():
+        return None
+    from ..core.live import LiveView
+
+    return LiveView(title).start()
+
+
+def _drop(live: Any) -> None:
+    """The run failed: stop the live view and empty its place (the error says what happened)."""
+    if live is not None:
+        live.clear()
 
 
 def with_article(noun: str) -> str:

@@ -18,7 +18,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class, needs_loca
 from IPython.core.magic_arguments import magic_arguments, parse_argstring
 
 from ..core.options import magic_flags, magic_options
-from ._common import deliver, unquote
+from ._common import _drop, _live_view, deliver, unquote
 
 _meters: dict[tuple[int, ...] | None, Any] = {}  # one meter per device set: idle power measured once
 _VALUED, _FLAGS = magic_flags("elana_energy")  # for splitting the statement off the options
@@ -100,15 +100,28 @@ class EnergyMagics(Magics):
             args.label = unquote(args.label)
         meter = meter_for(args.devices)
         namespace = local_ns if local_ns is not None else self.shell.user_ns
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", category=_short_window_warning())
-            if cell is None:
-                report = self._measure_statement(statement, namespace, meter, args)
-                value = None
-            else:
-                report, value = self._measure_cell(cell, namespace, meter, args)
+        live = _live_view("elana energy" + (f" - {args.label}" if args.label else ""), quiet=args.quiet)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", category=_short_window_warning())
+                if cell is None:
+                    if live is not None:
+                        live.phase("statement (repeated)")
+                    report = self._measure_statement(statement, namespace, meter, args)
+                    value = None
+                else:
+                    report, value = self._measure_cell(cell, namespace, meter, args, live)
+        except BaseException:
+            _drop(live)
+            raise
+        if live is not None:
+            live.stop()
         report.show_plot = not args.no_plot
-        returned = deliver(self.shell, report, args)
+        try:
+            returned = deliver(self.shell, report, args, live=live)
+        finally:
+            if live is not None:
+                live.close_widgets()
         return returned if returned is not None else value
 
     def _compile(self, source: str):
@@ -123,12 +136,14 @@ class EnergyMagics(Magics):
         body = shell.compile(tree, filename, "exec")
         return body, (shell.compile(last, filename, "eval") if last is not None else None)
 
-    def _measure_cell(self, cell: str, namespace: dict, meter, args):
+    def _measure_cell(self, cell: str, namespace: dict, meter, args, live=None):
         __tracebackhide__ = True  # noqa: F841
         body, last = self._compile(cell)
         glob = self.shell.user_ns
         value = None
         with meter.window(label=args.label) as win:
+            if live is not None:
+                live.phase("cell", power=win.power_so_far)
             exec(body, glob, namespace)  # noqa: S102 - the user's own cell
             if last is not None:
                 value = eval(last, glob, namespace)  # noqa: S307

@@ -7,7 +7,7 @@ from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import magic_arguments, parse_argstring
 
 from ..core.options import magic_options
-from ._common import deliver, evaluate, is_quoted, resolve_model, unquote
+from ._common import _drop, _live_view, deliver, evaluate, is_quoted, resolve_model, unquote
 
 
 def _load_model(path: str):
@@ -62,15 +62,27 @@ class LatencyMagics(Magics):
         if args.prompt is not None and tokenizer is None:
             raise UsageError("--prompt needs a tokenizer: pass --tokenizer TOK (a tokenizer in the notebook)")
         phases = [p for p in ("ttft", "tpot", "ttlt") if getattr(args, p)] or ["ttft", "tpot", "ttlt"]
+        live = _live_view("elana latency", quiet=args.quiet)
         try:
             report = measure_latency(
                 model, tokenizer=tokenizer, phases=phases, batch=args.batch, prompt_len=args.prompt_len,
                 gen_len=args.gen_len, energy=args.energy, cuda_graph=args.cuda_graph, warmup=args.warmup,
                 repeats=args.repeats, min_time=args.min_time, label=args.label, prompt=args.prompt,
                 peak_bw=args.peak_bw, peak_flops=args.peak_flops,
-                progress=not args.quiet, compile=args.compile)
+                progress=live if live is not None else not args.quiet, compile=args.compile)
         except (GenerationInputError, GenerationOutOfMemory) as exc:
+            _drop(live)
             raise UsageError(str(exc)) from None
         except KeyboardInterrupt:
+            _drop(live)
             raise UsageError("interrupted: nothing was kept, and the model is as it was") from None
-        return deliver(self.shell, report, args)
+        except BaseException:
+            _drop(live)
+            raise
+        if live is not None:
+            live.stop()
+        try:
+            return deliver(self.shell, report, args, live=live)
+        finally:
+            if live is not None:
+                live.close_widgets()

@@ -166,12 +166,37 @@ def capture(cuda: bool | None = None) -> Iterator[Any]:
     prof = torch.profiler.profile(activities=_activities(cuda), record_shapes=False, with_stack=False)
     with warnings.catch_warnings():  # torch's note about schedule cycles does not apply to one capture
         warnings.filterwarnings("ignore", message=".*Profiler clears events at the end of each cycle")
-        prof.start()
+        without_usdt_lines(prof.start)
     try:
         yield prof
         _synchronize()
     finally:
-        prof.stop()  # also on errors and Ctrl-C: a profiler is never left running
+        without_usdt_lines(prof.stop)  # also on errors and Ctrl-C: a profiler is never left running
+
+
+def without_usdt_lines(fn: Callable[[], Any]) -> Any:
+    """Run ``fn`` with the process's stderr (fd 2) captured, and pass on every line but Kineto's
+    ``USDT: ... profiler_start/profiler_stop`` trace points (written by C++, below Python's sys.stderr)."""
+    import sys
+    import tempfile
+
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no real fd 2 (embedded interpreters)
+        return fn()
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            return fn()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            rest = [ln for ln in tmp.read().decode(errors="replace").splitlines(keepends=True)
+                    if not ln.startswith("USDT:")]
+            if rest:
+                sys.stderr.write("".join(rest))
 
 
 def export_trace(prof, path: str) -> str:

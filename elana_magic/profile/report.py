@@ -72,7 +72,7 @@ class ProfileReport(Report):
         if self._png is None:
             from .timeline import figure_png
 
-            self._png = figure_png(self.timeline())
+            self._png = figure_png(self.timeline(width=VIEW_WIDTH_IN))
         return self._png
 
     # -- views --
@@ -155,36 +155,43 @@ class ProfileReport(Report):
         path = html.escape(self.trace_path)
         rest = "<br>".join(html.escape(x) for x in lines[3:])
         notes = "".join(f"<li>{html.escape(n)}</li>" for n in self.notes)
-        return (f"<div class='elana-profile'><b>{body}</b><br>trace: <code>{path}</code> &mdash; open it in "
+        return (f"<div><b>{body}</b><br>trace: <code>{path}</code> &mdash; open it in "
                 f"<a href='{PERFETTO_URL}' target='_blank'>ui.perfetto.dev</a> (Open trace file; it stays on your machine)"
                 f"<br>{rest}{'<ul>' + notes + '</ul>' if notes else ''}</div>")
 
     def to_html(self) -> str:
-        import base64
+        from ..core.display import html_block, png_img_html
 
         parts = [self._header_html()]
         try:
-            png = base64.b64encode(self.timeline_png()).decode("ascii")
-            parts.append(f"<img src='data:image/png;base64,{png}'/>")
+            parts.append(png_img_html(self.timeline_png(), alt="kernel timeline"))
         except ImportError:  # matplotlib missing: tables only
             pass
         parts += [html_table(h, r, caption=t) for t, h, r in self._tables()]
-        return "\n".join(parts)
+        return html_block("profile", "\n".join(parts))
 
     def widget(self):
         """The notebook view: header, the zoomable timeline, and the tables in tabs."""
         import ipywidgets as widgets
 
+        from ..core.display import html_widget, report_view
         from .timeline import timeline_widget
 
         tables = self._tables()
-        tabs = widgets.Tab(children=[widgets.HTML(html_table(h, r)) for _, h, r in tables])
+        tabs = widgets.Tab(children=[html_widget(html_table(h, r, caption=t)) for t, h, r in tables])
         for i, (title, _, _) in enumerate(tables):
-            tabs.set_title(i, title)
-        return widgets.VBox([widgets.HTML(self._header_html()), timeline_widget(self.trace, spans=self.steps), tabs])
+            tabs.set_title(i, _tab_title(title))
+        return report_view("profile", [html_widget(self._header_html()),
+                                       timeline_widget(self.trace, spans=self.steps, width=VIEW_WIDTH_IN), tabs])
+
+
+# Tab titles: the table's name without its parenthesis (the full title is the table's caption).
+def _tab_title(title: str) -> str:
+    return title.split(" (", 1)[0]
 
 
 _MAX_STEP_ROWS = 12
+VIEW_WIDTH_IN = 8.0  # the timeline in the notebook views: ~950 px at 110 dpi with its legend, native size
 _HTA_MICROSECONDS = {"sum", "idle_time", "max", "min", "mean", "std"}
 
 

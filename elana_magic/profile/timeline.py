@@ -230,18 +230,25 @@ def timeline_widget(trace: ParsedTrace | str, spans: list[dict] | None = None, w
     """The timeline with a range slider (ms) and a phase picker to zoom; re-rendered on change."""
     import ipywidgets as widgets
 
+    from ..core.display import png_widget
+
     tl = Timeline(trace, spans=spans, width=width)
     lo, hi = tl.full_range
-    image = widgets.Image(value=tl.png(), format="png")
+    image = png_widget(tl.png())
+    # the range is shown in a label of its own: the slider's built-in readout is a fixed-width box
+    # that two long numbers overflow
     slider = widgets.FloatRangeSlider(value=(lo, hi), min=lo, max=hi, step=max((hi - lo) / 1000, 1e-6),
-                                      description="ms", continuous_update=False, readout_format=".3f",
-                                      layout=widgets.Layout(width="95%"))
+                                      description="ms", continuous_update=False, readout=False,
+                                      layout=widgets.Layout(width="60%"))
+    readout = widgets.Label(_range_text(lo, hi))
+    readout.add_class("elana-range")
     options = [("whole trace", (lo, hi))] + [(short_phase_name(n), (s, t)) for n, s, t in tl.phases[:500]]
     picker = widgets.Dropdown(options=options, value=(lo, hi), description="zoom to",
-                              layout=widgets.Layout(width="40%"))
+                              layout=widgets.Layout(width="260px"))
 
     def redraw(change: Any) -> None:
         a, b = slider.value
+        readout.value = _range_text(a, b)
         if b > a:
             tl.set_range(a, b)
             image.value = tl.png()
@@ -253,6 +260,10 @@ def timeline_widget(trace: ParsedTrace | str, spans: list[dict] | None = None, w
 
     slider.observe(redraw, names="value")
     picker.observe(pick, names="value")
-    box = widgets.VBox([image, widgets.HBox([picker]), slider])
+    box = widgets.VBox([image, widgets.HBox([picker]), widgets.HBox([slider, readout])])
     box.timeline = tl  # keeps the figure alive for redraws (and lets tests look at it)
     return box
+
+
+def _range_text(a: float, b: float) -> str:
+    return f"{a:.3f} – {b:.3f} ms"

@@ -1,6 +1,6 @@
 """Size: parameters, buffers and packed weights by storage bytes, and the KV / SSM cache for any batch and length.
 
-``measure_size(model_or_folder_or_config, batch=[1], seq_len=[1024]) -> SizeReport``.
+``measure_size(model_or_folder_or_config, batch=[1], seq_len=[1024, 2048]) -> SizeReport``.
 """
 
 from .cache_shapes import CacheLayout, LayerCache, cache_layout

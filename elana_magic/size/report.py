@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -132,72 +131,63 @@ class SizeReport(Report):
         return "\n\n".join(parts)
 
     def to_html(self) -> str:
+        from ..core.display import figure_to_html, html_block
+
+        try:
+            plot = figure_to_html(self.figure(), alt="model and cache size")
+        except ImportError:  # matplotlib missing: tables only
+            plot = ""
+        return html_block("size", self._tables_html() + plot)
+
+    def _tables_html(self) -> str:
         import html
 
-        summary = "<br>".join(html.escape(line) for line in self._summary_lines())
+        summary = "<br>".join(html.escape(line).replace("   ", " &nbsp;·&nbsp; ") for line in self._summary_lines())
         notes = "".join(f"<li>{html.escape(n)}</li>" for n in self.notes)
-        return (f"<div class='elana-size'><p>{summary}</p>"
+        return (f"<p style='margin:0 0 6px 0'>{summary}</p>"
                 + html_table(*self._grid_table(), caption="cache for each (batch, seq_len)")
                 + html_table(*self._dtype_table(), caption="weights by dtype")
-                + (f"<ul>{notes}</ul>" if notes else "") + "</div>")
+                + (f"<ul style='margin:0 0 6px 0'>{notes}</ul>" if notes else ""))
 
     def figure(self):
-        """A stacked bar chart: model, KV cache and SSM state for each grid row."""
-        import matplotlib
+        """A stacked bar chart (a matplotlib Figure): model, KV cache and SSM state for each grid row."""
+        from matplotlib.figure import Figure
 
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
+        from ..core.units import bytes_unit
 
-        unit = "GiB" if self.binary else "GB"
-        scale = 2**30 if self.binary else 1e9
+        top = max([r["total_bytes"] for r in self.rows] + [self.model_bytes])
+        free = None
+        if self.gpu:
+            free = self.gpu["free_bytes"] + (self.model_bytes if self.model_on_gpu else 0)
+        scale, unit = bytes_unit(max(top, free or 0), binary=self.binary)
         labels = [f"B={r['batch']}\nL={r['seq_len']}" for r in self.rows]
         model = [self.model_bytes / scale] * len(self.rows)
         kv = [(r["kv_cache_bytes"] or 0) / scale for r in self.rows]
         ssm = [(r["ssm_cache_bytes"] or 0) / scale for r in self.rows]
-        fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(self.rows) + 2), 3.0))
-        ax.bar(labels, model, label="model", color="#8da0cb")
-        ax.bar(labels, kv, bottom=model, label="KV cache", color="#fc8d62")
-        ax.bar(labels, ssm, bottom=[a + b for a, b in zip(model, kv)], label="SSM state", color="#66c2a5")
-        if self.gpu:
-            free = self.gpu["free_bytes"] / scale + (self.model_bytes / scale if self.model_on_gpu else 0)
-            ax.axhline(free, color="k", ls="--", lw=1, label="GPU free")
-        ax.set_ylabel(unit)
-        ax.set_title(self.model, fontsize=9)
-        ax.legend(fontsize=7)
+        fig = Figure(figsize=(min(9.0, 3.2 + 0.75 * len(self.rows)), 2.8))
+        ax = fig.add_subplot()
+        ax.bar(labels, model, label="model", color="#8da0cb", width=0.6)
+        ax.bar(labels, kv, bottom=model, label="KV cache", color="#fc8d62", width=0.6)
+        if any(ssm):
+            ax.bar(labels, ssm, bottom=[a + b for a, b in zip(model, kv)], label="SSM state", color="#66c2a5", width=0.6)
+        highest = max(a + b + c for a, b, c in zip(model, kv, ssm))
+        if free is not None:
+            ax.axhline(free / scale, color="k", ls="--", lw=1, label="GPU free")
+            highest = max(highest, free / scale)
+        ax.set_ylim(0, highest * 1.18)  # headroom above the tallest bar
+        ax.set_ylabel(unit, fontsize=9)
+        ax.tick_params(labelsize=8)
+        ax.spines[["top", "right"]].set_visible(False)
+        ax.set_title(self.model, fontsize=9, loc="left")
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
         fig.tight_layout()
         return fig
 
     def widget(self):
-        """An HTML table and the bar chart, stacked (ipywidgets); text and HTML for static renderers."""
-        import base64
+        """The tables and the bar chart, stacked (ipywidgets)."""
+        from ..core.display import figure_to_widget, html_widget, report_view
 
-        import ipywidgets as widgets
-
-        from ..core.display import figure_to_widget
-
-        image = figure_to_widget(self.figure())
-        png = base64.b64encode(image.value).decode("ascii")
-        view = _size_view_class()([widgets.HTML(self.to_html()), image])
-        view.fallback = {"text/plain": self.to_text(), "text/html": self.to_html() + f"<img src='data:image/png;base64,{png}'/>"}
-        return view
-
-
-@functools.cache
-def _size_view_class():
-    """A VBox whose static fallback is the report (text and HTML), not ``VBox(children=...)``."""
-    import ipywidgets as widgets
-
-    class SizeView(widgets.VBox):
-        fallback: dict[str, str] = {}
-
-        def _repr_mimebundle_(self, **kwargs):
-            bundle = super()._repr_mimebundle_(**kwargs) or {}
-            return {**bundle, **self.fallback}
-
-        def __repr__(self) -> str:
-            return self.fallback.get("text/plain") or super().__repr__()
-
-    return SizeView
+        return report_view("size", [html_widget(self._tables_html()), figure_to_widget(self.figure())])
 
 
 def _counts_text(counts: dict[str, int]) -> str:

@@ -125,3 +125,13 @@ def test_label_quotes_are_removed(eip, fake_nvml):
     assert rep.label == "two words"
     rep = eip.run_line_magic("elana_energy", "--label 'a b' -o -q --min-time 0.05 1 + 1")
     assert rep.label == "a b"
+
+
+@pytest.mark.parametrize("var", ["1bad", "for", "a-b"])
+def test_a_bad_variable_name_is_refused_before_the_cell_runs(eip, fake_nvml, var):
+    eip.user_ns["ran"] = False
+    with pytest.raises(UsageError, match=f"^-v takes a Python variable name, e.g. -v rep; got '{var}'"):
+        eip.run_cell_magic("elana_energy", f"-v {var}", "ran = True")
+    with pytest.raises(UsageError, match="^-v takes a Python variable name"):
+        eip.run_line_magic("elana_energy", f"-v {var} ran = True")
+    assert eip.user_ns["ran"] is False

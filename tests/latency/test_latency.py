@@ -116,10 +116,17 @@ def test_state_kept_after_error(tiny_llama):
         tiny_llama.eval()
 
 
-def test_figure_has_four_panels(tiny_llama):
+def test_figure_draws_only_panels_with_data(tiny_llama):
+    """No panel holds only placeholder text: without a sensor or a peak, no energy or roofline panel."""
     rep = measure_latency(tiny_llama, prompt_len=8, gen_len=4, energy=False, **FAST)
-    assert len(rep.figure().axes) == 4
-    assert "<img" in rep.to_html()
+    titles = [ax.get_title(loc="left") for ax in rep.figure().axes if ax.axison]
+    assert titles == ["latency per phase", "inter-token latency distribution"]
+    assert all(not ax.texts for ax in rep.figure().axes)
+    assert "<img" in rep.to_html() and "energy/seq" not in rep.to_html()  # no column of dashes either
+    rep = measure_latency(tiny_llama, prompt_len=8, gen_len=4, energy=False, peak_bw=1e9, peak_flops=1e12, **FAST)
+    titles = [ax.get_title(loc="left") for ax in rep.figure().axes if ax.axison]
+    assert titles[-1] == "roofline: share of the hardware's peak" and len(titles) == 3
+    assert "floor" in rep.to_text()
 
 
 def test_request_split_from_counters(tiny_llama):

@@ -106,3 +106,14 @@ def test_interrupt_is_one_line_and_restores(shell):
     finally:
         handle.remove()
     assert not model.training
+
+
+@pytest.mark.parametrize("line", ["model -v 1abc", "model -v for", "model --min-time nan", "model --peak-flops 1e400"])
+def test_options_are_checked_before_any_measurement(shell, monkeypatch, line):
+    def measured(*args, **kwargs):
+        raise AssertionError("measure_latency ran before the options were checked")
+
+    monkeypatch.setattr("elana_magic.latency.measure_latency", measured)
+    with pytest.raises(UsageError) as info:
+        shell.run_line_magic("elana_latency", line)
+    assert "\n" not in str(info.value)

@@ -86,7 +86,7 @@ def test_display_shows_path_perfetto_note_and_timeline(ip, tiny_llama, tmp_path)
         ip.run_line_magic("elana_profile", f"m --phase ttft --prompt-len 8 --steps 1 --out {tmp_path}")
     (shown,) = cap.outputs
     html, text = shown.data["text/html"], shown.data["text/plain"]
-    assert "ui.perfetto.dev" in html and "<img src='data:image/png;base64," in html and str(tmp_path) in html
+    assert "ui.perfetto.dev" in html and "src='data:image/png;base64," in html and str(tmp_path) in html
     assert "Top CPU ops" in text and "ui.perfetto.dev" in text
 
 
@@ -253,3 +253,19 @@ def test_profile_phase_plain_api(tiny_llama, tmp_path):
     assert rep.to_dict()["steps"] and rep.engine == "eager"
     with pytest.raises(ValueError, match="unknown phase"):
         profile_phase(tiny_llama, "prefill", out=str(tmp_path))
+
+
+def test_profiler_usdt_lines_are_not_shown(capfd):
+    """Kineto writes `USDT: ... profiler_start/stop` to fd 2 from C++; other stderr lines pass through."""
+    import os
+
+    from elana_magic.profile.capture import without_usdt_lines
+
+    def noisy():
+        os.write(2, b"USDT:2026-12-01 21:07:24 1:1 SyncActivityProfilerHandler.cpp:52] profiler_start\n")
+        os.write(2, b"a real warning\n")
+        return 7
+
+    assert without_usdt_lines(noisy) == 7
+    err = capfd.readouterr().err
+    assert "USDT" not in err and "a real warning" in err

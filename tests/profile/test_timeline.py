@@ -100,11 +100,13 @@ def test_widget_zooms_on_slider_and_phase_picker(synthetic_trace):
     trace = ParsedTrace.from_events(synthetic_trace(2_000)["traceEvents"])
     rep = analyze_trace("synthetic", trace=trace, hta=False)
     box = timeline_widget(trace, spans=rep.steps)
-    image, pickers, slider = box.children
+    image, pickers, range_row = box.children
+    slider, readout = range_row.children
     first = image.value
     lo, hi = slider.value
     slider.value = (lo, lo + (hi - lo) / 4)
     assert image.value != first
+    assert readout.value == f"{slider.value[0]:.3f} – {slider.value[1]:.3f} ms"  # its own label, not the slider's box
     assert box.timeline.ax.get_xlim() == pytest.approx(slider.value)
     picker = pickers.children[0]
     label, (a, b) = picker.options[3]
@@ -117,8 +119,9 @@ def test_report_widget_has_header_timeline_and_tabs(tmp_path, synthetic_trace):
     path = tmp_path / "t.json"
     path.write_text(json.dumps(synthetic_trace(500)))
     rep = analyze_trace(str(path), hta=False)
-    header, timeline, tabs = rep.widget().children
+    header, timeline, tabs, _style = rep.widget().children
     assert "ui.perfetto.dev" in header.value
     assert hasattr(timeline, "timeline")
     titles = [tabs.get_title(i) for i in range(len(tabs.children))]
-    assert titles[:2] == ["Breakdown by kind (GPU kernel time)", "Top GPU kernels"]
+    assert titles[:2] == ["Breakdown by kind", "Top GPU kernels"]  # short enough for a tab
+    assert "Breakdown by kind (GPU kernel time)" in tabs.children[0].value  # the full title: its caption
