@@ -83,13 +83,18 @@ def kv_bytes_per_token(model, dtype_bytes: int) -> int:
     return 2 * layers * kv_heads * head_dim * dtype_bytes
 
 
+def _weight_tensor(module):
+    """A module's weight tensor; quantized modules (torch.ao's dynamic int8 Linear) give it by a call."""
+    weight = getattr(module, "weight", None)
+    return weight() if callable(weight) else weight
+
+
 def weight_bytes(model) -> dict[str, int]:
     """Bytes of the weights a decode step reads: all parameters, the input embedding only if it is the LM head."""
     total = sum(p.numel() * p.element_size() for p in model.parameters())  # tied weights appear once
     emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    emb_w = getattr(emb, "weight", None)
-    head_w = getattr(head, "weight", None)
+    emb_w, head_w = _weight_tensor(emb), _weight_tensor(head)
     emb_bytes = emb_w.numel() * emb_w.element_size() if emb_w is not None else 0
     head_bytes = head_w.numel() * head_w.element_size() if head_w is not None else 0
     tied = emb_w is not None and head_w is not None and emb_w.data_ptr() == head_w.data_ptr()
