@@ -103,6 +103,7 @@ def load_model(spec: str | None, device_map: str | None = None, trust_remote_cod
                            f"{name} shape, RANDOM weights", True)
     if _looks_like_path(spec) and not os.path.isdir(os.path.expanduser(spec)):
         raise CommandInputError(f"no folder {spec!r}: give a local model folder, a hub id or random:PRESET")
+    _check_local_config(spec, trust_remote_code)
     from transformers import AutoModelForCausalLM
 
     kwargs = {"trust_remote_code": trust_remote_code}  # explicit: transformers never asks on stdin
@@ -119,9 +120,35 @@ def load_model(spec: str | None, device_map: str | None = None, trust_remote_cod
     return LoadedModel(model, tokenizer, spec, False)
 
 
+def _check_local_config(spec: str, trust_remote_code: bool) -> None:
+    """A folder's config.json read first: broken, or naming custom code without --trust-remote-code, is one line."""
+    from .models import ModelLoadError, custom_code_note, read_local_config
+
+    from .models import hub_unavailable
+
+    folder = os.path.expanduser(spec)
+    if not os.path.isdir(folder):
+        why = hub_unavailable(spec)
+        if why:
+            raise CommandInputError(f"no folder {spec!r}, and no hub id of that name in the local cache ({why}): "
+                                    "check the path, or download it first")
+        return
+    try:
+        note = custom_code_note(read_local_config(folder), spec, trust_remote_code)
+    except ModelLoadError as exc:
+        raise CommandInputError(str(exc)) from None
+    if note:
+        raise CommandInputError(note)
+
+
 def load_tokenizer(spec: str, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
+    from .models import hub_unavailable
+
+    why = None if os.path.isdir(os.path.expanduser(spec)) else hub_unavailable(spec, "tokenizer_config.json")
+    if why:
+        raise CommandInputError(f"no tokenizer folder {spec!r}, and no hub id of that name in the local cache ({why})")
     try:
         return AutoTokenizer.from_pretrained(os.path.expanduser(spec), trust_remote_code=trust_remote_code)
     except Exception as exc:
@@ -170,7 +197,8 @@ def run_size(target: ModelTarget, args: argparse.Namespace, names: list[str]):
     what = target.model if (target.spec is None or target.is_loaded) else target.spec
     label = args.label or (target.label if target.is_loaded else None)
     return measure_size(what, batch=args.batch, seq_len=args.seq_len, cache_dtype=args.cache_dtype,
-                        binary=args.gib, cross_check=not args.no_check, label=label)
+                        binary=args.gib, cross_check=not args.no_check, label=label,
+                        trust_remote_code=target.trust_remote_code)
 
 
 def run_latency(target: ModelTarget, args: argparse.Namespace, names: list[str]):

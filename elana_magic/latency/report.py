@@ -96,12 +96,42 @@ class LatencyReport(Report):
         if e.get("method"):
             idle = e.get("idle_power_w")
             lines.append(f"energy: {e['method']}" + (f"; idle {idle:.4g} W" if idle else ""))
+        lines += self._device_lines()
+        return lines
+
+    def _device_lines(self) -> list[str]:
+        """One line per GPU when there is more than one: energy share and peak memory per phase."""
+        d, e = self.data, self.data.get("energy") or {}
+        shares = {row["device"]: row for row in e.get("per_device") or []}
+        peaks = d.get("peak_memory") or {}
+        devices = [x for x in d.get("devices") or [] if x.startswith("cuda")]
+        if len(devices) < 2 and len(shares) < 2:
+            if len(peaks) == 1:
+                (dev, row), = peaks.items()
+                return [f"peak memory on {dev}: {format_bytes(row['max'])}"]
+            return []
+        lines = [f"devices: {', '.join(devices or list(shares))} (every one synchronized at each timed edge)"]
+        for dev in devices or list(shares):
+            parts = []
+            row = shares.get(dev)
+            if row is not None:
+                figures = [f"{format_energy(row[k])}/{u}" for k, u in (("j_per_prompt", "prompt"), ("j_per_token", "token"),
+                                                                         ("j_per_request", "request")) if row.get(k) is not None]
+                share = f" ({row['share']:.0%} of the energy)" if row.get("share") is not None else ""
+                parts.append(", ".join(figures) + share)
+            peak = peaks.get(dev)
+            if peak:
+                per_phase = ", ".join(f"{k} {format_bytes(v)}" for k, v in peak.items() if k != "max")
+                parts.append(f"peak memory {format_bytes(peak['max'])} ({per_phase})")
+            lines.append(f"  {dev}: " + ("; ".join(parts) if parts else "not measured"))
         return lines
 
     def title(self) -> str:
         d = self.data
         label = f"{d['label']} · " if d.get("label") else ""
-        return (f"{label}{d['model']} on {d['device_name']} · batch {d['batch']} · prompt {d['prompt_len']}"
+        gpus = [x for x in d.get("devices") or [] if x.startswith("cuda")]
+        where = f"{len(gpus)} GPUs ({d['device_name']}, ...)" if len(gpus) > 1 else d["device_name"]
+        return (f"{label}{d['model']} on {where} · batch {d['batch']} · prompt {d['prompt_len']}"
                 f" · gen {d['gen_len']} · {d['engine']} decode")
 
     def to_text(self) -> str:

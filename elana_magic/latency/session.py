@@ -38,6 +38,9 @@ from typing import Any
 
 import torch
 
+from .devices import cuda_indices, model_devices
+from .devices import synchronize as synchronize_devices
+
 
 class GenerationInputError(ValueError):
     """Lengths, model or prompt that cannot be measured (one line, for UsageError)."""
@@ -111,6 +114,13 @@ def check_lengths(model: torch.nn.Module, batch: int, prompt_len: int, gen_len: 
             f"prompt length {prompt_len} + generated length {gen_len} = {prompt_len + gen_len} exceeds the "
             f"model's maximum of {limit} positions: shorten --prompt-len or --gen-len"
         )
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """A CUDA out-of-memory error, or the CPU allocator's "can't allocate memory" (a plain RuntimeError)."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
 
 
 def out_of_memory_message(batch: int, prompt_len: int, gen_len: int, device: Any) -> str:
@@ -317,6 +327,9 @@ class GenerationSession:
         if not isinstance(model, torch.nn.Module):
             raise GenerationInputError(f"expected a torch.nn.Module, got {type(model).__name__}")
         check_can_generate(model)
+        if model_device(model).type == "meta":
+            raise GenerationInputError(f"{type(model).__name__} is on the meta device (shapes only, no weights): "
+                                       "load it with weights to time it (%elana_size sizes a meta model)")
         if input_ids is not None:
             input_ids = torch.as_tensor(input_ids, dtype=torch.long)
             if input_ids.ndim == 1:
@@ -327,7 +340,8 @@ class GenerationSession:
         check_lengths(model, batch, prompt_len, gen_len)
         self.model = model
         self.batch, self.prompt_len, self.gen_len = batch, prompt_len, gen_len
-        self.device = model_device(model)
+        self.device = model_device(model)   # where the inputs go (the first module's device)
+        self.devices = model_devices(model)  # every device the model occupies (hf_device_map)
         self.dtype = model_dtype(model)
         self.seed = seed
         self._input_ids_arg = input_ids
@@ -338,6 +352,11 @@ class GenerationSession:
         self.note: str | None = None
         if self.want_graph and not on_cuda:
             self.note = f"CUDA graphs need a CUDA device (model is on {self.device}): eager decode"
+            self.want_graph = False
+        if self.want_graph and len(cuda_indices(self.devices)) > 1:
+            # A graph captures one device's stream; the other GPUs' kernels would run once, at capture.
+            self.note = (f"the model spans {len(cuda_indices(self.devices))} GPUs (device_map): a CUDA graph "
+                         "captures one GPU's stream, so decode runs eager")
             self.want_graph = False
         mode = compile_mode(compile)  # a bad value is refused on any device
         self.compile_mode = mode if self.want_graph else None   # "regional" | "whole" | None
@@ -384,11 +403,11 @@ class GenerationSession:
             self._cache_kw = _cache_kwarg(self.model)
             self._keep_kw = {"logits_to_keep": 1} if _accepts(self.model, "logits_to_keep") else {}
             self._setup_engine()
-        except torch.OutOfMemoryError:
+        except BaseException as exc:
+            if not is_out_of_memory(exc):
+                self.close()
+                raise
             out_of_memory = True  # raised below, once the traceback (and the tensors its frames hold) is gone
-        except BaseException:
-            self.close()
-            raise
         if out_of_memory:
             self.close()
             raise GenerationOutOfMemory(out_of_memory_message(self.batch, self.prompt_len, self.gen_len, self.device))
@@ -402,8 +421,8 @@ class GenerationSession:
         self._graph = self._cache = self._next = self._logits = self._mask = self._first = None
         self.input_ids = None
         self._decode_forward = None
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        if cuda_indices(self.devices):
+            synchronize_devices(self.devices)
             torch.cuda.empty_cache()
         if self._state is not None:
             self._state.restore()
@@ -624,5 +643,5 @@ class GenerationSession:
         return out
 
     def synchronize(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        """Wait for every GPU the model occupies."""
+        synchronize_devices(self.devices)

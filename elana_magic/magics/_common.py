@@ -5,7 +5,6 @@ No measurement happens here; the magics stay a thin layer over the plain Python 
 
 from __future__ import annotations
 
-import os
 from typing import Any, Callable
 
 from IPython.core.error import UsageError
@@ -45,19 +44,66 @@ def require_module(obj: Any, expr: str):
     return obj
 
 
-def resolve_model(shell, expr: str, load: Callable[[str], Any] | None = None):
-    """A model from the notebook (a name or expression) or, when quoted, loaded by ``load(path_or_id)``."""
+def resolve_model(shell, expr: str, trust_remote_code: bool = False, quiet: bool = False):
+    """A model from the notebook (a name or expression) or, when quoted, loaded: "random:PRESET", a local
+    folder or a cached hub id (``models.load_model``: no custom code without ``trust_remote_code``)."""
+    from ..models import ModelLoadError, load_model
+
     if is_quoted(expr):
-        if load is None:
-            raise UsageError("this magic needs a model already loaded in the notebook, not a path")
-        target = os.path.expanduser(unquote(expr))
         try:
-            return load(target)
-        except UsageError:
-            raise
-        except Exception as exc:
-            raise UsageError(f"could not load {target!r}: {_one_line(exc)}") from None
+            return load_model(unquote(expr), trust_remote_code=trust_remote_code, quiet=quiet,
+                              with_tokenizer=False).model
+        except ModelLoadError as exc:
+            raise UsageError(str(exc)) from None
     return require_module(evaluate(shell, expr, "model"), expr)
+
+
+def split_model(line: str) -> tuple[str, str]:
+    """'f(a, "b c") --batch 2' -> ('f(a, "b c")', '--batch 2'): the model expression may hold spaces;
+    it ends at the first option (a space, then '-' and a letter or '-') outside brackets and quotes."""
+    depth, quote, i = 0, "", 0
+    text = line.strip()
+    while i < len(text):
+        ch = text[i]
+        if quote:
+            if ch == "\\":
+                i += 1
+            elif ch == quote:
+                quote = ""
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif ch.isspace() and depth <= 0:
+            rest = text[i:].lstrip()
+            if rest.startswith("-") and len(rest) > 1 and (rest[1].isalpha() or rest[1] == "-"):
+                return text[:i].strip(), rest
+        i += 1
+    if text.startswith("-"):
+        return "", text
+    return text, ""
+
+
+def parse_line(magic, line: str):
+    """``parse_argstring``, with an unbalanced quote a one-line UsageError (IPython raises ValueError)."""
+    from IPython.core.magic_arguments import parse_argstring
+
+    try:
+        return parse_argstring(magic, line)
+    except ValueError as exc:  # shlex: "No closing quotation"
+        raise UsageError(f"{exc} in {line.strip()!r}: close the quote, or quote the value with the other quote "
+                         "character") from None
+
+
+def parse_with_model(magic, line: str):
+    """``parse_argstring`` for a magic whose first argument is a model expression (see ``split_model``)."""
+    expr, options = split_model(line)
+    args = parse_line(magic, f"_ {options}" if expr else options)
+    if expr:
+        args.model = expr
+    return args
 
 
 def deliver(shell, report: Any, args, live: Any = None) -> Any:
@@ -103,5 +149,6 @@ def with_article(noun: str) -> str:
 
 
 def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+    from ..models import one_line
+
+    return one_line(exc)

@@ -1,7 +1,9 @@
 """``%%elana_energy`` (a cell) and ``%elana_energy STATEMENT`` (repeated until the window is long enough).
 
-The cell runs as a normal cell would: its assignments land in the namespace, its last expression is
-the magic's value (shown as Out[n]), its exceptions and Ctrl-C reach the user. Measurement lives in
+The cell runs as a normal cell would, through the shell's own ``run_cell`` (as pyinstrument's magic
+does): top-level ``await`` works, its assignments land in the namespace, its last expression is the
+magic's value (shown as Out[n]), its errors are shown as a plain cell shows them, followed by one
+``UsageError`` line saying no report was made (so "Run all" stops there). Measurement lives in
 ``elana_magic.energy``; this module parses options, runs the code and shows the report.
 """
 
@@ -15,10 +17,10 @@ from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class, needs_local_scope, no_var_expand
-from IPython.core.magic_arguments import magic_arguments, parse_argstring
+from IPython.core.magic_arguments import magic_arguments
 
 from ..core.options import magic_flags, magic_options
-from ._common import _drop, _live_view, deliver, unquote
+from ._common import _drop, _live_view, deliver, parse_line, unquote
 
 _meters: dict[tuple[int, ...] | None, Any] = {}  # one meter per device set: idle power measured once
 _VALUED, _FLAGS = magic_flags("elana_energy")  # for splitting the statement off the options
@@ -92,7 +94,7 @@ class EnergyMagics(Magics):
             option_text, statement = split_options(line)
         else:
             option_text, statement = line, ""
-        args = parse_argstring(self.elana_energy, option_text)
+        args = parse_line(self.elana_energy, option_text)
         if cell is None and not statement.strip():
             raise UsageError("give a statement to measure, e.g. `%elana_energy model(**inputs)`, "
                              "or use `%%elana_energy` on a cell")
@@ -137,23 +139,45 @@ class EnergyMagics(Magics):
         return body, (shell.compile(last, filename, "eval") if last is not None else None)
 
     def _measure_cell(self, cell: str, namespace: dict, meter, args, live=None):
-        __tracebackhide__ = True  # noqa: F841
-        body, last = self._compile(cell)
-        glob = self.shell.user_ns
-        value = None
-        with meter.window(label=args.label) as win:
-            if live is not None:
-                live.phase("cell", power=win.power_so_far)
-            exec(body, glob, namespace)  # noqa: S102 - the user's own cell
-            if last is not None:
-                value = eval(last, glob, namespace)  # noqa: S307
-        return win.report, value
+        """Run the cell with ``shell.run_cell``, the window opened and closed around its code by an AST
+        transformer (so the shell parses, awaits and reports errors as for any cell)."""
+        window = _CellWindow(meter, args.label, live)
+        ns = self.shell.user_ns
+        ns[_WINDOW_NAME] = window
+        transformer = _WrapInWindow()
+        self.shell.ast_transformers.append(transformer)
+        outer = self.shell.displayhook.exec_result  # the inner run_cell resets it; Out[n] is the outer cell's
+        try:
+            result = self.shell.run_cell(cell, store_history=False)
+        finally:
+            self.shell.displayhook.exec_result = outer
+            if transformer in self.shell.ast_transformers:
+                self.shell.ast_transformers.remove(transformer)
+            ns.pop(_WINDOW_NAME, None)
+            value = ns.pop(_VALUE_NAME, None)
+        if result.error_before_exec is not None:
+            raise UsageError(f"the cell did not run ({type(result.error_before_exec).__name__}, shown above); "
+                             "nothing was measured") from None
+        if result.error_in_exec is not None:
+            error = result.error_in_exec
+            if isinstance(error, KeyboardInterrupt):
+                raise UsageError("interrupted: the energy window was closed, no report") from None
+            raise UsageError(f"the cell raised {_one_line(error)} (shown above); no energy report") from None
+        if window.report is None:  # the shell runs nothing for a blank cell
+            raise UsageError("the cell is empty: put the code to measure below %%elana_energy")
+        if cell.rstrip().endswith(";"):
+            value = None  # a trailing ';' hides the value, as in a plain cell
+        return window.report, value
 
     def _measure_statement(self, statement: str, namespace: dict, meter, args):
         __tracebackhide__ = True  # noqa: F841
         from ..energy import measure_energy
 
-        body, last = self._compile(statement)
+        try:
+            body, last = self._compile(statement)
+        except SyntaxError as exc:
+            raise UsageError(f"the statement {statement.strip()!r} is not valid Python ({exc.msg}); "
+                             "options go before it, e.g. `%elana_energy --label NAME model(x)`") from None
         glob = self.shell.user_ns
 
         def run() -> None:
@@ -163,6 +187,59 @@ class EnergyMagics(Magics):
                 eval(last, glob, namespace)  # noqa: S307
 
         return measure_energy(run, meter=meter, min_time=args.min_time, label=args.label)
+
+
+_WINDOW_NAME = "__elana_energy_window__"
+_VALUE_NAME = "__elana_energy_value__"
+
+
+class _CellWindow:
+    """The energy window the wrapped cell enters and leaves (``with __elana_energy_window__: ...``)."""
+
+    def __init__(self, meter, label: str | None, live=None):
+        self.meter, self.label, self.live = meter, label, live
+        self.report = None
+        self._cm = None
+
+    def __enter__(self):
+        self._cm = self.meter.window(label=self.label)
+        self._win = self._cm.__enter__()
+        if self.live is not None:
+            self.live.phase("cell", power=self._win.power_so_far)
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        try:
+            return bool(self._cm.__exit__(*exc))
+        finally:
+            if exc[0] is None:
+                self.report = self._win.report
+
+
+class _WrapInWindow(ast.NodeTransformer):
+    """``body; last`` -> ``with __elana_energy_window__: body; __elana_energy_value__ = last`` (once)."""
+
+    def __init__(self):
+        self.used = False
+
+    def visit_Module(self, node: ast.Module) -> ast.Module:
+        if self.used:  # a cell run from inside the measured cell is left alone
+            return node
+        self.used = True
+        body = list(node.body)
+        if body and isinstance(body[-1], ast.Expr):
+            target = ast.Name(id=_VALUE_NAME, ctx=ast.Store())
+            body[-1] = ast.Assign(targets=[target], value=body[-1].value)
+        wrapped = ast.With(items=[ast.withitem(context_expr=ast.Name(id=_WINDOW_NAME, ctx=ast.Load()))],
+                           body=body or [ast.Pass()])
+        node.body = [wrapped]
+        return ast.fix_missing_locations(ast.copy_location(node, node))
+
+
+def _one_line(exc: BaseException) -> str:
+    from ..models import one_line
+
+    return one_line(exc)
 
 
 def _short_window_warning():

@@ -4,22 +4,11 @@ from __future__ import annotations
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
-from IPython.core.magic_arguments import magic_arguments, parse_argstring
+from IPython.core.magic_arguments import magic_arguments
 
 from ..core.options import magic_options
-from ._common import _drop, _live_view, deliver, evaluate, is_quoted, resolve_model, unquote
-
-
-def _load_model(path: str):
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(path, local_files_only=True).eval()
-
-
-def _load_tokenizer(path: str):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(path, local_files_only=True)
+from ._common import (_drop, _live_view, _one_line, deliver, evaluate, is_quoted, parse_with_model, resolve_model,
+                      unquote)
 
 
 @magics_class
@@ -37,27 +26,29 @@ class LatencyMagics(Magics):
         """
         from ..latency import measure_latency
         from ..latency.session import GenerationInputError, GenerationOutOfMemory
+        from ..models import ModelLoadError, load_tokenizer
 
-        args = parse_argstring(self.elana_latency, line)
+        args = parse_with_model(self.elana_latency, line)
         if args.prompt is not None:
             args.prompt = unquote(args.prompt)  # the parser keeps the quotes
         if args.label is not None:
             args.label = unquote(args.label)
         model_expr = args.model
-        model = resolve_model(self.shell, model_expr, load=_load_model)
+        trust = args.trust_remote_code
+        model = resolve_model(self.shell, model_expr, trust_remote_code=trust, quiet=args.quiet)
         tokenizer = None
         if args.tokenizer is not None:
             if is_quoted(args.tokenizer):
                 try:
-                    tokenizer = _load_tokenizer(unquote(args.tokenizer))
-                except Exception as exc:  # noqa: BLE001 - one line for the user
-                    raise UsageError(f"could not load tokenizer {unquote(args.tokenizer)!r}: {type(exc).__name__}") from None
+                    tokenizer = load_tokenizer(unquote(args.tokenizer), trust_remote_code=trust)
+                except ModelLoadError as exc:
+                    raise UsageError(str(exc)) from None
             else:
                 tokenizer = evaluate(self.shell, args.tokenizer, "tokenizer")
-        elif args.prompt is not None and is_quoted(model_expr):
+        elif args.prompt is not None and is_quoted(model_expr) and not unquote(model_expr).startswith("random:"):
             try:
-                tokenizer = _load_tokenizer(unquote(model_expr))
-            except Exception:  # noqa: BLE001 - then the missing tokenizer is reported below
+                tokenizer = load_tokenizer(unquote(model_expr), trust_remote_code=trust)
+            except ModelLoadError:  # then the missing tokenizer is reported below
                 tokenizer = None
         if args.prompt is not None and tokenizer is None:
             raise UsageError("--prompt needs a tokenizer: pass --tokenizer TOK (a tokenizer in the notebook)")
@@ -73,9 +64,16 @@ class LatencyMagics(Magics):
         except (GenerationInputError, GenerationOutOfMemory) as exc:
             _drop(live)
             raise UsageError(str(exc)) from None
+        except UsageError:
+            _drop(live)
+            raise
         except KeyboardInterrupt:
             _drop(live)
             raise UsageError("interrupted: nothing was kept, and the model is as it was") from None
+        except Exception as exc:  # the model itself failed (its forward raised)
+            _drop(live)
+            raise UsageError(f"the model failed during the measurement ({_one_line(exc)}); nothing was kept, "
+                             "the model is as it was") from None
         except BaseException:
             _drop(live)
             raise

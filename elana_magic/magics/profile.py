@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
-from IPython.core.magic_arguments import magic_arguments, parse_argstring
+from IPython.core.magic_arguments import magic_arguments
 
 from ..core import defaults
 from ..core.options import magic_options
-from ._common import _one_line, deliver, resolve_model
+from ._common import _one_line, deliver, is_quoted, parse_line, parse_with_model, resolve_model, unquote
 
 _PHASE_ONLY = ("phase", "batch", "prompt_len", "gen_len", "steps", "cuda_graph")
 
@@ -28,7 +28,14 @@ class ProfileMagics(Magics):
         Shows the kernel timeline (zoomable), top kernels, a breakdown by kind, GPU busy/idle and launch gaps;
         on a CPU-only machine the CPU trace and an op table. The trace file opens in ui.perfetto.dev.
         """
-        args = parse_argstring(self.elana_profile, line)
+        args = parse_with_model(self.elana_profile, line) if cell is None else parse_line(self.elana_profile, line)
+        for name in ("out", "label"):  # the parser keeps quotes: --out "my traces" is the folder my traces
+            value = getattr(args, name)
+            if value is not None:
+                setattr(args, name, unquote(value))
+                if not getattr(args, name).strip():
+                    raise UsageError(f"--{name} is empty: give a folder name" if name == "out"
+                                     else "--label is empty: give a short name such as llama-decode")
         from .. import profile as prof
 
         if cell is None:
@@ -41,11 +48,13 @@ class ProfileMagics(Magics):
         if not args.model:
             raise UsageError("%elana_profile needs a model: `%elana_profile model --phase tpot` "
                              "(or use %%elana_profile to profile a cell)")
-        model = resolve_model(self.shell, args.model)
+        model = resolve_model(self.shell, args.model, trust_remote_code=args.trust_remote_code, quiet=args.quiet)
         from ..latency.session import GenerationInputError, GenerationOutOfMemory
 
         phase = args.phase or defaults.PROFILE_PHASE
         label = args.label or (f"{args.model}-{phase}" if args.model.isidentifier() else None)
+        if label is None and is_quoted(args.model):
+            label = f"{unquote(args.model).rstrip('/').split('/')[-1].replace('random:', '')}-{phase}"
         kwargs = dict(phase=phase, batch=args.batch or defaults.BATCH, prompt_len=args.prompt_len or defaults.PROMPT_LEN,
                       gen_len=args.gen_len or defaults.GEN_LEN, steps=args.steps, out=args.out, label=label,
                       gzip=args.gzip, cuda_graph=args.cuda_graph, top=args.top)
@@ -53,6 +62,9 @@ class ProfileMagics(Magics):
             return prof.profile_phase(model, **kwargs)
         except (prof.ProfileError, GenerationInputError, GenerationOutOfMemory) as exc:
             raise UsageError(str(exc)) from None
+        except prof.ProfileInterrupted as exc:
+            raise UsageError(f"interrupted while reading the trace back: the trace is complete and kept at {exc.path!r}; "
+                             "the model is as it was") from None
         except KeyboardInterrupt:
             raise UsageError("interrupted: the profiler was stopped, no trace written, the model is as it was") from None
         except Exception as exc:  # the model failed under the profiler
@@ -73,6 +85,8 @@ class ProfileMagics(Magics):
                     raise _CellFailed(result.error_before_exec or result.error_in_exec)
         except prof.ProfileError as exc:
             raise UsageError(str(exc)) from None
+        except prof.ProfileInterrupted as exc:
+            raise UsageError(f"interrupted while reading the trace back: the trace is complete and kept at {exc.path!r}") from None
         except _CellFailed as failed:
             if isinstance(failed.error, KeyboardInterrupt):
                 raise UsageError("interrupted: the profiler was stopped and no trace was written") from None

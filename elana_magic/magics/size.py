@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
-from IPython.core.magic_arguments import magic_arguments, parse_argstring
+from IPython.core.magic_arguments import magic_arguments
 
 from ..core.options import magic_options
-from ._common import deliver, evaluate, is_quoted, require_module, unquote
+from ._common import deliver, evaluate, is_quoted, parse_with_model, require_module, unquote
 
 
 @magics_class
@@ -33,7 +33,8 @@ class SizeMagics(Magics):
         try:
             report = measure_size(target, batch=args.batch, seq_len=args.seq_len, cache_dtype=args.cache_dtype,
                                   binary=args.gib, cross_check=not args.no_check,
-                                  label=None if is_quoted(args.model) else args.model)
+                                  label=None if is_quoted(args.model) else args.model,
+                                  trust_remote_code=args.trust_remote_code)
         except SizeError as exc:
             raise UsageError(str(exc)) from None
         return deliver(self.shell, report, args)
@@ -43,6 +44,6 @@ def _parse(magic, line: str):
     if not line.strip():
         raise UsageError("%elana_size needs a model: e.g. `%elana_size model --batch 1 8 --seq-len 1024`")
     try:
-        return parse_argstring(magic, line)
+        return parse_with_model(magic, line)
     except UsageError as exc:
         raise UsageError(f"{str(exc).strip().splitlines()[-1]}: see %elana_size?") from None

@@ -5,9 +5,9 @@ all returning a ``ProfileReport``.
 """
 
 from .analyze import analyze_trace
-from .capture import DEFAULT_OUT, ProfileError, profile_block, profile_phase, profiler_running
+from .capture import DEFAULT_OUT, ProfileError, ProfileInterrupted, profile_block, profile_phase, profiler_running
 from .report import ProfileReport
 from .trace import ParsedTrace, load_events
 
-__all__ = ["DEFAULT_OUT", "ParsedTrace", "ProfileError", "ProfileReport", "analyze_trace", "load_events",
+__all__ = ["DEFAULT_OUT", "ParsedTrace", "ProfileError", "ProfileInterrupted", "ProfileReport", "analyze_trace", "load_events",
            "profile_block", "profile_phase", "profiler_running"]

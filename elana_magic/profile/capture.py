@@ -33,6 +33,14 @@ class ProfileError(ValueError):
     """Bad input or a failed capture, in one line (the magic shows it as a UsageError)."""
 
 
+class ProfileInterrupted(KeyboardInterrupt):
+    """Ctrl-C after the trace was written in full: the trace is kept at ``path`` (a valid file)."""
+
+    def __init__(self, path: str):
+        super().__init__(path)
+        self.path = path
+
+
 # -- names and folders ---------------------------------------------------------------------------------
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -111,7 +119,8 @@ def _synchronize() -> None:
     import torch
 
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        torch.cuda.synchronize()
+        for index in range(torch.cuda.device_count()):  # a block may run on any of them (device_map)
+            torch.cuda.synchronize(index)
 
 
 def cuda_graph_warmup_needed() -> bool:
@@ -199,14 +208,116 @@ def without_usdt_lines(fn: Callable[[], Any]) -> Any:
                 sys.stderr.write("".join(rest))
 
 
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9._/ +=,@%:-]*")
+
+
 def export_trace(prof, path: str) -> str:
-    """Write the Chrome trace (gzipped when ``path`` ends in .gz); a write failure is a ProfileError."""
+    """Write the Chrome trace (gzipped when ``path`` ends in .gz) as valid JSON whatever ``path`` holds.
+
+    torch writes the file's own path unescaped into ``traceName``, so it exports to a temporary file
+    with a plain name (in the target folder when the folder's path is plain, else in the system's
+    temporary folder), sets ``traceName`` to ``path`` JSON-escaped, then moves the file into place.
+    Nothing is left behind on failure or Ctrl-C; a write failure is a ProfileError naming ``path``.
+    """
+    import tempfile
+
+    folder = os.path.dirname(path) or "."
+    tmp = None
     try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        prof.export_chrome_trace(path)
-    except OSError as exc:
-        raise ProfileError(f"could not write the trace to {path!r}: {exc.strerror or exc}; pick another --out") from None
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".elana-trace-", suffix=".json",
+                                   dir=folder if _PLAIN_PATH.fullmatch(os.path.abspath(folder)) else None)
+        os.close(fd)
+        prof.export_chrome_trace(tmp)
+        _retitle(tmp, path)
+        if path.endswith(".gz"):
+            _gzip_into(tmp, path)
+        else:
+            _move_into(tmp, path)
+    except Exception as exc:  # noqa: BLE001 - kineto raises RuntimeError as well as OSError
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else _first_line(exc)
+        raise ProfileError(f"could not write the trace to {path!r}: {reason}; pick another --out") from None
+    finally:
+        if tmp is not None:  # already moved into place, or left from a failure or Ctrl-C
+            _remove_quietly(tmp)
     return path
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+def _retitle(tmp: str, path: str, tail: int = 1 << 16) -> None:
+    """Replace ``"traceName": "<tmp>"`` near the end of the file by the final path, JSON-escaped."""
+    import json
+
+    old = b'"traceName": ' + json.dumps(tmp).encode()
+    new = b'"traceName": ' + json.dumps(os.path.abspath(path)).encode()
+    with open(tmp, "r+b") as f:
+        size = f.seek(0, os.SEEK_END)
+        start = max(0, size - tail)
+        f.seek(start)
+        end = f.read()
+        at = end.rfind(old)
+        if at < 0:  # another layout: the temporary name is plain, so the file is valid JSON as it is
+            return
+        f.seek(start + at)
+        f.write(new + end[at + len(old):])
+        f.truncate()
+
+
+def _move_into(tmp: str, path: str) -> None:
+    import shutil
+
+    if os.path.dirname(os.path.abspath(tmp)) == os.path.dirname(os.path.abspath(path)):
+        os.replace(tmp, path)
+        return
+    part = _partial_name(path)
+    try:
+        shutil.copyfile(tmp, part)
+        os.replace(part, path)
+    except BaseException:
+        _remove_quietly(part)
+        raise
+    _remove_quietly(tmp)
+
+
+def _gzip_into(tmp: str, path: str) -> None:
+    import gzip
+    import shutil
+
+    part = _partial_name(path)
+    try:
+        with open(tmp, "rb") as fin, gzip.open(part, "wb") as fout:
+            shutil.copyfileobj(fin, fout)
+        os.replace(part, path)
+    except BaseException:
+        _remove_quietly(part)
+        raise
+
+
+def _partial_name(path: str) -> str:
+    folder, name = os.path.split(path)
+    return os.path.join(folder, f".{name}.part")
+
+
+def _remove_quietly(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.remove(path)
+
+
+def read_back(path: str, **kwargs) -> ProfileReport:
+    """``analyze_trace`` of a trace just written; Ctrl-C keeps the file (ProfileInterrupted names it),
+    a file that cannot be read is a ProfileError naming it."""
+    try:
+        return analyze_trace(path, **kwargs)
+    except KeyboardInterrupt:
+        raise ProfileInterrupted(path) from None
+    except ProfileError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise ProfileError(f"the trace was written to {path!r} but could not be read back ({_first_line(exc)})") from None
 
 
 # -- profiling any code --------------------------------------------------------------------------------
@@ -244,7 +355,7 @@ def profile_block(out: str | None = None, label: str | None = None, gzip: bool =
             yield handle
     path = export_trace(prof, handle.path)
     device = "cuda" if any(a.name == "CUDA" for a in _activities(cuda)) else "cpu"
-    handle.report = analyze_trace(path, label=label, top=top, hta=hta, device=device)
+    handle.report = read_back(path, label=label, top=top, hta=hta, device=device)
 
 
 # -- profiling a phase ---------------------------------------------------------------------------------
@@ -342,5 +453,5 @@ def profile_phase(model, phase: str = defaults.PROFILE_PHASE, batch: int = defau
                 "overhead": profiled / unprofiled - 1 if unprofiled > 0 else None,
                 "basis": "wall time of the same work, synchronized, without and with the profiler"}
     settings = {"batch": session.batch, "prompt_len": session.prompt_len, "gen_len": session.gen_len, "steps": steps}
-    return analyze_trace(path, label=label, top=top, hta=hta, phase=phase, engine=engine, device=device,
-                         settings=settings, overhead=overhead, notes=notes)
+    return read_back(path, label=label, top=top, hta=hta, phase=phase, engine=engine, device=device,
+                     settings=settings, overhead=overhead, notes=notes)

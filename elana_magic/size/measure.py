@@ -160,9 +160,13 @@ def checkpoint_bytes(folder: str) -> dict[str, Any] | None:
     return {"files": len(files), "bytes": sum(by_dtype.values()), "dtypes": dict(by_dtype)}
 
 
-def load_config(target: str):
-    """A transformers config from a local folder (config.json), a ``random:PRESET`` or a hub id."""
+def load_config(target: str, trust_remote_code: bool = False):
+    """A transformers config from a local folder (config.json), a ``random:PRESET`` or a hub id.
+
+    Custom code (``auto_map``) is never run, and nothing prompts, unless ``trust_remote_code``."""
     from transformers import AutoConfig
+
+    from ..models import ModelLoadError, custom_code_note, read_local_config
 
     target = os.path.expanduser(target)
     if target.startswith("random:"):
@@ -173,24 +177,28 @@ def load_config(target: str):
             raise SizeError(f"unknown preset {name!r}: use one of {', '.join(sorted(PRESETS))}")
         return preset_config(name)
     if os.path.isdir(target):
-        if not os.path.isfile(os.path.join(target, "config.json")):
-            raise SizeError(f"{target!r} has no config.json: pass the folder that holds the model's config.json")
-        return _auto_config(AutoConfig, target)
+        try:
+            note = custom_code_note(read_local_config(target), target, trust_remote_code)
+        except ModelLoadError as exc:
+            raise SizeError(str(exc)) from None
+        if note:
+            raise SizeError(note)
+        return _auto_config(AutoConfig, target, trust_remote_code=trust_remote_code)
     if _looks_like_path(target) or not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", target):
         raise SizeError(f"no folder {target!r}: check the path (a hub id looks like 'org/name')")
-    return _hub_config(AutoConfig, target)
+    return _hub_config(AutoConfig, target, trust_remote_code)
 
 
 def _auto_config(auto, target: str, **kwargs):
     try:
         return auto.from_pretrained(target, **kwargs)
-    except ValueError as exc:  # unrecognized model_type and friends
+    except (OSError, ValueError, TypeError, KeyError) as exc:  # unrecognized model_type, bad values
         raise SizeError(f"transformers can't read the config in {target!r}: {_one_line(exc)}") from None
 
 
-def _hub_config(auto, repo_id: str):
+def _hub_config(auto, repo_id: str, trust_remote_code: bool = False):
     try:  # the local hub cache first: works offline
-        return auto.from_pretrained(repo_id, local_files_only=True)
+        return auto.from_pretrained(repo_id, local_files_only=True, trust_remote_code=trust_remote_code)
     except (OSError, ValueError):
         pass
     if _hub_offline():
@@ -201,7 +209,7 @@ def _hub_config(auto, repo_id: str):
         raise SizeError(f"can't reach {endpoint} to fetch {repo_id!r} (no network): "
                         "pass a local folder with config.json")
     try:
-        return auto.from_pretrained(repo_id)
+        return auto.from_pretrained(repo_id, trust_remote_code=trust_remote_code)
     except Exception as exc:
         raise SizeError(f"could not get the config of {repo_id!r} from the Hub: {_one_line(exc)}") from None
 
@@ -241,7 +249,7 @@ def _reachable(url: str, timeout: float = 3.0) -> bool:
         return False
 
 
-def meta_model(config):
+def meta_model(config, trust_remote_code: bool = False):
     """The model a config describes, on the meta device (no memory, no weights read)."""
     import torch
     from transformers import AutoModel, AutoModelForCausalLM
@@ -252,7 +260,7 @@ def meta_model(config):
     with torch.device("meta"):
         for auto in (AutoModelForCausalLM, AutoModel):
             try:
-                return auto.from_config(config, dtype=dtype)
+                return auto.from_config(config, dtype=dtype, trust_remote_code=trust_remote_code)
             except ValueError:
                 continue
     raise SizeError(f"transformers can't build a model of type {getattr(config, 'model_type', '?')!r} "
@@ -280,7 +288,7 @@ def _as_list(name: str, values: int | Iterable[int]) -> list[int]:
     return values
 
 
-def _resolve(target) -> tuple[Any, Any, str, str]:
+def _resolve(target, trust_remote_code: bool = False) -> tuple[Any, Any, str, str]:
     """(module or None, config or None, label, source) for whatever the user passed."""
     import torch
 
@@ -290,13 +298,13 @@ def _resolve(target) -> tuple[Any, Any, str, str]:
         return target, config, type(target).__name__, "module"
     if isinstance(target, (str, os.PathLike)):
         text = os.fspath(target)
-        config = load_config(text)
-        model = meta_model(config)
+        config = load_config(text, trust_remote_code)
+        model = meta_model(config, trust_remote_code)
         kind = "preset, random shape" if text.startswith("random:") else (
             "folder" if os.path.isdir(os.path.expanduser(text)) else "hub id")
         return model, config, f"{type(model).__name__} from {text}", f"{kind}, sized on the meta device"
     if hasattr(target, "to_dict") and hasattr(target, "model_type"):
-        model = meta_model(target)
+        model = meta_model(target, trust_remote_code)
         return model, target, f"{type(model).__name__} from config", "config, sized on the meta device"
     raise SizeError(f"can't size a {type(target).__name__}: pass a torch.nn.Module, a config, "
                     "or a folder / hub id")
@@ -339,21 +347,22 @@ def gpu_memory(device=None) -> dict[str, Any] | None:
 def measure_size(model_or_folder_or_config, batch: int | Iterable[int] = defaults.SIZE_BATCH,
                  seq_len: int | Iterable[int] = defaults.SIZE_SEQ_LEN,
                  cache_dtype: Any = None, binary: bool = False, cross_check: bool = True,
-                 *, label: str | None = None) -> SizeReport:
+                 *, label: str | None = None, trust_remote_code: bool = False) -> SizeReport:
     """Size a model and its cache for every (batch, seq_len).
 
     ``model_or_folder_or_config``: a ``torch.nn.Module`` (sized as it is, cross-checked with a real
     prefill where cheap), a transformers config, a local folder with config.json, ``random:PRESET``
     or a hub id (these three on the meta device). ``cache_dtype`` overrides the KV/conv cache dtype
     (default: the model's). ``binary`` shows GiB instead of GB; ``label`` names the model in the
-    report. Raises ``SizeError`` on bad input.
+    report. Custom model code (a config's ``auto_map``) runs only with ``trust_remote_code=True``.
+    Raises ``SizeError`` on bad input.
     """
     import torch
 
     batches = _as_list("batch", batch)
     lengths = _as_list("seq_len", seq_len)
     override = parse_dtype(cache_dtype)
-    model, config, default_label, source = _resolve(model_or_folder_or_config)
+    model, config, default_label, source = _resolve(model_or_folder_or_config, trust_remote_code)
     label = f"{label} ({type(model).__name__})" if label else default_label
     weights = count_weights(model)
     dtype = _model_dtype(model, config)

@@ -70,11 +70,12 @@ def test_statement_form_repeats_and_reports_per_execution(eip, fake_nvml):
 
 
 def test_cell_exception_reaches_the_user_and_stops_the_sampler(eip, fake_nvml):
-    with pytest.raises(ZeroDivisionError):
+    with capture_output() as cap, pytest.raises(UsageError, match="raised ZeroDivisionError.*shown above"):
         eip.run_cell_magic("elana_energy", "", "before = 1\n1/0")
+    assert "ZeroDivisionError" in cap.stdout  # shown as a plain cell shows it
     assert eip.user_ns["before"] == 1
     result = eip.run_cell("%%elana_energy\nraise ValueError('boom')")
-    assert isinstance(result.error_in_exec, ValueError)
+    assert isinstance(result.error_in_exec, UsageError) and "ValueError: boom" in str(result.error_in_exec)
     assert not [t for t in threading.enumerate() if t.name.startswith("elana")]
 
 
@@ -82,7 +83,7 @@ def test_ctrl_c_mid_cell_stops_everything(eip, fake_nvml):
     eip.user_ns["time"] = time
     timer = threading.Timer(0.3, lambda: signal.pthread_kill(threading.main_thread().ident, signal.SIGINT))
     timer.start()
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(UsageError, match="interrupted"):
         eip.run_cell_magic("elana_energy", "", "time.sleep(5)")
     timer.join()
     assert not [t for t in threading.enumerate() if t.name.startswith("elana")]

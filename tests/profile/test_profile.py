@@ -114,7 +114,7 @@ def test_model_state_restored(ip, tiny_llama, tmp_path):
     ("m --top 0", "--top takes a whole number >= 1, e.g. --top 20; got '0'"),
     ("", "needs a model"),
     ("nothing_here", "not defined"),
-    ("'a string'", "not a path"),
+    ("'a string'", "no folder 'a string'"),  # quoted: a folder or hub id, as in every magic
     ("x", "not a torch.nn.Module"),
 ])
 def test_bad_input_is_one_line_usage_error(ip, tiny_llama, tmp_path, line, match):

@@ -1,0 +1,74 @@
+"""The devices a model occupies, and what every timed edge does on all of them.
+
+A model loaded with ``device_map`` (accelerate) lists its placement in ``model.hf_device_map``
+(module name -> 0, "cuda:1", "cpu", "disk", ...); any other model is where its parameters and
+buffers are. Timing, energy and peak memory then cover every CUDA device in that set: a forward
+over a model split across GPUs ends when the last GPU's work ends.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+def _as_device(value: Any) -> torch.device | None:
+    """A device from an ``hf_device_map`` value; None for "disk"/"meta" (offloaded, nothing runs there)."""
+    if isinstance(value, torch.device):
+        return value
+    if isinstance(value, int):
+        return torch.device("cuda", value)
+    text = str(value)
+    if text.isdigit():
+        return torch.device("cuda", int(text))
+    if text in ("disk", "meta"):
+        return None
+    device = torch.device(text)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device() if torch.cuda.is_initialized() else 0)
+    return device
+
+
+def _sorted(devices: set[torch.device]) -> list[torch.device]:
+    return sorted(devices, key=lambda d: (d.type != "cuda", d.type, -1 if d.index is None else d.index))
+
+
+def model_devices(model: torch.nn.Module) -> list[torch.device]:
+    """Every device the model occupies: CUDA devices first, by index; CPU last.
+
+    From ``model.hf_device_map`` when the model was dispatched by accelerate, else from the devices
+    of its parameters and buffers (CPU when it has none)."""
+    placement = getattr(model, "hf_device_map", None)
+    found: set[torch.device] = set()
+    if isinstance(placement, dict) and placement:
+        for value in placement.values():
+            device = _as_device(value)
+            if device is not None:
+                found.add(device)
+    if not found:
+        for tensor in list(model.parameters()) + list(model.buffers()):
+            if tensor.device.type != "meta":
+                found.add(tensor.device)
+    return _sorted(found) or [torch.device("cpu")]
+
+
+def cuda_indices(devices: list[torch.device]) -> list[int]:
+    """The CUDA-visible indices among ``devices`` (what ``EnergyMeter(devices=...)`` takes)."""
+    return [d.index for d in devices if d.type == "cuda" and d.index is not None]
+
+
+def synchronize(devices: list[torch.device]) -> None:
+    """Wait for the queued work of every CUDA device in ``devices``."""
+    for index in cuda_indices(devices):
+        torch.cuda.synchronize(index)
+
+
+def reset_peak_memory(devices: list[torch.device]) -> None:
+    for index in cuda_indices(devices):
+        torch.cuda.reset_peak_memory_stats(index)
+
+
+def peak_memory(devices: list[torch.device]) -> dict[str, int]:
+    """``{"cuda:0": bytes, ...}``: the most memory allocated on each CUDA device since the last reset."""
+    return {f"cuda:{i}": int(torch.cuda.max_memory_allocated(i)) for i in cuda_indices(devices)}
