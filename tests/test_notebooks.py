@@ -12,15 +12,16 @@ NOTEBOOKS = sorted(pathlib.Path(__file__).resolve().parent.parent.joinpath("note
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_executes(path, tmp_path):
+def test_notebook_executes(path):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     pytest.importorskip("ipykernel")
     from jupyter_client.kernelspec import NATIVE_KERNEL_NAME
 
     nb = nbformat.read(path, as_version=4)
+    # run in the notebook's own folder, as Jupyter and Binder do (notebooks read ../benchmarks/results)
     client = nbclient.NotebookClient(
-        nb, timeout=600, kernel_name=NATIVE_KERNEL_NAME, resources={"metadata": {"path": str(tmp_path)}}
+        nb, timeout=600, kernel_name=NATIVE_KERNEL_NAME, resources={"metadata": {"path": str(path.parent)}}
     )
     # the kernel must be this interpreter (the venv), not whatever python3 a kernelspec names
     client.kernel_manager_class = _this_python_kernel_manager()

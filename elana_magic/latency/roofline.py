@@ -97,8 +97,7 @@ def weight_bytes(model) -> dict[str, int]:
     total = sum(p.numel() * p.element_size() for p in model.parameters())  # tied weights appear once
     emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    emb_w = getattr(emb, "weight", None)
-    head_w = getattr(head, "weight", None)
+    emb_w, head_w = _weight_tensor(emb), _weight_tensor(head)
     emb_bytes = emb_w.numel() * emb_w.element_size() if emb_w is not None else 0
     head_bytes = head_w.numel() * head_w.element_size() if head_w is not None else 0
     tied = emb_w is not None and head_w is not None and emb_w.data_ptr() == head_w.data_ptr()

@@ -110,3 +110,18 @@ def test_floors_and_utilisation_with_overrides(tiny_llama):
 def test_no_peak_on_cpu(tiny_llama):
     r = roofline(tiny_llama, 1, 8, 4, "eager", torch.device("cpu"), ttft_s=1e-3, tpot_s=1e-3)
     assert r["mbu"] is None and r["tpot_floor_ms"] is None and r["achieved_bw_bytes_per_s"] > 0
+
+
+def test_dynamic_int8_model_has_a_roofline(tiny_llama):
+    """torch.ao's dynamic int8 Linear gives its weight by a call: the LM head counts one byte per weight."""
+    import copy
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao's eager quantization is deprecated
+        quantized = torch.ao.quantization.quantize_dynamic(copy.deepcopy(tiny_llama), {torch.nn.Linear},
+                                                           dtype=torch.qint8)
+    w = weight_bytes(quantized)
+    assert w["lm_head"] == 512 * 64 and not w["tied"]
+    r = roofline(quantized, 1, 8, 4, "eager", torch.device("cpu"), tpot_s=0.01)
+    assert r["decode_step_bytes"] > 0 and r["achieved_bw_bytes_per_s"] > 0

@@ -16,9 +16,28 @@ import sys
 import pytest
 
 HERE = pathlib.Path(__file__).resolve().parent
-# The notebook the views are checked on. Switch to notebooks/01-quickstart.ipynb once it exercises
-# the four report kinds with the tags used here (setup, size, energy, latency, latency-again, profile).
-VIEWS_NOTEBOOK = HERE / "quickstart_views.ipynb"
+# The notebook the views are checked on: the project's quickstart (its cells tagged setup, model, size,
+# energy, latency, latency-again, profile), between probe cells added here: before it, a hook that records
+# matplotlib's backend and open pyplot figures after every cell; after it, the views called directly and
+# the recorded states.
+VIEWS_NOTEBOOK = HERE.parent.parent / "notebooks" / "01-quickstart.ipynb"
+PROBE_BEFORE = """\
+import json
+import matplotlib
+import matplotlib.pyplot as plt
+
+# after every cell: the matplotlib backend and the open pyplot figures (no view may change them)
+state_after_cells = []
+get_ipython().events.register(
+    "post_run_cell", lambda result: state_after_cells.append([matplotlib.get_backend(), plt.get_fignums()]))"""
+PROBES_AFTER = {
+    "views": """\
+for rep in (size_report, energy_report, r, profile_report):
+    rep.widget(), rep.to_html(), rep._repr_mimebundle_()
+size_report.figure(), r.figure(), profile_report.timeline()
+print("views built")""",
+    "state": "print(json.dumps(state_after_cells))",
+}
 KINDS = ("size", "energy", "latency", "profile")
 BREAK_VIEW_ENV = "ELANA_TEST_BREAK_VIEW"
 
@@ -50,6 +69,18 @@ def execute(nb, workdir: pathlib.Path, timeout: int = 600):
     return nb
 
 
+def views_notebook(nbformat):
+    """The quickstart with its outputs cleared, between the probe cells (tagged probe, views, state)."""
+    nb = nbformat.read(VIEWS_NOTEBOOK, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    before = nbformat.v4.new_code_cell(PROBE_BEFORE, metadata={"tags": ["probe"]})
+    after = [nbformat.v4.new_code_cell(src, metadata={"tags": [tag]}) for tag, src in PROBES_AFTER.items()]
+    nb.cells = [before, *nb.cells, *after]
+    return nb
+
+
 def cells_tagged(nb, tag: str) -> list:
     return [c for c in nb.cells if tag in c.get("metadata", {}).get("tags", [])]
 
@@ -64,16 +95,15 @@ def tagged():
 def views_nb(tmp_path_factory):
     """The views notebook, executed top to bottom in a real kernel with its widget state stored."""
     nbformat = pytest.importorskip("nbformat")
-    nb = nbformat.read(VIEWS_NOTEBOOK, as_version=4)
-    return execute(nb, tmp_path_factory.mktemp("views-nb"))
+    return execute(views_notebook(nbformat), tmp_path_factory.mktemp("views-nb"))
 
 
 @pytest.fixture(scope="session")
 def broken_size_nb(tmp_path_factory):
     """The setup, model and size cells only, run with the test-only switch that empties the size view."""
     nbformat = pytest.importorskip("nbformat")
-    nb = nbformat.read(VIEWS_NOTEBOOK, as_version=4)
-    keep = [c for c in nb.cells if set(c.get("metadata", {}).get("tags", [])) & {"setup", "model", "size"}]
+    nb = views_notebook(nbformat)
+    keep = [c for c in nb.cells if set(c.get("metadata", {}).get("tags", [])) & {"probe", "setup", "model", "size"}]
     nb.cells = [nbformat.v4.new_code_cell(f"import os\nos.environ[{BREAK_VIEW_ENV!r}] = 'size'")] + keep
     return execute(nb, tmp_path_factory.mktemp("broken-nb"))
 
