@@ -31,7 +31,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .core.options import (COMMAND, ELANA_DEFAULTS, OPTIONS, OptionError, add_command_options, cpu_sized,
+from .core.options import (ELANA_DEFAULTS, OPTIONS, OptionError, add_command_options, cpu_sized,
                            flags_text)
 from .core.report import json_safe
 

@@ -303,7 +303,7 @@ OPTIONS: dict[str, Option] = {o.key: o for o in [
            f"seconds (default {defaults.ENERGY_MIN_TIME_S:g}).", seconds(True, "2"), defaults.ENERGY_MIN_TIME_S,
            metavar="S", dest="min_time", group="energy"),
     # profile
-    Option("phase", ("--phase",), f"What to profile: prefills (ttft), decode steps (tpot, the default) or whole "
+    Option("phase", ("--phase",), "What to profile: prefills (ttft), decode steps (tpot, the default) or whole "
            "requests (ttlt).", default=defaults.PROFILE_PHASE, choices=("ttft", "tpot", "ttlt"),
            elana=("--profile-phase",), group="profile"),
     Option("steps", ("--steps",), f"Prefills (ttft, default {_STEPS['ttft']}), decode steps (tpot, default "

@@ -287,7 +287,7 @@ class ReplicaLatencyReport(LatencyReport):
     def _summary_lines(self) -> list[str]:
         c = self.data.get("combined") or {}
         means = c.get("mean_of_rank_medians_ms") or {}
-        lines = [f"combined = the slowest rank's figures; mean of the ranks' medians (ELANA's): "
+        lines = ["combined = the slowest rank's figures; mean of the ranks' medians (ELANA's): "
                  + ", ".join(f"{k.upper()} {format_time(v / 1e3, digits=4)}" for k, v in means.items() if v is not None)]
         e = self.data.get("energy") or {}
         if e.get("j_per_token") is not None or e.get("j_per_prompt") is not None:

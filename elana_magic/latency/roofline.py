@@ -91,6 +91,12 @@ def _text_config(model):
     return config
 
 
+def _weight_tensor(module):
+    """A module's weight tensor; quantized modules (torch.ao's dynamic int8 Linear) give it by a call."""
+    weight = getattr(module, "weight", None)
+    return weight() if callable(weight) else weight
+
+
 def weight_bytes(model) -> dict[str, int]:
     """Parameter bytes split for the FLOP counts: total, the input embedding and LM head, tied or not
     (the bytes a step reads come from ``decode_step_bytes``)."""

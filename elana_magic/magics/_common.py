@@ -5,7 +5,7 @@ No measurement happens here; the magics stay a thin layer over the plain Python 
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 from IPython.core.error import UsageError
 

@@ -4,7 +4,6 @@ import copy
 import json
 import os
 
-import pytest
 import torch
 
 from elana_magic.core.environment import capture_environment

@@ -3,7 +3,6 @@
 import json
 
 import pytest
-import torch
 
 from elana_magic.energy import EnergyMeter
 from elana_magic.latency import LatencyReport, measure_latency

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from elana_magic.models import preset_config, random_model
+from elana_magic.models import preset_config
 from elana_magic.latency import roofline as roofline_mod
 from elana_magic.latency.roofline import device_name, lookup_peak, prefill_flops, roofline, weight_bytes
 from elana_magic.models import PRESETS
