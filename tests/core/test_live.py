@@ -54,8 +54,20 @@ def test_measure_latency_reports_phases_into_the_live_view(tiny_llama):
     live = LiveView("elana latency", interval_s=0.2, show=False).start()
     try:
         measure_latency(tiny_llama, phases=("ttft", "tpot"), prompt_len=8, gen_len=3, energy=False,
-                        warmup=1, repeats=2, min_time=0.0, progress=live)
+                        warmup=1, repeats=2, min_time=0.0, progress=live, shared_runs=False)
     finally:
         live.stop()
     assert live._phases_done == ["TTFT warm-up", "TTFT", "TPOT warm-up"] and live._phase == "TPOT"
     assert live._runs >= 2
+
+
+def test_shared_runs_report_one_loop_into_the_live_view(tiny_llama):
+    from elana_magic.latency import measure_latency
+
+    live = LiveView("elana latency", interval_s=0.2, show=False).start()
+    try:
+        measure_latency(tiny_llama, phases=("ttft", "tpot"), prompt_len=8, gen_len=3, energy=False,
+                        warmup=1, repeats=2, min_time=0.0, progress=live)
+    finally:
+        live.stop()
+    assert live._phase == "TTFT+TPOT" and live._runs >= 2

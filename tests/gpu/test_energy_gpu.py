@@ -10,6 +10,7 @@ import threading
 import time
 
 import pytest
+from IPython.core.error import UsageError
 
 torch = pytest.importorskip("torch")
 
@@ -193,7 +194,8 @@ def test_magic_on_a_gpu_cell(monkeypatch):
         for key in CONTRACT:
             assert rep.to_dict()[key] is not None, key
         before = torch.cuda.memory_allocated()
-        with pytest.raises(RuntimeError):
+        # the cell's error shows as a plain cell's, then one UsageError line (issue 8: "Run all" stops here)
+        with pytest.raises(UsageError, match="the cell raised RuntimeError: x"):
             ip.run_cell_magic("elana_energy", "", "z = torch.empty(1, device='cuda')\nraise RuntimeError('x')")
         ip.user_ns.pop("z", None)
         assert torch.cuda.memory_allocated() <= before
