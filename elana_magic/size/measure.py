@@ -336,7 +336,10 @@ def gpu_memory(device=None) -> dict[str, Any] | None:
         return None
     index = device.index if device is not None and getattr(device, "type", "") == "cuda" else None
     index = torch.cuda.current_device() if index is None else index
-    free, total = torch.cuda.mem_get_info(index)
+    try:
+        free, total = torch.cuda.mem_get_info(index)
+    except Exception:  # noqa: BLE001 - a device that can't say its free memory: sizes stay, fit is unknown
+        return None
     try:
         name = torch.cuda.get_device_name(index)
     except Exception:  # a name is a nicety

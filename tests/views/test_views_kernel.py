@@ -85,7 +85,8 @@ def test_live_view_shows_the_running_phase_then_becomes_the_report(tmp_path, thi
         msgs = _run(kc, code)
         states = [m["content"]["data"].get("state", {}).get("value", "") for m in msgs if m["msg_type"] == "comm_msg"]
         assert any("running:" in v and ("TTFT" in v or "TPOT" in v) for v in states), states[:5]
-        assert any("✓ TTFT" in v for v in states)
+        # no energy sensor here, so one loop of requests serves all three phases (shared runs)
+        assert any("TTFT+TPOT+TTLT" in v for v in states), states[:5]
         shown = [m for m in msgs if m["msg_type"] == "display_data"]
         updates = [m for m in msgs if m["msg_type"] == "update_display_data"]
         assert len(shown) == 1 and shown[0]["content"]["data"]["text/plain"] == "elana latency: running"
