@@ -94,9 +94,11 @@ def rate(example: str) -> Callable[[str, "Option"], float]:
 
 
 def python_name(text: str, opt: "Option") -> str:
-    """A name the notebook can hold: an identifier that is not a keyword."""
-    if not text.isidentifier() or keyword.iskeyword(text):
-        why = "a Python keyword" if keyword.iskeyword(text) else "not a Python name"
+    """A name the notebook can hold: an identifier that is not a keyword nor a dunder (``__builtins__``)."""
+    dunder = text.startswith("__") and text.endswith("__")
+    if not text.isidentifier() or keyword.iskeyword(text) or dunder:
+        why = ("a Python keyword" if keyword.iskeyword(text) else
+               "a name Python itself uses" if dunder and text.isidentifier() else "not a Python name")
         raise OptionError(f"{opt.flag} takes a Python variable name, e.g. {opt.flag} rep; got {text!r} ({why})")
     return text
 

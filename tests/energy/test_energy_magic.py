@@ -128,7 +128,7 @@ def test_label_quotes_are_removed(eip, fake_nvml):
     assert rep.label == "a b"
 
 
-@pytest.mark.parametrize("var", ["1bad", "for", "a-b"])
+@pytest.mark.parametrize("var", ["1bad", "for", "a-b", "__builtins__"])
 def test_a_bad_variable_name_is_refused_before_the_cell_runs(eip, fake_nvml, var):
     eip.user_ns["ran"] = False
     with pytest.raises(UsageError, match=f"^-v takes a Python variable name, e.g. -v rep; got '{var}'"):
