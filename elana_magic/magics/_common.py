@@ -58,11 +58,9 @@ def resolve_model(shell, expr: str, trust_remote_code: bool = False, quiet: bool
     return require_module(evaluate(shell, expr, "model"), expr)
 
 
-def split_model(line: str) -> tuple[str, str]:
-    """'f(a, "b c") --batch 2' -> ('f(a, "b c")', '--batch 2'): the model expression may hold spaces;
-    it ends at the first option (a space, then '-' and a letter or '-') outside brackets and quotes."""
+def _top_level_spaces(text: str):
+    """Indices of the whitespace in ``text`` that lies outside brackets and quotes."""
     depth, quote, i = 0, "", 0
-    text = line.strip()
     while i < len(text):
         ch = text[i]
         if quote:
@@ -77,10 +75,18 @@ def split_model(line: str) -> tuple[str, str]:
         elif ch in ")]}":
             depth -= 1
         elif ch.isspace() and depth <= 0:
-            rest = text[i:].lstrip()
-            if rest.startswith("-") and len(rest) > 1 and (rest[1].isalpha() or rest[1] == "-"):
-                return text[:i].strip(), rest
+            yield i
         i += 1
+
+
+def split_model(line: str) -> tuple[str, str]:
+    """'f(a, "b c") --batch 2' -> ('f(a, "b c")', '--batch 2'): the model expression may hold spaces;
+    it ends at the first option (a space, then '-' and a letter or '-') outside brackets and quotes."""
+    text = line.strip()
+    for i in _top_level_spaces(text):
+        rest = text[i:].lstrip()
+        if rest.startswith("-") and len(rest) > 1 and (rest[1].isalpha() or rest[1] == "-"):
+            return text[:i].strip(), rest
     if text.startswith("-"):
         return "", text
     return text, ""
@@ -108,21 +114,11 @@ def parse_with_model(magic, line: str):
 
 def split_models(expr: str) -> list[str]:
     """'a b' -> ['a', 'b']; 'f(a, b)' -> ['f(a, b)']: model expressions split at spaces outside brackets and quotes."""
-    parts, depth, quote, start = [], 0, "", 0
-    for i, ch in enumerate(expr):
-        if quote:
-            if ch == quote:
-                quote = ""
-        elif ch in "'\"":
-            quote = ch
-        elif ch in "([{":
-            depth += 1
-        elif ch in ")]}":
-            depth -= 1
-        elif ch.isspace() and depth <= 0:
-            if expr[start:i].strip():
-                parts.append(expr[start:i].strip())
-            start = i + 1
+    parts, start = [], 0
+    for i in _top_level_spaces(expr):
+        if expr[start:i].strip():
+            parts.append(expr[start:i].strip())
+        start = i + 1
     if expr[start:].strip():
         parts.append(expr[start:].strip())
     return parts
