@@ -73,14 +73,21 @@ def _layer_types(cfg) -> tuple[list[str], list[int | None]]:
         from transformers.cache_utils import get_layer_types_and_kwargs
 
         types, kwargs = get_layer_types_and_kwargs(cfg)
-        return list(types), [kw.get("sliding_window") for kw in kwargs]
     except (ImportError, AttributeError):  # older transformers: the same rule, by hand
-        n = cfg.num_hidden_layers
-        types = getattr(cfg, "layer_types", None)
-        window = getattr(cfg, "sliding_window", None)
-        if types is None:
-            types = ["sliding_attention" if window else "full_attention"] * n
-        return list(types), [window if "sliding" in t else None for t in types]
+        return _layer_types_by_hand(cfg)
+    types = list(types)
+    if isinstance(kwargs, dict):  # transformers <= 5.17: one kwargs dict for every layer
+        kwargs = [kwargs if "sliding" in t or "chunked" in t else {} for t in types]
+    return types, [kw.get("sliding_window") for kw in kwargs]
+
+
+def _layer_types_by_hand(cfg) -> tuple[list[str], list[int | None]]:
+    n = cfg.num_hidden_layers
+    types = getattr(cfg, "layer_types", None)
+    window = getattr(cfg, "sliding_window", None)
+    if types is None:
+        types = ["sliding_attention" if window else "full_attention"] * n
+    return list(types), [window if "sliding" in t else None for t in types]
 
 
 def _ssm_elems(cfg) -> tuple[int, int] | None:

@@ -91,6 +91,8 @@ def largest_fit(target, seq_len: int | None = None, batch: int | None = None, ca
         return fixed + cache + act_per_token * b * length
 
     free = mem["bytes"]
+    if seq_len is not None and need(2, seq_len) == need(1, seq_len):
+        raise SizeError(f"the analytic cache of {layout.arch} takes no memory per sequence: no largest batch to answer")
     if seq_len is not None:
         answer = _largest(lambda b: need(b, seq_len) <= free, MAX_SEARCH_LEN)
         mode, at = "batch", {"seq_len": seq_len}
@@ -111,6 +113,8 @@ def largest_fit(target, seq_len: int | None = None, batch: int | None = None, ca
         basis = "analytic model + cache alone (no latency measurement of this model in this process: activations not counted)"
     if resident:
         notes.append("the model's weights are already in this memory: only the cache (and activations) are added")
+    if mode == "seq_len" and need(batch, 2) == need(batch, 1) and answer:
+        notes.append("the cache does not grow with length (recurrent state only): any length fits")
     if mode == "seq_len" and at.get("max_position_embeddings") and answer > at["max_position_embeddings"]:
         notes.append(f"the model takes at most {at['max_position_embeddings']} positions")
     data = {"model": label, "source": source, "mode": mode, **at, "answer": answer,

@@ -11,7 +11,6 @@ from elana_magic.size.measure import load_config
 
 
 def test_largest_batch_from_the_analytic_size():
-    mem = {"bytes": 40 * 10**9, "where": "a test budget", "gpu": True}
     mem = {"bytes": 80 * 10**9, "where": "a test budget", "gpu": True}
     rep = largest_fit("random:llama-3.1-8b", seq_len=4096, memory=mem, cache_dtype="bfloat16")
     layout = cache_layout(load_config("random:llama-3.1-8b"))
@@ -54,3 +53,12 @@ def test_bad_fit_input():
         largest_fit("random:tiny-llama")
     with pytest.raises(SizeError, match="positive"):
         largest_fit("random:tiny-llama", seq_len=0)
+
+
+def test_a_cache_that_does_not_grow_never_answers_the_search_cap(monkeypatch):
+    from elana_magic.size import cache_shapes
+
+    monkeypatch.setattr(cache_shapes.CacheLayout, "layer_bytes", lambda self, *a: [(0, 0)])
+    mem = {"bytes": 80 * 10**9, "where": "a test budget", "gpu": True}
+    with pytest.raises(SizeError, match="no memory per sequence"):
+        largest_fit("random:llama-3.1-8b", seq_len=4096, memory=mem)

@@ -409,3 +409,26 @@ def test_folder_with_safetensors_reports_checkpoint_bytes(tmp_path):
     report = measure_size(str(tmp_path), seq_len=16)
     assert report.to_dict()["checkpoint"] == {"files": 1, "bytes": 32 + 16, "dtypes": {"U8": 32, "BF16": 16}}
     assert "checkpoint on disk: 48 B in 1 safetensors file(s)" in report.to_text()
+
+
+def _layer_types_of_transformers_5_17(cfg):
+    """transformers <= 5.17's get_layer_types_and_kwargs: one kwargs dict for all layers (often empty)."""
+    types = getattr(cfg, "layer_types", None) or (
+        ["sliding_attention"] * cfg.num_hidden_layers if getattr(cfg, "sliding_window", None)
+        else ["full_attention"] * cfg.num_hidden_layers)
+    kwargs = {"sliding_window": cfg.sliding_window} if "sliding_attention" in types else {}
+    return types, kwargs
+
+
+@pytest.mark.parametrize("name", ["llama-gqa-head_dim", "gemma2-sliding"])
+def test_layout_under_older_transformers_kwargs(monkeypatch, name):
+    """On transformers 5.17 (the GPU machine's) the kwargs came as one dict: a Llama had no cached layers."""
+    import transformers.cache_utils
+
+    cfg = CONFIGS[name]()
+    today = cache_layout(cfg)
+    monkeypatch.setattr(transformers.cache_utils, "get_layer_types_and_kwargs", _layer_types_of_transformers_5_17)
+    older = cache_layout(cfg)
+    assert len(older.layers) == cfg.num_hidden_layers
+    assert older.layer_bytes(2, 64, 2, 4) == today.layer_bytes(2, 64, 2, 4)
+    assert all(kv > 0 for kv, _ in older.layer_bytes(2, 64, 2, 4))
