@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 
 from .fingerprint import short_fingerprint
 from .report import Report, html_table, text_table
-from .stats import ratio_of_medians_ci, ratio_verdict
+from .stats import NOISE_THRESHOLD, beyond_noise, paired_ratio_ci, ratio_of_medians_ci, ratio_verdict, round_ratios
 from .units import format_bytes, format_energy, format_power, format_time
 
 CLOCK_TOLERANCE = 0.05   # clocks / power limits further apart than this make a warning
@@ -40,10 +40,13 @@ class Ratio:
     ci_high: float | None = None
     verdict: str = ""
     unit: str = ""
+    noise: float = NOISE_THRESHOLD
+    round_ratios: list[float] | None = None   # a paired measurement: the ratio in each round
 
     @property
     def significant(self) -> bool:
-        return self.ci_low is not None and not (self.ci_low <= 1 <= self.ci_high)
+        """A real change: the interval lies beyond the noise threshold (the verdict says so too)."""
+        return beyond_noise(self.ci_low, self.ci_high, self.noise)
 
 
 @dataclass
@@ -51,6 +54,7 @@ class _Figure:
     value: float | None
     unit: str
     samples: list[float] | None = None
+    rounds: list[int] | None = None   # samples per round (a paired measurement), in order
     derived_from: str | None = None   # takes the interval of that timed figure (inverted when "1/")
 
 
@@ -74,7 +78,7 @@ def _latency_figures(d: dict) -> dict[str, _Figure]:
         med = (d.get(f"{key}_ms") or {}).get("median")
         samples = d.get(f"{key}_samples_ms") or (d.get("step_latencies_ms") if key == "tpot" else None)
         if med is not None:
-            out[name] = _Figure(med / 1e3, "s", list(samples or []))
+            out[name] = _Figure(med / 1e3, "s", list(samples or []), (d.get("round_sizes") or {}).get(key))
     e, r = d.get("energy") or {}, d.get("roofline") or {}
     for name, key in (("J/prompt", "j_per_prompt"), ("J/token", "j_per_token"), ("J/request", "j_per_request")):
         out[name] = _Figure(e.get(key), "J")
@@ -166,7 +170,16 @@ def _unique_labels(dicts: list[dict]) -> list[str]:
     return out
 
 
-def _ratios(base: dict, other: dict, label: str) -> list[Ratio]:
+def _interval(a: _Figure, b: _Figure) -> tuple[float | None, float | None, list[float] | None]:
+    """The ratio's 95% interval: from the rounds of a paired measurement, else bootstrapped from the samples."""
+    per_round = round_ratios(a.samples, b.samples, a.rounds, b.rounds)
+    if per_round:
+        return (*paired_ratio_ci(per_round), per_round)
+    ci = ratio_of_medians_ci(a.samples, b.samples)
+    return (ci[1], ci[2], None) if ci else (None, None, None)
+
+
+def _ratios(base: dict, other: dict, label: str, noise: float = NOISE_THRESHOLD) -> list[Ratio]:
     kind = base.get("kind")
     if kind != other.get("kind") or kind not in FIGURES:
         return []
@@ -178,11 +191,10 @@ def _ratios(base: dict, other: dict, label: str) -> list[Ratio]:
         if b is None or a.value is None or b.value is None:
             continue
         ratio = _ratio(a.value, b.value)
-        low = high = None
+        low = high = per_round = None
         if a.samples and b.samples:
-            ci = ratio_of_medians_ci(a.samples, b.samples)
-            if ci is not None:
-                low, high = ci[1], ci[2]
+            low, high, per_round = _interval(a, b)
+            if low is not None:
                 intervals[name] = (low, high)
         elif a.derived_from and ratio is not None and a.derived_from[2:] in intervals:
             # the figure is (other factors) / TPOT: scale TPOT's interval, inverted
@@ -191,11 +203,24 @@ def _ratios(base: dict, other: dict, label: str) -> list[Ratio]:
             factor = ratio * _ratio(fa[timed].value, fb[timed].value)
             low, high = factor / hi_t, factor / lo_t
         if a.samples or a.derived_from:
-            verdict = ratio_verdict(name, ratio, low, high)
+            verdict = ratio_verdict(name, ratio, low, high, noise)
         else:  # measured once: the change, no claim about noise
             verdict = "" if ratio is None else "same" if ratio == 1 else f"{abs(ratio - 1):.1%} {'lower' if ratio < 1 else 'higher'}"
-        rows.append(Ratio(kind, name, label, a.value, b.value, ratio, low, high, verdict, a.unit))
+        rows.append(Ratio(kind, name, label, a.value, b.value, ratio, low, high, verdict, a.unit, noise, per_round))
     return rows
+
+
+ROUND_SPREAD = 0.10   # per-round ratios further apart than this get a note
+
+
+def _unsteady_rounds(rows: list[Ratio]) -> list[str]:
+    out = []
+    for r in rows:
+        if r.round_ratios and max(r.round_ratios) / min(r.round_ratios) > 1 + ROUND_SPREAD:
+            out.append(f"{r.label}: {r.figure} moved between rounds (ratio per round "
+                       f"{', '.join(f'{x:.3g}' for x in r.round_ratios)}), so its interval is wide: "
+                       "more rounds (--rounds) or a quieter machine narrow it")
+    return out
 
 
 def _changed_kernels(base: dict, other: dict, label: str, top: int = 8) -> list[dict[str, Any]]:
@@ -356,8 +381,10 @@ class Comparison(Report):
         return fig
 
 
-def compare(reports: Sequence[Report], labels: Sequence[str] | None = None) -> Comparison:
-    """Compare ``reports`` with the first: ratios of every shared figure, intervals, verdicts, warnings."""
+def compare(reports: Sequence[Report], labels: Sequence[str] | None = None,
+            noise_threshold: float = NOISE_THRESHOLD) -> Comparison:
+    """Compare ``reports`` with the first: ratios of every shared figure, intervals, verdicts, warnings.
+    A change whose interval reaches inside +-``noise_threshold`` is called noise."""
     reports = list(reports)
     if len(reports) < 2:
         raise CompareError(f"compare needs at least two reports, got {len(reports)}")
@@ -369,7 +396,9 @@ def compare(reports: Sequence[Report], labels: Sequence[str] | None = None) -> C
     comp = Comparison(reports=reports, labels=labels)
     for d, label in zip(dicts[1:], labels[1:]):
         comp.warnings += comparability_warnings(dicts[0], d, label)
-        comp.ratios += _ratios(dicts[0], d, label)
+        rows = _ratios(dicts[0], d, label, noise_threshold)
+        comp.ratios += rows
+        comp.notes += _unsteady_rounds(rows)
         if d.get("kind") == "profile" == dicts[0].get("kind"):
             comp.changed_kernels += _changed_kernels(dicts[0], d, label)
     for lab, d in zip(labels, dicts):

@@ -124,22 +124,71 @@ def ratio_of_medians_ci(baseline: Sequence[float], other: Sequence[float], level
     return med_b / med_a, float(low), float(high)
 
 
-def ratio_verdict(name: str, ratio: float | None, low: float | None = None, high: float | None = None) -> str:
-    """In words: 'TPOT 12% lower (95% CI 10-14%)', 'TPOT 3% higher (...)', or 'no difference beyond
-    noise' when the interval spans 1; without an interval, the plain change (no claim about noise)."""
+# Student's t, 97.5% quantile, for 1-30 degrees of freedom (beyond: Cornish-Fisher from the normal)
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def _t975(df: int) -> float:
+    return _T975[df - 1] if df <= len(_T975) else 1.96 + 2.37 / df
+
+
+def round_ratios(baseline: Sequence[float], other: Sequence[float], baseline_rounds: Sequence[int] | None,
+                 other_rounds: Sequence[int] | None) -> list[float] | None:
+    """median(other) / median(baseline) round by round, for a paired measurement (the same number of
+    rounds on both sides, ``*_rounds`` the samples in each, in order); None where they aren't paired."""
+    a, b = np.asarray(baseline, dtype=float), np.asarray(other, dtype=float)
+    parts = []
+    for xs, sizes in ((a, baseline_rounds), (b, other_rounds)):
+        if not sizes or sum(sizes) != xs.size or min(sizes) < 1:
+            return None
+        parts.append(np.split(xs, np.cumsum(sizes)[:-1]))
+    if len(parts[0]) != len(parts[1]) or len(parts[0]) < 2:
+        return None
+    out = [float(np.median(y) / np.median(x)) for x, y in zip(*parts)]
+    return out if all(math.isfinite(r) and r > 0 for r in out) else None
+
+
+def paired_ratio_ci(ratios: Sequence[float]) -> tuple[float, float]:
+    """95% interval of the ratio from per-round ratios: Student's t on their logarithms. The rounds, not
+    the samples, are the replicates: samples of one round share its conditions (host load, clocks,
+    temperature) and are not independent, so with few rounds that disagree the interval is wide."""
+    logs = np.log(np.asarray(ratios, dtype=float))
+    half = _t975(logs.size - 1) * float(np.std(logs, ddof=1)) / math.sqrt(logs.size)
+    return math.exp(float(logs.mean()) - half), math.exp(float(logs.mean()) + half)
+
+
+NOISE_THRESHOLD = 0.01  # a change whose interval reaches inside +-1% is called noise (criterion.rs's default)
+
+
+def beyond_noise(low: float | None, high: float | None, noise: float = NOISE_THRESHOLD) -> bool:
+    """The whole interval lies beyond the noise threshold, on one side: a real change."""
+    return low is not None and high is not None and (high < 1 - noise or low > 1 + noise)
+
+
+def ratio_verdict(name: str, ratio: float | None, low: float | None = None, high: float | None = None,
+                  noise: float = NOISE_THRESHOLD) -> str:
+    """In words: 'TPOT 12% lower (95% CI 10-14%)', 'TPOT 3.1% higher (...)', or 'no difference beyond
+    noise' when the interval spans 1 or reaches inside +-``noise`` (samples within one run are not
+    independent, so an interval of pooled samples can be narrower than run-to-run variation: changes
+    smaller than the threshold are not called, as criterion.rs does); without an interval, the plain
+    change (no claim about noise)."""
     if ratio is None:
         return f"{name}: not comparable"
     change = ratio - 1
     word = "lower" if change < 0 else "higher"
     if low is None or high is None:
-        size = f"{ratio:.3g}x" if ratio >= 2 else f"{abs(change):.0%} {word}"
+        size = f"{ratio:.3g}x" if ratio >= 2 else f"{_pct(abs(change))}% {word}"
         return f"{name} {size} (no interval: too few samples)"
     if low <= 1 <= high:
         return f"{name}: no difference beyond noise (ratio {ratio:.3f}, 95% CI {low:.3f}-{high:.3f})"
+    if not beyond_noise(low, high, noise):
+        return (f"{name}: no difference beyond noise (ratio {ratio:.4f}, 95% CI {low:.4f}-{high:.4f}: "
+                f"a change within the +-{noise:.0%} noise threshold)")
     if ratio >= 2:
         return f"{name} {ratio:.3g}x (95% CI {low:.3g}-{high:.3g}x)"
     lo, hi = sorted((abs(low - 1), abs(high - 1)))
-    return f"{name} {abs(change):.0%} {word} (95% CI {_pct(lo)}-{_pct(hi)}%)"
+    return f"{name} {_pct(abs(change))}% {word} (95% CI {_pct(lo)}-{_pct(hi)}%)"
 
 
 def _pct(x: float) -> str:

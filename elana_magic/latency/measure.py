@@ -640,7 +640,16 @@ def _build_report(model, results, stops, phases, batch, prompt_len, gen_len, dev
         tpot_from_ttlt_ms=tpot_from_ttlt, ttlt_split_ms=ttlt_split, stopped=dict(stops), roofline=roof,
         energy=_energy_section(results, batch, tpot_s, why_no_energy), notes=notes,
         ttft_samples_ms=[x * 1e3 for x in ttft], tpot_samples_ms=[x * 1e3 for x in steps],
-        ttlt_samples_ms=[x * 1e3 for x in ttlt])
+        ttlt_samples_ms=[x * 1e3 for x in ttlt], extra={"round_sizes": _round_sizes(results)})
+
+
+def _round_sizes(results) -> dict[str, list[int]]:
+    """How many samples each round gave, per phase, in the order of the pooled samples."""
+    sizes = {}
+    for phase, chunks in results.items():
+        if phase in ("ttft", "tpot", "ttlt"):
+            sizes[phase] = [len(res) if phase == "ttlt" else sum(len(x["t"]) for x in res) for res, _ in chunks]
+    return sizes
 
 
 def _energy_section(results, batch, tpot_s, why_no_energy) -> dict[str, Any]:
@@ -740,7 +749,7 @@ DEFAULT_ROUNDS = defaults.PAIRED_ROUNDS
 def measure_paired(models: Sequence[torch.nn.Module], labels: Sequence[str] | None = None,
                    rounds: int = DEFAULT_ROUNDS, energy: bool | None = None, min_time: float = DEFAULT_MIN_TIME,
                    repeats: int = DEFAULT_REPEATS, progress: bool = True, **kwargs: Any):
-    """Measure several models in alternating rounds (A, B, A, B, ...) in one call, so that drifting
+    """Measure several models in alternating rounds (A B, B A, A B, ...) in one call, so that drifting
     clocks and temperature fall on all of them alike; returns the ``Comparison`` of their pooled
     reports (``.reports``, the first model is the baseline; ``.rounds`` and each report's ``rounds``
     record the order). ``min_time`` and ``repeats`` are per model, spread over the rounds; the other
@@ -795,8 +804,9 @@ def measure_paired(models: Sequence[torch.nn.Module], labels: Sequence[str] | No
         with contextlib.ExitStack() as stack:
             for run in runs:
                 stack.enter_context(run)
-            for _ in range(rounds):
-                for run, lab in zip(runs, labels):
+            for i in range(rounds):  # rotated: A B, B A, ... so that no model always runs after another
+                turn = i % len(runs)
+                for run, lab in list(zip(runs, labels))[turn:] + list(zip(runs, labels))[:turn]:
                     run.run_round()
                     order.append(lab)
     finally:

@@ -72,8 +72,9 @@ class CompareMagics(Magics):
     def elana_compare(self, line: str = ""):
         """Compare reports side by side: every shared figure as a ratio to the first, with 95% intervals.
 
-        Timed figures (TTFT, TPOT, TTLT) get a bootstrap interval from the samples both reports kept and a
-        verdict ("TPOT 12% lower (95% CI 10-14%)" or "no difference beyond noise"). Warns where the
+        Timed figures (TTFT, TPOT, TTLT) get an interval (bootstrapped from the samples both reports kept,
+        or from the rounds of one paired measurement) and a verdict ("TPOT 12% lower (95% CI 10-14%)" or
+        "no difference beyond noise", which a change inside +-1% also gets). Warns where the
         reports were not measured alike (device, engine, lengths, versions, power limit, clocks). Examples::
 
             %elana_compare baseline pruned           # labels from %elana_history

@@ -31,7 +31,7 @@ class LatencyMagics(Magics):
             %elana_latency model --batch 1 8 32 --prompt-len 128 512 2048 --gen-len 128 256
             %elana_latency model --tokenizer tok --prompt "The capital of France is" --gen-len 32
 
-        Two or more models: a paired A/B, measured in alternating rounds (A, B, A, B, ...) in one call so
+        Two or more models: a paired A/B, measured in alternating rounds (A B, B A, A B, ...) in one call so
         that drifting clocks and temperature fall on all alike; shows (and with -o returns) the
         comparison, and each model's report joins %elana_history. Make the edit on a copy::
 

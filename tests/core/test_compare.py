@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -13,7 +15,7 @@ import pytest
 from elana_magic.core.compare import Comparison, CompareError, compare
 from elana_magic.core.envelope import ENVELOPE_KEYS, ReportFileError, load_report
 from elana_magic.core.history import History
-from elana_magic.core.stats import ratio_of_medians_ci, ratio_verdict
+from elana_magic.core.stats import paired_ratio_ci, ratio_of_medians_ci, ratio_verdict, round_ratios
 from elana_magic.latency import LatencyReport, measure_latency
 from elana_magic.size import measure_size
 
@@ -37,8 +39,8 @@ def test_a_true_5_percent_shift_is_detected_in_at_least_90_percent_of_trials():
     rng = np.random.default_rng(7)
     calls = [_verdict(rng.lognormal(np.log(20.0), 0.05, 100), rng.lognormal(np.log(20.0 * 0.95), 0.05, 100))
              for _ in range(200)]
-    found = sum(v.startswith("TPOT 5% lower") or v.startswith("TPOT 4% lower") or v.startswith("TPOT 6% lower")
-                for v in calls)
+    sizes = [re.match(r"TPOT ([\d.]+)% lower", v) for v in calls]
+    found = sum(m is not None and 3.5 <= float(m.group(1)) <= 6.5 for m in sizes)
     assert found >= 180, f"{found}/200"
 
 
@@ -52,6 +54,80 @@ def test_interval_is_seeded_and_words_read_right():
     assert ratio_verdict("TTFT", 1.2, 1.1, 1.3) == "TTFT 20% higher (95% CI 10-30%)"
     assert ratio_verdict("TPOT", 1.01, 0.97, 1.05).startswith("TPOT: no difference beyond noise")
     assert ratio_of_medians_ci([1, 2, 3], [1, 2, 3, 4, 5, 6]) is None  # too few samples for an interval
+    assert ratio_verdict("TPOT", 1.031, 1.02, 1.04) == "TPOT 3.1% higher (95% CI 2.0-4.0%)"
+
+
+def test_a_change_inside_the_noise_threshold_is_noise():
+    """A model against its own copy on an H200: 0.2% apart, interval +-0.01% (thousands of pooled steps)."""
+    quiet = ratio_verdict("TPOT", 0.9979, 0.9978, 0.9980)
+    assert quiet.startswith("TPOT: no difference beyond noise") and "1% noise threshold" in quiet
+    assert ratio_verdict("TPOT", 0.990, 0.985, 0.995).startswith("TPOT: no difference beyond noise")
+    assert ratio_verdict("TPOT", 0.984, 0.980, 0.988) == "TPOT 1.6% lower (95% CI 1.2-2.0%)"
+    assert ratio_verdict("TPOT", 0.9979, 0.9978, 0.9980, noise=0.001).startswith("TPOT 0.2% lower")
+    rng = np.random.default_rng(3)
+    a = _latency({}, list(rng.normal(10, 0.001, 2000)), "base")
+    b = _latency({}, list(rng.normal(9.98, 0.001, 2000)), "copy")
+    tpot = compare([a, b]).ratio("TPOT")
+    assert tpot.ci_high < 1 and not tpot.significant and "noise" in tpot.verdict
+    strict = compare([a, b], noise_threshold=0.001).ratio("TPOT")
+    assert strict.significant and strict.verdict.startswith("TPOT 0.2% lower")
+
+
+def _rounds_ratio(a: list, b: list):
+    per_round = round_ratios(np.concatenate(a), np.concatenate(b), [x.size for x in a], [x.size for x in b])
+    return per_round, paired_ratio_ci(per_round)
+
+
+def test_rounds_that_differ_widen_the_interval_to_the_truth():
+    """The same model twice on an H200: eager-prefill TTFT rounds drift between ~21 and ~37 ms (host-bound
+    launches). Pooled samples gave a 35% difference; the rounds as replicates find none."""
+    rng = np.random.default_rng(5)
+    a = [rng.normal(m, 0.5, 100) for m in (21, 37, 37, 21)]
+    b = [rng.normal(m, 0.5, 100) for m in (21, 21, 37, 21)]
+    assert ratio_of_medians_ci(np.concatenate(a), np.concatenate(b))[2] < 0.99  # pooled: excludes 1
+    per_round, (low, high) = _rounds_ratio(a, b)
+    assert len(per_round) == 4 and low <= 1 <= high
+
+
+def test_rounds_that_agree_still_find_a_real_change():
+    rng = np.random.default_rng(6)
+    a = [rng.normal(10 + d, 0.2, 200) for d in (0, 0.1, -0.1, 0.05)]
+    b = [rng.normal(7.5 + d, 0.2, 200) for d in (0.05, -0.1, 0.1, 0)]
+    _, (low, high) = _rounds_ratio(a, b)
+    assert 0.72 < low < high < 0.78
+    assert ratio_verdict("TPOT", 0.75, low, high).startswith("TPOT 25% lower")
+    # round sizes that don't add up to the samples, or unequal round counts: not paired
+    assert round_ratios(np.concatenate(a), np.concatenate(b), [5, 5], [800]) is None
+    assert round_ratios(np.concatenate(a), np.concatenate(b), [400, 400], [200] * 4) is None
+
+
+def test_paired_comparison_uses_the_rounds_and_says_when_they_move():
+    rng = np.random.default_rng(8)
+    a = [rng.normal(m, 0.5, 50) for m in (21, 37, 21, 37)]
+    b = [rng.normal(m, 0.5, 50) for m in (37, 21, 21, 21)]
+    base = _latency({"extra": {"round_sizes": {"tpot": [50] * 4}}}, list(np.concatenate(a)), "base")
+    copy_ = _latency({"extra": {"round_sizes": {"tpot": [50] * 4}}}, list(np.concatenate(b)), "copy")
+    comp = compare([base, copy_])
+    tpot = comp.ratio("TPOT")
+    assert tpot.round_ratios is not None and len(tpot.round_ratios) == 4
+    assert tpot.ci_low <= 1 <= tpot.ci_high and "no difference beyond noise" in tpot.verdict
+    assert any("TPOT moved between rounds" in n for n in comp.notes)
+    assert tpot.round_ratios == comp.to_dict()["ratios"][0]["round_ratios"]
+
+
+def test_paired_reports_keep_their_round_sizes(tiny_llama):
+    from elana_magic.latency import measure_paired
+
+    other = copy.deepcopy(tiny_llama)
+    comp = measure_paired([tiny_llama, other], labels=["a", "b"], rounds=3, phases=["ttft", "tpot"],
+                          prompt_len=8, gen_len=5, warmup=0, repeats=3, min_time=0, progress=False, energy=False)
+    for rep in comp.reports:
+        sizes = rep.to_dict()["round_sizes"]
+        assert len(sizes["ttft"]) == len(sizes["tpot"]) == 3
+        assert sum(sizes["ttft"]) == len(rep.ttft_samples_ms) and sum(sizes["tpot"]) == len(rep.tpot_samples_ms)
+    back = LatencyReport.from_dict(comp.reports[1].to_dict())  # a saved report compares like a live one
+    assert back.to_dict()["round_sizes"] == sizes
+    assert compare([LatencyReport.from_dict(comp.reports[0].to_dict()), back]).ratio("TPOT").ci_low is not None
 
 
 # -- comparisons of real reports -----------------------------------------------------------------
