@@ -29,6 +29,16 @@ def _gb(n) -> str:
     return "-" if n is None else f"{n / 1e9:.2f} GB"
 
 
+def _driver() -> str | None:
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        return pynvml.nvmlSystemGetDriverVersion()
+    except Exception:  # noqa: BLE001 - context, not a result
+        return None
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8, 32])
@@ -78,8 +88,14 @@ def main(argv=None) -> int:
     del big
     torch.cuda.empty_cache()
 
+    import datetime
+
+    import transformers
+
     result = {
-        "benchmark": "grid_gpu", "device": gpu, "torch": torch.__version__,
+        "benchmark": "grid_gpu", "device": gpu, "driver": _driver(), "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "grid": grid.to_dict() | {"reports": None}, "grid_wall_s": grid_s,
         "cells": grid.cells, "memory_per_phase": memory,
         "largest_fit_1b": fit_1b.to_dict(),
@@ -92,6 +108,8 @@ def main(argv=None) -> int:
         json.dump(json.loads(grid.to_json()) | {k: v for k, v in result.items() if k != "grid"}, f, indent=2,
                   default=str)
     lines = [f"# Latency grid on {gpu}: Llama-3.2-1B shape (random bf16 weights)", "",
+             f"{gpu}, driver {result['driver']}, torch {result['torch']}, transformers {result['transformers']},"
+             f" {result['date']}", "",
              f"grid time to result: {grid_s:.0f} s for {len(grid.cells)} cells (engines: {', '.join(grid.engines)})", "",
              "```", grid.to_text(), "```", "",
              "## Peak memory per phase (allocator, allocated) vs analytic model + cache", "",

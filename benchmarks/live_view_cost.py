@@ -63,6 +63,9 @@ def redraw_cost_us(n: int = 200) -> float:
     return cost
 
 
+ENGINES: set[str] = set()
+
+
 def tpot_ms(model, live: bool, args) -> tuple[float, int]:
     view = BenchLiveView("elana latency", interval_s=args.interval, show=False).start() if live else None
     try:
@@ -73,13 +76,14 @@ def tpot_ms(model, live: bool, args) -> tuple[float, int]:
         if view is not None:
             view.stop()
             view.close_widgets()
+    ENGINES.add(rep.engine)
     return rep.tpot_ms["median"], (view.redraws if view is not None else 0)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="benchmarks/results")
-    parser.add_argument("--rounds", type=int, default=60)
+    parser.add_argument("--rounds", type=int, default=60, help="paired rounds (at least 2)")
     parser.add_argument("--interval", type=float, default=0.2,
                         help="Live redraw period (s); 0.2, the fastest it allows, is the worst case (default 0.5 in use).")
     parser.add_argument("--preset", default="tiny-llama")  # Python-bound decode: the worst case for a second thread
@@ -89,10 +93,13 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu, or cuda for the GPU run (then energy is measured"
                         " and the live view draws the real sampler's power series)")
     args = parser.parse_args()
+    if args.rounds < 2:
+        parser.error("--rounds must be at least 2 (an interval needs two pairs)")
 
     torch.manual_seed(0)
     torch.set_num_threads(1)  # one core for the model: the live thread competes for the rest, as in a notebook
-    model = random_model(args.preset).to(args.device)
+    dtype = torch.bfloat16 if args.device != "cpu" else torch.float32
+    model = random_model(args.preset, dtype=dtype, device=args.device)
     load_before = os.getloadavg()
     pairs, redraws = [], []
     tpot_ms(model, False, args)  # warm the process (allocator, kernels) before pairing
@@ -126,23 +133,32 @@ def main() -> None:
         "redraw_cpu_us": redraw_us, "live_interval_s": args.interval, "ratio_mean": mean, "ratio_mean_95ci": [mean - 1.96 * sem, mean + 1.96 * sem],
         "live_redraws_per_run_median": statistics.median(redraws),
         "loadavg_before": load_before, "loadavg_after": load_after,
-        "pairs_ms": pairs,
+        "pairs_ms": pairs, "engines": sorted(ENGINES), "dtype": str(dtype).removeprefix("torch."),
+        "power_series": "synthetic 50 Hz (no sensor)" if args.device == "cpu" else "the energy sampler's (NVML)",
     }
     os.makedirs(args.out, exist_ok=True)
     name = "live_view_cost" + ("" if args.device == "cpu" else f"_{torch.cuda.get_device_name().replace(' ', '_')}")
     result["device"] = args.device if args.device == "cpu" else torch.cuda.get_device_name()
+    if args.device != "cpu":
+        import pynvml
+        import transformers
+
+        pynvml.nvmlInit()
+        result["driver"], result["transformers"] = pynvml.nvmlSystemGetDriverVersion(), transformers.__version__
     with open(os.path.join(args.out, name + ".json"), "w") as f:
         json.dump(result, f, indent=1)
     lines = [
         f"# Live view cost: TPOT with the live view on vs off ({result['device']})",
         "",
-        f"{result['date']}, {result['machine']}, {result['cpus']} CPUs, torch {result['torch']}; "
-        f"{result['model']}, prompt {args.prompt_len}, gen {args.gen_len}, eager decode, {args.rounds} paired rounds "
+        f"{result['date']}, {result['machine']}, {result['cpus']} CPUs, torch {result['torch']}"
+        + (f", driver {result['driver']}, transformers {result['transformers']}" if "driver" in result else "") + "; "
+        f"{result['model']} ({result['dtype']}), prompt {args.prompt_len}, gen {args.gen_len}, "
+        f"{'/'.join(result['engines'])} decode, {args.rounds} paired rounds "
         f"(order alternating). The live view redraws its status line and a power-trace SVG every {args.interval} s "
-        "(the fastest it allows; 0.5 s in use), from a synthetic 50 Hz series (no sensor here).",
+        f"(the fastest it allows; 0.5 s in use), from {result['power_series']} power series.",
         "",
         f"Machine load (1/5/15 min load average) before: {load_before[0]:.2f}/{load_before[1]:.2f}/{load_before[2]:.2f},"
-        f" after: {load_after[0]:.2f}/{load_after[1]:.2f}/{load_after[2]:.2f} (the machine is shared by other engineers).",
+        f" after: {load_after[0]:.2f}/{load_after[1]:.2f}/{load_after[2]:.2f}.",
         "",
         "| | TPOT median |",
         "|---|---:|",

@@ -1,12 +1,13 @@
 """Paired A/B on the GPU: the Llama-3.1-8B shape against three copies, each in its own paired call.
 
     python benchmarks/paired_gpu.py [--preset llama-3.1-8b] [--rounds 4] [--out benchmarks/results]
+    python benchmarks/paired_gpu.py --reanalyze benchmarks/results/paired_NVIDIA_H200.json   # verdicts again
 
 1. A copy with a quarter of its layers dropped: TPOT and TTFT should be lower, with intervals excluding 1.
 2. A copy in another attention implementation (eager instead of sdpa).
 3. The same model against an identical copy (deepcopy): "no difference beyond noise" is the right verdict.
 
-Each pair is measured by ``measure_paired`` in alternating rounds (A, B, A, B, ...), energy on where NVML
+Each pair is measured by ``measure_paired`` in alternating rounds (A B, B A, ...), energy on where NVML
 exists, the CUDA-graph engine without Inductor (compile=False) so that no compile time enters the run.
 Writes JSON + markdown to ``--out`` (named after the GPU) and prints the verdicts last.
 """
@@ -39,14 +40,53 @@ def _eager(model):
     return out
 
 
+def _rows(name: str, comp) -> list[str]:
+    lines = []
+    for figure in ("TTFT", "TPOT", "J/token"):
+        try:
+            r = comp.ratio(figure)
+        except (KeyError, ValueError):
+            continue
+        if r.ratio is None:
+            continue
+        ci = f"{r.ci_low:.4f}-{r.ci_high:.4f}" if r.ci_low is not None else "-"
+        per_round = ", ".join(f"{x:.3f}" for x in r.round_ratios) if r.round_ratios else "-"
+        lines.append(f"| {name} | {figure} | {r.ratio:.4f} | {ci} | {per_round} | {r.verdict} |")
+    return lines
+
+
+def write(comparisons: dict, meta: dict, out: str) -> str:
+    """JSON (every report with its samples) + markdown (the verdicts) under ``out``; returns the table."""
+    lines = [row for name, comp in comparisons.items() for row in _rows(name, comp)]
+    notes = [f"- {n}" for comp in comparisons.values() for n in comp.notes]
+    stem = os.path.join(out, "paired_" + meta["card"].replace(" ", "_"))
+    os.makedirs(out, exist_ok=True)
+    with open(stem + ".json", "w") as f:
+        json.dump({"meta": meta, "comparisons": {k: json.loads(c.to_json()) for k, c in comparisons.items()}}, f,
+                  indent=1, default=str)
+    table = "\n".join(["| pair | figure | ratio | 95% CI | ratio per round | verdict |",
+                       "|---|---|---:|---:|---|---|", *lines])
+    with open(stem + ".md", "w") as f:
+        f.write(f"# Paired A/B on {meta['card']} ({meta['date']})\n\n{json.dumps(meta)}\n\n{table}\n\n"
+                + ("Notes of the comparisons:\n\n" + "\n".join(notes) + "\n" if notes else ""))
+    return table
+
+
+def reanalyze(path: str, out: str) -> str:
+    """The comparisons of a saved run, recomputed by this code from the reports' samples (no GPU needed)."""
+    from elana_magic.core.compare import compare
+    from elana_magic.latency.report import LatencyReport
+
+    with open(path) as f:
+        saved = json.load(f)
+    meta = saved["meta"] | {"analysis": "recomputed from the saved samples by this code",
+                            "analysed": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    comparisons = {name: compare([LatencyReport.from_dict(r) for r in c["reports"]], labels=c["labels"])
+                   for name, c in saved["comparisons"].items()}
+    return write(comparisons, meta, out)
+
+
 def main() -> None:
-    import torch
-    import transformers
-
-    import elana_magic
-    from elana_magic.latency import measure_paired
-    from elana_magic.models import random_model
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="llama-3.1-8b")
     parser.add_argument("--rounds", type=int, default=4)
@@ -55,29 +95,31 @@ def main() -> None:
     parser.add_argument("--min-time", type=float, default=2.0)
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
+    parser.add_argument("--reanalyze", metavar="JSON", help="recompute the verdicts of a saved run (no measuring)")
     args = parser.parse_args()
+    if args.reanalyze:
+        print(reanalyze(args.reanalyze, args.out))
+        return
+
+    import torch
+    import transformers
+
+    import elana_magic
+    from elana_magic.latency import measure_paired
+    from elana_magic.models import random_model
 
     base = random_model(args.preset, dtype=torch.bfloat16 if args.device == "cuda" else torch.float32,
                         device=args.device)
     pairs = {"quarter of layers dropped": _pruned, "eager attention": _eager, "itself (identical copy)": copy.deepcopy}
-    results, lines = {}, []
+    comparisons = {}
     for name, edit in pairs.items():
         other = edit(base)
-        comp = measure_paired([base, other], labels=["original", name], rounds=args.rounds, phases=["ttft", "tpot"],
-                              prompt_len=args.prompt_len, gen_len=args.gen_len, min_time=args.min_time,
-                              compile=False, progress=False)
-        results[name] = json.loads(comp.to_json())
-        for figure in ("TTFT", "TPOT", "J/token"):
-            try:
-                r = comp.ratio(figure)
-            except (KeyError, ValueError):
-                continue
-            if r.ratio is None:
-                continue
-            lines.append(f"| {name} | {figure} | {r.ratio:.4f} | {r.ci_low:.4f}-{r.ci_high:.4f} | {r.verdict} |"
-                         if r.ci_low is not None else f"| {name} | {figure} | {r.ratio:.4f} | - | {r.verdict} |")
+        comparisons[name] = measure_paired([base, other], labels=["original", name], rounds=args.rounds,
+                                           phases=["ttft", "tpot"], prompt_len=args.prompt_len, gen_len=args.gen_len,
+                                           min_time=args.min_time, compile=False, progress=False)
         del other
-        torch.cuda.empty_cache()
+        if args.device == "cuda":
+            torch.cuda.empty_cache()
 
     card = torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu"
     meta = {"card": card, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -91,14 +133,7 @@ def main() -> None:
         meta["driver"] = pynvml.nvmlSystemGetDriverVersion()
     except Exception:  # noqa: BLE001 - the driver is context, not a result
         pass
-    stem = os.path.join(args.out, "paired_" + card.replace(" ", "_"))
-    os.makedirs(args.out, exist_ok=True)
-    with open(stem + ".json", "w") as f:
-        json.dump({"meta": meta, "comparisons": results}, f, indent=1, default=str)
-    table = "\n".join(["| pair | figure | ratio | 95% CI | verdict |", "|---|---|---:|---:|---|", *lines])
-    with open(stem + ".md", "w") as f:
-        f.write(f"# Paired A/B on {card} ({meta['date']})\n\n{json.dumps(meta)}\n\n{table}\n")
-    print(table)
+    print(write(comparisons, meta, args.out))
 
 
 if __name__ == "__main__":
