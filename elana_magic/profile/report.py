@@ -121,7 +121,7 @@ class ProfileReport(Report):
         extra = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in s.items() if k in ("batch", "prompt_len", "gen_len", "steps"))
         engine = f", engine {self.engine}" if self.engine else ""
         lines = [f"elana profile '{self.label}'{what} on {self.device}{engine}" + (f" ({extra})" if extra else "")]
-        lines.append(f"trace: {self.trace_path}")
+        lines.append(f"trace: {shown_path(self.trace_path)}")
         lines.append(f"  {PERFETTO_NOTE}")
         c = self.counts
         lines.append(f"events: {c.get('events', 0)} ({c.get('gpu', 0)} GPU kernels/copies, {c.get('cpu_ops', 0)} CPU ops)")
@@ -191,7 +191,7 @@ class ProfileReport(Report):
 
         lines = self.headline()
         body = "<br>".join(html.escape(x) for x in lines[:1])
-        path = html.escape(self.trace_path)
+        path = html.escape(shown_path(self.trace_path))
         rest = "<br>".join(html.escape(x) for x in lines[3:])
         notes = "".join(f"<li>{html.escape(n)}</li>" for n in self.notes)
         return (f"<div><b>{body}</b><br>trace: <code>{path}</code> &mdash; open it in "
@@ -225,6 +225,18 @@ class ProfileReport(Report):
 
 
 # Tab titles: the table's name without its parenthesis (the full title is the table's caption).
+def shown_path(path: str) -> str:
+    """``path`` as a notebook shows it: relative to the working folder when inside it (a saved notebook
+    then holds no machine's absolute folders), else as it is. ``trace_path`` itself stays absolute."""
+    import os
+
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:  # another drive (Windows)
+        return path
+    return path if rel.startswith(os.pardir) else rel
+
+
 def _tab_title(title: str) -> str:
     return title.split(" (", 1)[0]
 

@@ -78,6 +78,10 @@ def test_default_folder_is_elana_traces_label(ip, tiny_llama, tmp_path, monkeypa
     rep = ip.run_line_magic("elana_profile", "m --phase ttft --prompt-len 8 --steps 1 -o -q")
     assert os.path.dirname(rep.trace_path) == str(tmp_path / "elana_traces" / "m-ttft")
     assert os.path.basename(rep.trace_path).startswith("m-ttft-")
+    # shown relative to the working folder (a saved notebook holds no absolute folder); the attribute stays absolute
+    shown = os.path.relpath(rep.trace_path)
+    assert shown.startswith(os.path.join("elana_traces", "m-ttft")) and f"trace: {shown}\n" in rep.to_text()
+    assert f"<code>{shown}</code>" in rep.to_html() and os.path.isabs(rep.trace_path)
 
 
 def test_display_shows_path_perfetto_note_and_timeline(ip, tiny_llama, tmp_path):
