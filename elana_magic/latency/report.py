@@ -28,12 +28,24 @@ def memory_lines(memory: dict[str, Any] | None) -> list[str]:
                          " (activations and workspace)")
         else:
             built = format_bytes(p["compared_bytes"]) if p["compared_bytes"] is not None else "unknown"
+            diff = p["activation_bytes"]
+            why = ("activations and workspace" if diff is None or diff >= 0 else
+                   "below the cache built: the process reused memory its heap already held, so resident growth"
+                   " undercounts")
             lines.append(f"memory {p['phase']}: analytic model {format_bytes(p['analytic_model_bytes'])} (resident"
                          f" before) + cache {cache_text} at {p['context']} tokens; measured resident growth"
                          f" {format_bytes(p['measured_peak_bytes'])} vs cache built in the phase {built};"
-                         f" difference {_signed_bytes(p['activation_bytes'])} (activations and workspace)")
+                         f" difference {_signed_bytes(diff)} ({why})")
     lines.append(f"memory measured as: {memory['method']}")
     return lines
+
+
+def _plain_log_ticks(axis) -> None:
+    """A log axis labelled 100, 200, 0.5 rather than 10^2, 2x10^2, 5x10^-1 (matplotlib's default)."""
+    from matplotlib.ticker import LogFormatter
+
+    axis.set_major_formatter(LogFormatter())
+    axis.set_minor_formatter(LogFormatter(labelOnlyBase=False))
 
 
 def _signed_bytes(n: int | None) -> str:
@@ -328,6 +340,7 @@ class LatencyReport(Report):
         if any(not math.isnan(f) for f in fl):
             ax.bar(names, fl, color="none", edgecolor="black", hatch="//", width=0.6, label="roofline floor")
         ax.set_yscale("log")
+        _plain_log_ticks(ax.yaxis)
         ax.legend(fontsize=7, frameon=False)
         ax.set_ylabel("latency (ms)", fontsize=9)
         ax.set_title("latency per phase", fontsize=9, loc="left")
@@ -336,6 +349,7 @@ class LatencyReport(Report):
     def _energy_panel(ax, vals) -> None:
         ax.bar([v[0] for v in vals], [v[1] for v in vals], color="#DD8452", width=0.6)
         ax.set_yscale("log")
+        _plain_log_ticks(ax.yaxis)
         ax.set_ylabel("J per sequence", fontsize=9)
         ax.set_title("energy per phase (per sequence)", fontsize=9, loc="left")
 
@@ -348,6 +362,9 @@ class LatencyReport(Report):
         ax.legend(fontsize=7, frameon=False)
         ax.set_xlabel("decode step latency (ms)", fontsize=9)
         ax.set_ylabel("steps", fontsize=9)
+        from matplotlib.ticker import MaxNLocator
+
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title("inter-token latency distribution", fontsize=9, loc="left")
 
     @staticmethod
