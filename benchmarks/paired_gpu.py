@@ -75,13 +75,13 @@ def write(comparisons: dict, meta: dict, out: str) -> str:
 def reanalyze(path: str, out: str) -> str:
     """The comparisons of a saved run, recomputed by this code from the reports' samples (no GPU needed)."""
     from elana_magic.core.compare import compare
-    from elana_magic.latency.report import LatencyReport
+    from elana_magic.core.envelope import report_from_dict
 
     with open(path) as f:
         saved = json.load(f)
     meta = saved["meta"] | {"analysis": "recomputed from the saved samples by this code",
                             "analysed": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-    comparisons = {name: compare([LatencyReport.from_dict(r) for r in c["reports"]], labels=c["labels"])
+    comparisons = {name: compare([report_from_dict(r) for r in c["reports"]], labels=c["labels"])
                    for name, c in saved["comparisons"].items()}
     return write(comparisons, meta, out)
 

@@ -384,7 +384,7 @@ class Comparison(Report):
 def compare(reports: Sequence[Report], labels: Sequence[str] | None = None,
             noise_threshold: float = NOISE_THRESHOLD) -> Comparison:
     """Compare ``reports`` with the first: ratios of every shared figure, intervals, verdicts, warnings.
-    A change whose interval reaches inside +-``noise_threshold`` is called noise."""
+    A change whose interval reaches inside ±``noise_threshold`` is called noise."""
     reports = list(reports)
     if len(reports) < 2:
         raise CompareError(f"compare needs at least two reports, got {len(reports)}")

@@ -158,7 +158,7 @@ def paired_ratio_ci(ratios: Sequence[float]) -> tuple[float, float]:
     return math.exp(float(logs.mean()) - half), math.exp(float(logs.mean()) + half)
 
 
-NOISE_THRESHOLD = 0.01  # a change whose interval reaches inside +-1% is called noise (criterion.rs's default)
+NOISE_THRESHOLD = 0.01  # a change whose interval reaches inside ±1% is called noise (criterion.rs's default)
 
 
 def beyond_noise(low: float | None, high: float | None, noise: float = NOISE_THRESHOLD) -> bool:
@@ -169,7 +169,7 @@ def beyond_noise(low: float | None, high: float | None, noise: float = NOISE_THR
 def ratio_verdict(name: str, ratio: float | None, low: float | None = None, high: float | None = None,
                   noise: float = NOISE_THRESHOLD) -> str:
     """In words: 'TPOT 12% lower (95% CI 10-14%)', 'TPOT 3.1% higher (...)', or 'no difference beyond
-    noise' when the interval spans 1 or reaches inside +-``noise`` (samples within one run are not
+    noise' when the interval spans 1 or reaches inside ±``noise`` (samples within one run are not
     independent, so an interval of pooled samples can be narrower than run-to-run variation: changes
     smaller than the threshold are not called, as criterion.rs does); without an interval, the plain
     change (no claim about noise)."""
@@ -184,7 +184,7 @@ def ratio_verdict(name: str, ratio: float | None, low: float | None = None, high
         return f"{name}: no difference beyond noise (ratio {ratio:.3f}, 95% CI {low:.3f}-{high:.3f})"
     if not beyond_noise(low, high, noise):
         return (f"{name}: no difference beyond noise (ratio {ratio:.4f}, 95% CI {low:.4f}-{high:.4f}: "
-                f"a change within the +-{noise:.0%} noise threshold)")
+                f"a change within the ±{noise:.0%} noise threshold)")
     if ratio >= 2:
         return f"{name} {ratio:.3g}x (95% CI {low:.3g}-{high:.3g}x)"
     lo, hi = sorted((abs(low - 1), abs(high - 1)))

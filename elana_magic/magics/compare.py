@@ -74,7 +74,7 @@ class CompareMagics(Magics):
 
         Timed figures (TTFT, TPOT, TTLT) get an interval (bootstrapped from the samples both reports kept,
         or from the rounds of one paired measurement) and a verdict ("TPOT 12% lower (95% CI 10-14%)" or
-        "no difference beyond noise", which a change inside +-1% also gets). Warns where the
+        "no difference beyond noise", which a change inside ±1% also gets). Warns where the
         reports were not measured alike (device, engine, lengths, versions, power limit, clocks). Examples::
 
             %elana_compare baseline pruned           # labels from %elana_history
