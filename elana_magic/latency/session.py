@@ -375,6 +375,8 @@ def _recompile_room(n: int):
 # Llama-3.2-1B (16 layers, 2.8%) and Llama-3.1-8B (32 layers, 5.7%)). A wrong step (stale slot, wrong
 # position) is off by O(1) and picks other tokens.
 COMPILE_REL_TOL_PER_LAYER = 3e-3
+
+
 def top1_gap_tolerance(dtype: torch.dtype, compile_tol: float | None = None) -> float:
     """How far (relative to the largest logit) the token a graph picks may score below eager's best.
 
