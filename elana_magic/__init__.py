@@ -18,12 +18,13 @@ def history():
     return _history()
 
 
-def compare(*items):
-    """Compare reports (or history indices / labels / saved files) with the first: a ``Comparison``."""
+def compare(*items, noise_threshold: float = 0.01):
+    """Compare reports (or history indices / labels / saved files) with the first: a ``Comparison``.
+    A change whose interval reaches inside ±``noise_threshold`` is called noise."""
     from .core.compare import compare as _compare
     from .core.history import find_report
 
-    return _compare([find_report(i) for i in items])
+    return _compare([find_report(i) for i in items], noise_threshold=noise_threshold)
 
 
 def load_report(path):

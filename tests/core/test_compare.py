@@ -71,6 +71,9 @@ def test_a_change_inside_the_noise_threshold_is_noise():
     assert tpot.ci_high < 1 and not tpot.significant and "noise" in tpot.verdict
     strict = compare([a, b], noise_threshold=0.001).ratio("TPOT")
     assert strict.significant and strict.verdict.startswith("TPOT 0.2% lower")
+    import elana_magic
+
+    assert elana_magic.compare(a, b, noise_threshold=0.001).ratio("TPOT").verdict == strict.verdict
 
 
 def _rounds_ratio(a: list, b: list):
