@@ -1,20 +1,10 @@
 """Grids on a GPU: every cell with the engine that ran, the allocator's peak per phase, OOM cells marked."""
 
-import pytest
 import torch
 
 from elana_magic.latency import measure_grid, measure_latency
 from elana_magic.latency.grid import OUT_OF_MEMORY
-from elana_magic.models import random_model
 from elana_magic.size import largest_fit
-
-
-@pytest.fixture(scope="module")
-def llama_1b():
-    model = random_model("llama-3.2-1b", dtype=torch.bfloat16, device="cuda")
-    yield model
-    del model
-    torch.cuda.empty_cache()
 
 
 def test_grid_memory_and_engines(llama_1b):

@@ -5,20 +5,11 @@ import torch
 from IPython.core.error import UsageError
 
 from elana_magic.latency import measure_latency
-from elana_magic.models import random_model
 import time
 
 from elana_magic.latency.session import GenerationOutOfMemory, GenerationSession
 
 P, G = 512, 128
-
-
-@pytest.fixture(scope="module")
-def llama_1b():
-    model = random_model("llama-3.2-1b", dtype=torch.bfloat16, device="cuda")
-    yield model
-    del model
-    torch.cuda.empty_cache()
 
 
 def _generate(model, ids, **kwargs):

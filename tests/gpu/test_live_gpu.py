@@ -2,11 +2,8 @@
 
 import threading
 
-import torch
-
 from elana_magic.core.live import LiveView
 from elana_magic.latency import measure_latency
-from elana_magic.models import random_model
 
 
 class RecordingLiveView(LiveView):
@@ -22,11 +19,10 @@ class RecordingLiveView(LiveView):
             self.seen.append((self._power(), self._plot.value))
 
 
-def test_live_view_draws_the_nvml_power_series():
-    model = random_model("llama-3.2-1b", dtype=torch.bfloat16, device="cuda")
+def test_live_view_draws_the_nvml_power_series(llama_1b):
     view = RecordingLiveView("elana latency", interval_s=0.2, show=False).start()
     try:
-        rep = measure_latency(model, phases=("tpot",), prompt_len=128, gen_len=32, energy=True, warmup=1,
+        rep = measure_latency(llama_1b, phases=("tpot",), prompt_len=128, gen_len=32, energy=True, warmup=1,
                               repeats=3, min_time=0.5, progress=view)
     finally:
         view.stop()
@@ -40,5 +36,3 @@ def test_live_view_draws_the_nvml_power_series():
     assert "<svg" in svg
     assert rep.energy["j_per_token"] and rep.energy["j_per_token"] > 0
     assert not [th.name for th in threading.enumerate() if th.name.startswith("elana-")]
-    del model
-    torch.cuda.empty_cache()
