@@ -1,6 +1,7 @@
 """Paired A/B on the GPU: the Llama-3.1-8B shape against three copies, each in its own paired call.
 
-    python benchmarks/paired_gpu.py [--preset llama-3.1-8b] [--rounds 4] [--out benchmarks/results]
+    python benchmarks/paired_gpu.py [--preset llama-3.1-8b] [--rounds 4] [--pairs pruned eager itself]
+                                    [--suffix _x] [--out benchmarks/results]
     python benchmarks/paired_gpu.py --reanalyze benchmarks/results/paired_NVIDIA_H200.json   # verdicts again
 
 1. A copy with a quarter of its layers dropped: TPOT and TTFT should be lower, with intervals excluding 1.
@@ -55,11 +56,15 @@ def _rows(name: str, comp) -> list[str]:
     return lines
 
 
-def write(comparisons: dict, meta: dict, out: str) -> str:
+PAIRS = {"pruned": ("quarter of layers dropped", _pruned), "eager": ("eager attention", _eager),
+         "itself": ("itself (identical copy)", copy.deepcopy)}
+
+
+def write(comparisons: dict, meta: dict, out: str, suffix: str = "") -> str:
     """JSON (every report with its samples) + markdown (the verdicts) under ``out``; returns the table."""
     lines = [row for name, comp in comparisons.items() for row in _rows(name, comp)]
     notes = [f"- {n}" for comp in comparisons.values() for n in comp.notes]
-    stem = os.path.join(out, "paired_" + meta["card"].replace(" ", "_"))
+    stem = os.path.join(out, "paired_" + meta["card"].replace(" ", "_") + suffix)
     os.makedirs(out, exist_ok=True)
     with open(stem + ".json", "w") as f:
         json.dump({"meta": meta, "comparisons": {k: json.loads(c.to_json()) for k, c in comparisons.items()}}, f,
@@ -94,6 +99,8 @@ def main() -> None:
     parser.add_argument("--gen-len", type=int, default=65)
     parser.add_argument("--min-time", type=float, default=2.0)
     parser.add_argument("--device", default="cuda")
+    parser.add_argument("--pairs", nargs="+", choices=list(PAIRS), default=list(PAIRS), help="which copies to compare")
+    parser.add_argument("--suffix", default="", help="appended to the results' file names")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     parser.add_argument("--reanalyze", metavar="JSON", help="recompute the verdicts of a saved run (no measuring)")
     args = parser.parse_args()
@@ -110,9 +117,8 @@ def main() -> None:
 
     base = random_model(args.preset, dtype=torch.bfloat16 if args.device == "cuda" else torch.float32,
                         device=args.device)
-    pairs = {"quarter of layers dropped": _pruned, "eager attention": _eager, "itself (identical copy)": copy.deepcopy}
     comparisons = {}
-    for name, edit in pairs.items():
+    for name, edit in (PAIRS[key] for key in args.pairs):
         other = edit(base)
         comparisons[name] = measure_paired([base, other], labels=["original", name], rounds=args.rounds,
                                            phases=["ttft", "tpot"], prompt_len=args.prompt_len, gen_len=args.gen_len,
@@ -125,7 +131,7 @@ def main() -> None:
     meta = {"card": card, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "torch": torch.__version__, "transformers": transformers.__version__,
             "elana_magic": elana_magic.__version__, "preset": args.preset, "rounds": args.rounds,
-            "prompt_len": args.prompt_len, "gen_len": args.gen_len}
+            "prompt_len": args.prompt_len, "gen_len": args.gen_len, "pairs": args.pairs}
     try:
         import pynvml
 
@@ -133,7 +139,7 @@ def main() -> None:
         meta["driver"] = pynvml.nvmlSystemGetDriverVersion()
     except Exception:  # noqa: BLE001 - the driver is context, not a result
         pass
-    print(write(comparisons, meta, args.out))
+    print(write(comparisons, meta, args.out, args.suffix))
 
 
 if __name__ == "__main__":

@@ -465,6 +465,8 @@ class GenerationSession:
         self._logits: torch.Tensor | None = None
         self._mask: torch.Tensor | None = None
         self._first: torch.Tensor | None = None
+        self._step_mask_parts: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self.own_step_mask = False  # True when the captured step passes its own causal mask (eager attention)
         self._open = False
 
     # -- context -----------------------------------------------------------------------------------
@@ -507,6 +509,7 @@ class GenerationSession:
             return
         self._open = False
         self._graph = self._cache = self._next = self._logits = self._mask = self._first = None
+        self._step_mask_parts = None
         self.input_ids = None
         self._decode_forward = None
         if cuda_indices(self.devices):
@@ -607,6 +610,7 @@ class GenerationSession:
         with torch.inference_mode():
             self._prefill_static()
             first = self._next.clone()
+            self._prepare_step_mask()
             stream = _side_stream(self.device)
             stream.wait_stream(torch.cuda.current_stream(self.device))
             before = _compile_counters() if compiled else {}
@@ -614,7 +618,7 @@ class GenerationSession:
             with torch.cuda.stream(stream), room:
                 for i in range(3):  # warm-up on a side stream, each step rewound so slot P is reused
                     t0 = time.perf_counter()
-                    self._forward(self._next, self._cache, None, compiled)
+                    self._forward(self._next, self._cache, self._step_mask(), compiled)
                     self._rewind(1)
                     if compiled and i == 0:
                         self.compile_s = time.perf_counter() - t0
@@ -624,13 +628,47 @@ class GenerationSession:
             torch.cuda.current_stream(self.device).wait_stream(stream)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
-                logits = self._forward(self._next, self._cache, None, compiled)
+                logits = self._forward(self._next, self._cache, self._step_mask(), compiled)
                 self._logits = logits[:, -1, :]
                 self._next.copy_(self._logits.argmax(-1, keepdim=True))
             self._graph = graph
             if self.check or compiled:
                 self._check_graph(first, compiled)
             self._reset_static()
+
+    def _prepare_step_mask(self) -> None:
+        """Eager attention with full-attention layers only: the captured step builds its own causal mask.
+
+        transformers 5.17's ``eager_mask`` makes ``torch.tensor(0.0, device=cuda)`` inside the step, a host-to-device
+        copy that CUDA graph capture refuses, so an eager-attention model decoded eagerly while its sdpa original ran
+        the graph. A 4D mask is used as given by every transformers 5.x; ours is built on the device from the cache's
+        length, so it holds in the graph. The check against an eager step (transformers' own mask) still decides."""
+        self._step_mask_parts = None
+        self.own_step_mask = False
+        config = getattr(self.model, "config", None)
+        layers = self._static_layers()
+        if getattr(config, "_attn_implementation", None) != "eager" or not layers:
+            return
+        sliding = any(getattr(layer, "is_sliding", False) for layer in layers)
+        if sliding or len(layers) != len(getattr(self._cache, "layers", [])):
+            return  # sliding-window or other layers have their own masks: transformers' path only
+        length = self.prompt_len + self.gen_len
+        embed = getattr(self.model, "get_input_embeddings", lambda: None)()
+        dtype = getattr(getattr(embed, "weight", None), "dtype", self.dtype)  # transformers masks in the hidden states' dtype
+        dtype = dtype if dtype.is_floating_point else self.dtype
+        slots = torch.arange(length, device=self.device).view(1, 1, 1, length)
+        open_ = torch.zeros((), dtype=dtype, device=self.device)
+        closed = torch.full((), torch.finfo(dtype).min, dtype=dtype, device=self.device)
+        self._step_mask_parts = (slots, open_, closed)
+        self.own_step_mask = True
+
+    def _step_mask(self) -> torch.Tensor | None:
+        """The decode step's additive mask, batch x 1 x 1 x slots: 0 up to the new token's slot, the dtype's min after."""
+        if self._step_mask_parts is None:
+            return None
+        slots, open_, closed = self._step_mask_parts
+        length = self._static_layers()[0].cumulative_length  # tokens cached = the new token's slot
+        return torch.where(slots <= length, open_, closed).expand(self.batch, 1, 1, slots.shape[-1])
 
     def _check_graph(self, first: torch.Tensor, compiled: bool = False) -> None:
         """One replay vs one eager step from the same state: same greedy token, logits within tolerance.

@@ -70,6 +70,30 @@ def test_compiled_engine_checked_reused_and_tokens(llama_1b):
     assert_tokens_follow_generate(model, ids, ours, "compiled engine")
 
 
+def test_eager_attention_is_captured_too(llama_1b):
+    """An eager-attention copy decodes in the CUDA graph, compiled or not, with its own causal mask in the step.
+
+    Under transformers 5.17 its mask made a host-to-device copy that capture refused, so it decoded eagerly and
+    an sdpa-vs-eager comparison mixed two engines."""
+    import copy
+
+    model = copy.deepcopy(llama_1b)
+    model.set_attn_implementation("eager")
+    try:
+        with GenerationSession(model, batch=1, prompt_len=P, gen_len=G) as s:
+            assert s.engine == "cuda-graph" and s.own_step_mask, s.note
+            assert s.max_abs_diff == 0.0  # our mask == transformers' own, to the bit
+            ours = s.request()
+            ids = s.input_ids.clone()
+        with GenerationSession(model, batch=2, prompt_len=P, gen_len=8, compile=True) as s:
+            assert s.engine == "cuda-graph+compile" and s.own_step_mask, s.note
+            print(f"eager attention, compiled step: rel err {s.rel_err:.3g} (tolerance {s.compile_tol:.3g})")
+        assert_tokens_follow_generate(model, ids, ours, "graph engine, eager attention")
+    finally:
+        del model
+        torch.cuda.empty_cache()
+
+
 def test_memory_and_state_restored(llama_1b):
     model = llama_1b
     model.train()

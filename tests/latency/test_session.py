@@ -102,3 +102,49 @@ def test_restart_decode_repeats_the_same_steps(tiny_llama):
         again = [s.restart_decode()] and [s.decode_step().clone() for _ in range(5)]
         assert s.position == 12 + 5
     assert torch.equal(torch.cat(again, 1), full[:, 1:])
+
+
+def _static_decode(session, own_mask: bool, steps: int) -> list[torch.Tensor]:
+    """Prefill into a StaticCache, then eager steps as the captured step runs them (no capture on a CPU)."""
+    from transformers import StaticCache
+
+    session._cache = StaticCache(config=session.model.config, max_cache_len=session.prompt_len + session.gen_len)
+    session._next = torch.zeros(session.batch, 1, dtype=torch.long)
+    out = []
+    with torch.inference_mode():
+        session._prefill_static()
+        session._prepare_step_mask()
+        for _ in range(steps):
+            logits = session._forward(session._next, session._cache, session._step_mask() if own_mask else None)[:, -1]
+            session._next = logits.argmax(-1, keepdim=True)
+            out.append(logits.float())
+    return out
+
+
+def test_eager_attention_step_mask_matches_transformers_own(tiny_llama):
+    import copy
+
+    eager = copy.deepcopy(tiny_llama)
+    eager.set_attn_implementation("eager")
+    with GenerationSession(eager, batch=2, prompt_len=9, gen_len=6) as s:
+        theirs = _static_decode(s, own_mask=False, steps=5)
+        ours = _static_decode(s, own_mask=True, steps=5)
+        assert s.own_step_mask
+        assert s._step_mask().shape == (2, 1, 1, 15)
+    for a, b in zip(theirs, ours):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+def test_step_mask_only_for_eager_attention_without_sliding_layers(tiny_llama):
+    from transformers import MistralConfig
+
+    from elana_magic.models import PRESETS, random_model
+
+    with GenerationSession(tiny_llama, prompt_len=8, gen_len=3) as s:  # sdpa: transformers' mask as before
+        _static_decode(s, own_mask=False, steps=1)
+        assert not s.own_step_mask and s._step_mask() is None
+    shape = {k: v for k, v in PRESETS["tiny-llama"].items() if k != "model_type"}
+    sliding = random_model(MistralConfig(**shape, sliding_window=4, attn_implementation="eager"))
+    with GenerationSession(sliding, prompt_len=8, gen_len=3) as s:  # its layers keep transformers' window mask
+        _static_decode(s, own_mask=False, steps=1)
+        assert not s.own_step_mask
