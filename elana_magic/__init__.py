@@ -18,13 +18,15 @@ def history():
     return _history()
 
 
-def compare(*items, noise_threshold: float = 0.01):
+def compare(*items, noise_threshold: float | None = None):
     """Compare reports (or history indices / labels / saved files) with the first: a ``Comparison``.
-    A change whose interval reaches inside ±``noise_threshold`` is called noise."""
+    A change whose interval reaches inside ±``noise_threshold`` (default 1%) is called noise."""
     from .core.compare import compare as _compare
     from .core.history import find_report
+    from .core.stats import NOISE_THRESHOLD
 
-    return _compare([find_report(i) for i in items], noise_threshold=noise_threshold)
+    noise = NOISE_THRESHOLD if noise_threshold is None else noise_threshold
+    return _compare([find_report(i) for i in items], noise_threshold=noise)
 
 
 def load_report(path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -224,12 +225,9 @@ class ProfileReport(Report):
                                        timeline_widget(self.trace, spans=self.steps, width=VIEW_WIDTH_IN), tabs])
 
 
-# Tab titles: the table's name without its parenthesis (the full title is the table's caption).
 def shown_path(path: str) -> str:
     """``path`` as a notebook shows it: relative to the working folder when inside it (a saved notebook
     then holds no machine's absolute folders), else as it is. ``trace_path`` itself stays absolute."""
-    import os
-
     try:
         rel = os.path.relpath(path)
     except ValueError:  # another drive (Windows)
@@ -237,6 +235,7 @@ def shown_path(path: str) -> str:
     return path if rel.startswith(os.pardir) else rel
 
 
+# Tab titles: the table's name without its parenthesis (the full title is the table's caption).
 def _tab_title(title: str) -> str:
     return title.split(" (", 1)[0]
 
