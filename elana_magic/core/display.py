@@ -81,15 +81,11 @@ def _active_types() -> list[str] | None:
     return list(formatter.active_types) if formatter is not None else None
 
 
-def show_report(report: Any, handle: Any = None) -> None:
-    """Publish the report's bundle (into the live view's display ``handle`` when there is one)."""
+def show_report(report: Any) -> None:
+    """Publish the report's bundle as a new output of the running cell."""
     from IPython.display import display
 
-    bundle = report_bundle(report)
-    if handle is not None:
-        handle.update(bundle, raw=True)
-    else:
-        display(bundle, raw=True)
+    display(report_bundle(report), raw=True)
 
 
 def display_report(report: Any) -> None:

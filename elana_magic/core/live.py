@@ -3,7 +3,9 @@
 One display slot in the notebook, redrawn a few times a second by a daemon thread named
 ``elana-live`` from what the measurement already records (a run counter bumped between repetitions,
 the energy sampler's power series); nothing runs on the measured path but an integer increment.
-When the measurement ends the slot becomes the report (``deliver`` updates it), or is cleared.
+When the measurement ends the slot is emptied and its widgets closed, and the report is shown as
+an output of its own (``deliver``): in JupyterLab a closed widget hides the output that showed it,
+so the report never takes the live view's place.
 The thread is stopped and joined on every exit, errors and Ctrl-C included.
 
 Outside a Jupyter kernel (terminal, scripts, the benchmark) the same thread runs but displays nothing.
@@ -81,7 +83,10 @@ class LiveView:
             self._thread = None
 
     def clear(self, text: str = "") -> None:
-        """Stop, and empty the display slot (or leave ``text`` there)."""
+        """Stop, empty the display slot (or leave ``text`` there), then close the widgets.
+
+        The slot is updated first: a text output replaces the widget's renderer, so closing the widget
+        afterwards hides nothing (JupyterLab hides an output whose widget view is disposed)."""
         self.stop()
         if self.handle is not None:
             self.handle.update({"text/plain": text}, raw=True)

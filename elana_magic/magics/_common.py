@@ -128,8 +128,10 @@ def deliver(shell, report: Any, args, live: Any = None, record: bool = True) -> 
     """Add a report to the kernel's history (``record``), store (-v), show (unless -q) and return
     (-o) it, as %timeit does, with one view per cell.
 
-    The report is shown here (into the live view's place when the run had one); when it is also
-    returned and lands in Out[n], its ``_ipython_display_`` sees it was shown in this cell already.
+    The report is shown here as an output of its own, after the live view's place is emptied and its
+    widgets closed: a frontend that hides a closed widget's output (JupyterLab, Notebook 7) would
+    otherwise hide the report that took that place. When the report is also returned and lands in
+    Out[n], its ``_ipython_display_`` sees it was shown in this cell already.
     """
     if record:
         from ..core.history import HISTORY
@@ -139,13 +141,13 @@ def deliver(shell, report: Any, args, live: Any = None, record: bool = True) -> 
         if not args.var.isidentifier():
             raise UsageError(f"-v needs a valid Python name, got {args.var!r}")
         shell.user_ns[args.var] = report
+    if live is not None:
+        live.clear()  # before the report shows: the live view's end must not touch the report's output
     if not getattr(args, "quiet", False):
         from ..core.display import show_report
 
-        show_report(report, handle=getattr(live, "handle", None))
+        show_report(report)
         report.mark_shown()
-    elif live is not None:
-        live.clear()
     return report if getattr(args, "output", False) else None
 
 
