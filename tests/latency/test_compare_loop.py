@@ -28,8 +28,9 @@ def test_measure_prune_measure_compare(ip, default_model):
     with capture_output() as shown:
         comp = ip.run_line_magic("elana_compare", "base pruned -o")
     tpot = comp.ratio("TPOT")
-    assert tpot.ratio < 1 and tpot.ci_high < 1, tpot      # lower, with an interval that excludes 1
-    assert tpot.verdict.startswith("TPOT ") and " lower (95% CI " in tpot.verdict
+    # two runs measured apart: load that starts or stops between them moves the ratio, so only the
+    # verdict's form is asserted here; the paired rounds below are what finds the cut under load
+    assert tpot.verdict.startswith("TPOT ") and tpot.ratio is not None, tpot
     base, pruned = comp.reports
     assert base.fingerprint["hash"] != pruned.fingerprint["hash"]
     assert pruned.fingerprint["param_count"] < base.fingerprint["param_count"]
@@ -37,3 +38,7 @@ def test_measure_prune_measure_compare(ip, default_model):
     assert comp.ratio("decode bytes/step").ratio < 1
     assert "TPOT" in shown.stdout + "".join(str(o.data) for o in shown.outputs)
     assert len(model.model.layers) == base.fingerprint["layers"]  # the original is untouched
+    paired = ip.run_line_magic("elana_latency", f"model pruned {line.replace('--repeats 5', '--repeats 8')} "
+                                                "--rounds 4 --label base2,pruned2 -o")
+    tpot = paired.ratio("TPOT")
+    assert tpot.ratio < 1 and tpot.ci_high < 1, tpot  # alternating rounds: load falls on both alike
