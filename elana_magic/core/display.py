@@ -140,6 +140,21 @@ def figure_to_html(fig, alt: str = "plot") -> str:
     return png_img_html(figure_png(fig), alt=alt)
 
 
+def notes_html(notes: list[str], warnings: list[str] | None = None) -> str:
+    """Warnings in view, notes folded under one "notes (N)" line (a <details>: opens offline, in widgets
+    and in static HTML alike), in the report's font."""
+    import html
+
+    out = "".join(f"<div class='elana-warning' style='color:#a33'>warning: {html.escape(w)}</div>"
+                  for w in warnings or [])
+    if notes:
+        items = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
+        out += (f"<details class='elana-notes' style=\"{BLOCK_STYLE};color:#555;margin:4px 0\">"
+                f"<summary style='cursor:pointer'>notes ({len(notes)})</summary>"
+                f"<ul style='margin:2px 0 4px 0;padding-left:20px'>{items}</ul></details>")
+    return out
+
+
 def html_widget(html: str) -> Any:
     """An ipywidgets HTML holding ``html`` in the report font."""
     import ipywidgets as widgets

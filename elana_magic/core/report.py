@@ -177,10 +177,14 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+# Tables fit a notebook's width (about 800 px at a 1100 px window): numbers never break, words do,
+# so a long label or verdict wraps instead of pushing the columns after it out of view.
 _TABLE_STYLE = ("border-collapse:collapse;font-family:system-ui,-apple-system,'Segoe UI',sans-serif;"
-                "font-size:13px;margin:4px 0 10px 0")
-_CELL_STYLE = "padding:2px 10px;border-bottom:1px solid #e4e4e4;white-space:nowrap"
-_CAPTION_STYLE = "caption-side:top;text-align:left;font-weight:600;padding:2px 0 4px 0;white-space:nowrap"
+                "font-size:13px;margin:4px 0 10px 0;max-width:100%")
+_CELL_STYLE = "padding:2px 8px;border-bottom:1px solid #e4e4e4"
+_NUMBER_STYLE = "white-space:nowrap"
+_WORDS_STYLE = "white-space:normal;overflow-wrap:anywhere;min-width:4em"
+_CAPTION_STYLE = "caption-side:top;text-align:left;font-weight:600;padding:2px 0 4px 0;white-space:normal"
 
 
 def _looks_numeric(cell: Any) -> bool:
@@ -196,8 +200,8 @@ def html_table(header: list[str], rows: list[list[Any]], caption: str | None = N
     """A small, self-contained HTML table (escaped, inline styles so it reads the same in widgets,
     classic/lab notebooks and static HTML); numbers right-aligned."""
     def cell(tag: str, value: Any, right: bool) -> str:
-        align = "right" if right else "left"
-        return f"<{tag} style='{_CELL_STYLE};text-align:{align}'>{html.escape(str(value))}</{tag}>"
+        align, wrap = ("right", _NUMBER_STYLE) if right else ("left", _WORDS_STYLE)
+        return f"<{tag} style='{_CELL_STYLE};{wrap};text-align:{align}'>{html.escape(str(value))}</{tag}>"
 
     numeric = [all(_looks_numeric(r[i]) for r in rows if i < len(r)) and bool(rows) for i in range(len(header))]
     head = "".join(cell("th", h, numeric[i]) for i, h in enumerate(header))

@@ -40,6 +40,36 @@ def format_time(seconds: float | None, digits: int = 3) -> str:
     return f"{seconds * 1e9:.{digits}g} ns"
 
 
+_TIME_UNITS = ((1.0, "s"), (1e-3, "ms"), (1e-6, "µs"), (1e-9, "ns"))
+_ENERGY_UNITS = ((1e3, "kJ"), (1.0, "J"), (1e-3, "mJ"), (1e-6, "µJ"))
+
+
+def column_formatter(values: list[float | None], units=_TIME_UNITS, digits: int = 4):
+    """One unit for a whole table column: every cell in ms, or every cell in s, never a column that
+    mixes them. The largest value's unit, or the next smaller one where the smallest value would read
+    below 0.01 in it. Returns value -> text ("-" for None)."""
+    known = [abs(v) for v in values if v is not None and v != 0]
+    i = len(units) - 1
+    if known:
+        i = next((k for k, (s, _) in enumerate(units) if max(known) >= s), len(units) - 1)
+        if min(known) / units[i][0] < 0.01 and i + 1 < len(units):
+            i += 1
+    scale, unit = units[i]
+
+    def fmt(v: float | None) -> str:
+        if v is None:
+            return "-"
+        x = v / scale
+        return f"{x:,.0f} {unit}" if abs(x) >= 10 ** digits else f"{x:.{digits}g} {unit}"
+
+    return fmt
+
+
+def energy_column(values: list[float | None], digits: int = 4):
+    """``column_formatter`` for joules."""
+    return column_formatter(values, _ENERGY_UNITS, digits)
+
+
 def format_energy(joules: float | None, digits: int = 4) -> str:
     if joules is None:
         return "-"

@@ -9,13 +9,14 @@ cell's own ``LatencyReport`` is kept in ``grid.reports`` (None where the cell di
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from typing import Any, Sequence
 
 import torch
 
 from ..core.report import Report, html_table, text_table
-from ..core.units import format_bytes, format_energy, format_time
+from ..core.units import column_formatter, energy_column, format_bytes
 from .devices import model_devices
 from .session import GenerationInputError, GenerationOutOfMemory, check_lengths, model_device
 
@@ -32,14 +33,16 @@ def _values(name: str, value) -> list[int]:
     return list(dict.fromkeys(values))
 
 
-def _bar(total: int, enabled: bool):
-    if not enabled:
+def _bar(total: int, progress: Any):
+    """A terminal bar over the cells; none in a notebook (the live view shows each cell's phases, and a
+    notebook bar would stay in the saved output as a stale "0/4" line) or when progress is off."""
+    if not progress or hasattr(progress, "phase"):
         return None
     try:
-        from tqdm.auto import tqdm
+        from tqdm import tqdm
     except ImportError:  # pragma: no cover - tqdm comes with transformers
         return None
-    return tqdm(total=total, desc="elana grid", unit="cell")
+    return tqdm(total=total, desc="elana grid", unit="cell", leave=False)
 
 
 def measure_grid(model: torch.nn.Module, tokenizer: Any = None, phases: Sequence[str] = ("ttft", "tpot", "ttlt"),
@@ -187,17 +190,22 @@ class LatencyGridReport(Report):
     def _table(self) -> tuple[list[str], list[list[str]]]:
         header = ["batch", "prompt", "gen", "TTFT", "TPOT", "TTLT", "J/prompt", "J/token", "J/request",
                   "tokens/s", "tokens/J", "MBU", "MFU", "peak mem", "engine"]
-
-        def t(v):
-            return format_time(None if v is None else v / 1e3, digits=4)
+        ok = [r for r in self.data["cells"] if r["status"] == "ok"]
+        units = {key: column_formatter([None if r.get(f"{key}_ms") is None else r[f"{key}_ms"] / 1e3 for r in ok])
+                 for key in ("ttft", "tpot", "ttlt")}
+        joules = {key: energy_column([r.get(key) for r in ok]) for key in ("j_per_prompt", "j_per_token", "j_per_request")}
 
         def ci(row, key):
             med, lo, hi = row.get(f"{key}_ms"), row.get(f"{key}_ci95_low_ms"), row.get(f"{key}_ci95_high_ms")
+            t = units[key]
             if med is None:
                 return "-"
-            if lo is None or hi is None:
-                return t(med)
-            return f"{t(med)} ±{(hi - lo) / 2 / med:.0%}" if med else t(med)
+            text = t(med / 1e3)
+            if lo is None or hi is None or not med:
+                return text
+            half = (hi - lo) / 2 / med
+            # a wide interval is shown as its ends: "±267%" reads as nonsense for a positive time
+            return f"{text} ±{half:.0%}" if half < 0.1 else f"{text} (95% CI {t(lo / 1e3)}-{t(hi / 1e3)})"
 
         def num(v, fmt="{:.4g}"):
             return "-" if v is None else fmt.format(v)
@@ -208,11 +216,13 @@ class LatencyGridReport(Report):
                 rows.append([r["batch"], r["prompt_len"], r["gen_len"], r["status"]] + [""] * (len(header) - 4))
                 continue
             rows.append([r["batch"], r["prompt_len"], r["gen_len"], ci(r, "ttft"), ci(r, "tpot"), ci(r, "ttlt"),
-                         format_energy(r["j_per_prompt"]), format_energy(r["j_per_token"]),
-                         format_energy(r["j_per_request"]), num(r["tokens_per_s"]), num(r["tokens_per_j"]),
+                         joules["j_per_prompt"](r["j_per_prompt"]), joules["j_per_token"](r["j_per_token"]),
+                         joules["j_per_request"](r["j_per_request"]), num(r["tokens_per_s"]), num(r["tokens_per_j"]),
                          num(r["mbu"], "{:.0%}"), num(r["mfu"], "{:.0%}"), format_bytes(r["peak_memory_bytes"]),
                          r["engine"]])
-        return header, rows
+        # columns with nothing known (no energy without a sensor, no MBU without a peak) are left out
+        keep = [i for i in range(len(header)) if i < 6 or i >= 13 or any(row[i] not in ("", "-") for row in rows)]
+        return [header[i] for i in keep], [[row[i] for i in keep] for row in rows]
 
     def _summary_lines(self) -> list[str]:
         lines = []
@@ -227,41 +237,38 @@ class LatencyGridReport(Report):
         lines.append(f"time to result: {self.data['time_to_result_s']:.1f} s for the grid")
         return lines
 
+    def _notes(self) -> list[str]:
+        return list(dict.fromkeys(self.data.get("notes", [])))  # a note every cell gave, once
+
     def to_text(self) -> str:
         header, rows = self._table()
         parts = ["elana latency grid: " + self.title(), text_table(header, rows)]
         parts += self._summary_lines()
-        parts += [f"note: {n}" for n in self.data.get("notes", [])]
+        parts += [f"note: {n}" for n in self._notes()]
         return "\n".join(parts)
 
-    def to_html(self) -> str:
+    def _tables_html(self) -> str:
         import html
 
-        header, rows = self._table()
-        body = html_table(header, rows, caption="elana latency grid: " + self.title())
-        extra = "".join(f"<div>{html.escape(x)}</div>" for x in self._summary_lines())
-        notes = "".join(f"<div><i>note: {html.escape(n)}</i></div>" for n in self.data.get("notes", []))
-        fig = ""
-        try:
-            from ..core.display import figure_to_html
+        from ..core.display import notes_html
 
-            fig = figure_to_html(self.figure())
+        header, rows = self._table()
+        return (html_table(header, rows, caption="elana latency grid: " + self.title())
+                + "".join(f"<div>{html.escape(x)}</div>" for x in self._summary_lines()) + notes_html(self._notes()))
+
+    def to_html(self) -> str:
+        from ..core.display import figure_to_html, html_block
+
+        try:
+            fig = figure_to_html(self.figure(), alt="latency grid")
         except ImportError:
-            pass
-        return f"<div class='elana-latency-grid'>{body}{extra}{notes}{fig}</div>"
+            fig = ""
+        return html_block("latency-grid", self._tables_html() + fig)
 
     def widget(self):
-        import html
+        from ..core.display import figure_to_widget, html_widget, report_view
 
-        import ipywidgets as widgets
-
-        from ..core.display import figure_to_widget
-
-        header, rows = self._table()
-        table = widgets.HTML(html_table(header, rows, caption="elana latency grid: " + self.title())
-                             + "".join(f"<div>{html.escape(x)}</div>" for x in self._summary_lines())
-                             + "".join(f"<div><i>note: {html.escape(n)}</i></div>" for n in self.data.get("notes", [])))
-        return widgets.VBox([table, figure_to_widget(self.figure())])
+        return report_view("latency-grid", [html_widget(self._tables_html()), figure_to_widget(self.figure())])
 
     # -- plots -------------------------------------------------------------------------------------
     def figure(self):
@@ -271,8 +278,17 @@ class LatencyGridReport(Report):
 
         ok = [r for r in self.data["cells"] if r["status"] == "ok"]
         gens = sorted({r["gen_len"] for r in ok})
-        fig = Figure(figsize=(11, 7))
-        axes = fig.subplots(2, 2)
+        specs = [("prompt_len", "batch", "tpot_ms", "context length (prompt tokens)", "TPOT (ms)",
+                  "TPOT vs context length", "batch"),
+                 ("prompt_len", "batch", "j_per_token", "context length (prompt tokens)", "J/token",
+                  "energy per decode step vs context length", "batch"),
+                 ("batch", "prompt_len", "tokens_per_s", "batch", "tokens/s", "decode throughput vs batch", "prompt"),
+                 ("batch", "prompt_len", "tokens_per_j", "batch", "tokens/J", "tokens per joule vs batch", "prompt")]
+        specs = [sp for sp in specs if any(r.get(sp[2]) is not None for r in ok)] or specs[:1]  # no empty panel
+        cols = 2 if len(specs) > 1 else 1
+        nrows = math.ceil(len(specs) / cols)
+        fig = Figure(figsize=(5.2 * cols, 3.4 * nrows))
+        axes = fig.subplots(nrows, cols, squeeze=False).ravel()
 
         def lines(ax, x_key, group_key, y_key, xlabel, ylabel, title, group_name):
             groups = sorted({(r[group_key], r["gen_len"]) for r in ok})
@@ -294,13 +310,9 @@ class LatencyGridReport(Report):
                 ax.text(0.5, 0.5, f"no {ylabel} measured", ha="center", va="center", fontsize=9,
                         transform=ax.transAxes)
 
-        lines(axes[0][0], "prompt_len", "batch", "tpot_ms", "context length (prompt tokens)", "TPOT (ms)",
-              "TPOT vs context length", "batch")
-        lines(axes[0][1], "prompt_len", "batch", "j_per_token", "context length (prompt tokens)", "J/token",
-              "energy per decode step vs context length", "batch")
-        lines(axes[1][0], "batch", "prompt_len", "tokens_per_s", "batch", "tokens/s", "decode throughput vs batch",
-              "prompt")
-        lines(axes[1][1], "batch", "prompt_len", "tokens_per_j", "batch", "tokens/J", "tokens per joule vs batch",
-              "prompt")
+        for ax, spec in zip(axes, specs):
+            lines(ax, *spec)
+        for ax in axes[len(specs):]:
+            ax.set_axis_off()
         fig.tight_layout()
         return fig

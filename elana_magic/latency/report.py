@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ..core.report import Report, html_table, text_table
-from ..core.units import format_bytes, format_energy, format_time
+from ..core.units import column_formatter, energy_column, format_bytes, format_energy, format_time
 
 
 def memory_lines(memory: dict[str, Any] | None) -> list[str]:
@@ -29,23 +29,26 @@ def memory_lines(memory: dict[str, Any] | None) -> list[str]:
         else:
             built = format_bytes(p["compared_bytes"]) if p["compared_bytes"] is not None else "unknown"
             diff = p["activation_bytes"]
-            why = ("activations and workspace" if diff is None or diff >= 0 else
-                   "below the cache built: the process reused memory its heap already held, so resident growth"
-                   " undercounts")
+            if diff is None or diff < 0:
+                # the heap reused memory it held already: resident growth says nothing of this phase
+                continue
+            why = "activations and workspace"
             lines.append(f"memory {p['phase']}: analytic model {format_bytes(p['analytic_model_bytes'])} (resident"
                          f" before) + cache {cache_text} at {p['context']} tokens; measured resident growth"
                          f" {format_bytes(p['measured_peak_bytes'])} vs cache built in the phase {built};"
                          f" difference {_signed_bytes(diff)} ({why})")
-    lines.append(f"memory measured as: {memory['method']}")
+    if lines:
+        lines.append(f"memory measured as: {memory['method']}")
     return lines
 
 
-def _plain_log_ticks(axis) -> None:
-    """A log axis labelled 100, 200, 0.5 rather than 10^2, 2x10^2, 5x10^-1 (matplotlib's default)."""
-    from matplotlib.ticker import LogFormatter
-
-    axis.set_major_formatter(LogFormatter())
-    axis.set_minor_formatter(LogFormatter(labelOnlyBase=False))
+def _label_bars(ax, values: list[float], fmt: str) -> None:
+    """Each bar's value above it, on a linear axis with head room: a short bar (TPOT beside TTLT) still
+    reads, where a log axis drew it as a sliver whose height meant nothing."""
+    for patch, value in zip(ax.patches, values):
+        ax.annotate(fmt.format(value), (patch.get_x() + patch.get_width() / 2, patch.get_height()),
+                    ha="center", va="bottom", fontsize=8, xytext=(0, 2), textcoords="offset points")
+    ax.set_ylim(0, max(values) * 1.18 if values and max(values) > 0 else 1)
 
 
 def _signed_bytes(n: int | None) -> str:
@@ -167,21 +170,21 @@ class LatencyReport(Report):
         per_seq = e.get("per_sequence") or {}
         header = ["phase", "n", "median", "mean", "p90", "p99", "floor", "energy/batch", "energy/seq"]
 
-        def f(v):
-            return format_time(None if v is None else v / 1e3, digits=4)
-
-        rows = []
         spec = [("TTFT (prefill)", "ttft_ms", "ttft_floor_ms", "j_per_prompt"),
                 ("TPOT (decode step)", "tpot_ms", "tpot_floor_ms", "j_per_token"),
                 ("TTLT (request)", "ttlt_ms", "ttlt_floor_ms", "j_per_request")]
-        for title, key, floor, ekey in spec:
-            s = d.get(key) or {}
-            if not s.get("n"):
-                continue
-            rows.append([title, s["n"], f(s["median"]), f(s["mean"]), f(s["p90"]), f(s["p99"]),
-                         f(r.get(floor)), format_energy(e.get(ekey)), format_energy(per_seq.get(ekey))])
+        measured = [(t, d[k], fl, ek) for t, k, fl, ek in spec if (d.get(k) or {}).get("n")]
+        times = [x for _, st, fl, _ in measured for x in (st["median"], st["p99"], r.get(fl))]
+        times.append(d.get("tpot_from_ttlt_ms"))
+        f = column_formatter([None if v is None else v / 1e3 for v in times])  # one time unit for the table
+        ms = (lambda v: f(None if v is None else v / 1e3))
+        joules = energy_column([x for _, _, _, ek in measured for x in (e.get(ek), per_seq.get(ek))])
+        rows = []
+        for title, st, floor, ekey in measured:
+            rows.append([title, st["n"], ms(st["median"]), ms(st["mean"]), ms(st["p90"]), ms(st["p99"]),
+                         ms(r.get(floor)), joules(e.get(ekey)), joules(per_seq.get(ekey))])
         if d.get("tpot_from_ttlt_ms") is not None:
-            rows.append(["TPOT = (TTLT-TTFT)/(G-1)", "", f(d["tpot_from_ttlt_ms"]), "", "", "", "", "", ""])
+            rows.append(["TPOT = (TTLT-TTFT)/(G-1)", "", ms(d["tpot_from_ttlt_ms"]), "", "", "", "", "", ""])
         # columns with nothing known (no floor without a peak, no energy without a sensor) are left out
         keep = [i for i in range(len(header)) if i < 6 or any(row[i] not in ("", "-") for row in rows)]
         return [header[i] for i in keep], [[row[i] for i in keep] for row in rows]
@@ -273,9 +276,10 @@ class LatencyReport(Report):
 
         header, rows = self._table()
         body = html_table(header, rows, caption="elana latency: " + self.title())
+        from ..core.display import notes_html
+
         extra = "".join(f"<div>{html.escape(x)}</div>" for x in self._summary_lines())
-        notes = "".join(f"<div style='color:#555'>note: {html.escape(n)}</div>" for n in self.data.get("notes", []))
-        return body + extra + notes
+        return body + extra + notes_html(self.data.get("notes", []))
 
     def to_html(self) -> str:
         from ..core.display import figure_to_html, html_block
@@ -339,8 +343,7 @@ class LatencyReport(Report):
         fl = [f if f is not None else math.nan for f in floors]
         if any(not math.isnan(f) for f in fl):
             ax.bar(names, fl, color="none", edgecolor="black", hatch="//", width=0.6, label="roofline floor")
-        ax.set_yscale("log")
-        _plain_log_ticks(ax.yaxis)
+        _label_bars(ax, meds, "{:.3g} ms")
         ax.legend(fontsize=7, frameon=False)
         ax.set_ylabel("latency (ms)", fontsize=9)
         ax.set_title("latency per phase", fontsize=9, loc="left")
@@ -348,8 +351,7 @@ class LatencyReport(Report):
     @staticmethod
     def _energy_panel(ax, vals) -> None:
         ax.bar([v[0] for v in vals], [v[1] for v in vals], color="#DD8452", width=0.6)
-        ax.set_yscale("log")
-        _plain_log_ticks(ax.yaxis)
+        _label_bars(ax, [v[1] for v in vals], "{:.3g} J")
         ax.set_ylabel("J per sequence", fontsize=9)
         ax.set_title("energy per phase (per sequence)", fontsize=9, loc="left")
 
