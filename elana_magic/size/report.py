@@ -170,11 +170,12 @@ class SizeReport(Report):
         import html
 
         summary = "<br>".join(html.escape(line).replace("   ", " &nbsp;·&nbsp; ") for line in self._summary_lines())
-        notes = "".join(f"<li>{html.escape(n)}</li>" for n in self.notes)
+        from ..core.display import notes_html
+
         return (f"<p style='margin:0 0 6px 0'>{summary}</p>"
                 + html_table(*self._grid_table(), caption="cache for each (batch, seq_len)")
                 + html_table(*self._dtype_table(), caption="weights by dtype")
-                + (f"<ul style='margin:0 0 6px 0'>{notes}</ul>" if notes else ""))
+                + notes_html(list(self.notes)))
 
     def figure(self):
         """A stacked bar chart (a matplotlib Figure): model, KV cache and SSM state for each grid row."""
