@@ -1,22 +1,27 @@
 """Comparing reports: every figure two reports share, as a ratio to the first, with an interval and a verdict.
 
 The first report is the baseline; each other one is compared with it. Timed figures (TTFT, TPOT,
-TTLT) carry a 95% confidence interval of the ratio of medians, bootstrapped from the samples both
-reports kept (``core.stats.ratio_of_medians_ci``), and a verdict in words ("TPOT 12% lower (95% CI
-10-14%)" or "no difference beyond noise"). Figures derived from TPOT (tokens/s, MBU) carry its
-interval; figures measured once (bytes, joules of one window) carry none. Everything works from
-``to_dict()``, so a report read back from a file compares like a live one.
+TTLT) carry a ratio and its 95% confidence interval from one estimator, so the ratio always lies
+inside its interval: for two reports measured apart, the ratio of medians with an interval
+bootstrapped from the samples both reports kept (``core.stats.ratio_of_medians_ci``); for the rounds
+of one paired measurement, the geometric mean of the per-round ratios with Student's t on their logs
+(``core.stats.paired_ratio``). A verdict in words follows ("TPOT 12% lower (95% CI 10-14%)" or "no
+difference beyond noise"). Figures derived from TPOT (tokens/s, MBU) carry its interval; figures
+measured once (bytes, joules of one window) carry none. Each figure knows which way is better (lower
+times and joules, higher tokens/s), which colours the chart. Everything works from ``to_dict()``, so
+a report read back from a file compares like a live one.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
 
 from .fingerprint import short_fingerprint
 from .report import Report, html_table, text_table
-from .stats import NOISE_THRESHOLD, beyond_noise, paired_ratio_ci, ratio_of_medians_ci, ratio_verdict, round_ratios
+from .stats import NOISE_THRESHOLD, beyond_noise, paired_ratio, ratio_of_medians_ci, ratio_verdict, round_ratios
 from .units import format_bytes, format_energy, format_power, format_time
 
 CLOCK_TOLERANCE = 0.05   # clocks / power limits further apart than this make a warning
@@ -42,11 +47,19 @@ class Ratio:
     unit: str = ""
     noise: float = NOISE_THRESHOLD
     round_ratios: list[float] | None = None   # a paired measurement: the ratio in each round
+    better: str | None = None   # "lower" or "higher": which way this figure improves (None: neither)
 
     @property
     def significant(self) -> bool:
         """A real change: the interval lies beyond the noise threshold (the verdict says so too)."""
         return beyond_noise(self.ci_low, self.ci_high, self.noise)
+
+    @property
+    def improved(self) -> bool | None:
+        """True for a real change for the better, False for the worse, None for noise or no direction."""
+        if not self.significant or self.better is None or self.ratio is None:
+            return None
+        return (self.ratio < 1) == (self.better == "lower")
 
 
 @dataclass
@@ -56,6 +69,7 @@ class _Figure:
     samples: list[float] | None = None
     rounds: list[int] | None = None   # samples per round (a paired measurement), in order
     derived_from: str | None = None   # takes the interval of that timed figure (inverted when "1/")
+    better: str | None = "lower"      # which way the figure improves: "lower", "higher" or None (neither)
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -66,7 +80,7 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 # -- the figures of each kind ------------------------------------------------------------------------
 def _size_figures(d: dict) -> dict[str, _Figure]:
-    out = {"parameters": _Figure(d.get("param_count"), "count"), "model bytes": _Figure(d.get("model_bytes"), "bytes")}
+    out = {"parameters": _Figure(d.get("param_count"), "count", better=None), "model bytes": _Figure(d.get("model_bytes"), "bytes")}
     for r in d.get("rows") or []:
         out[f"cache B={r['batch']} L={r['seq_len']}"] = _Figure(r.get("cache_bytes"), "bytes")
     return out
@@ -82,15 +96,15 @@ def _latency_figures(d: dict) -> dict[str, _Figure]:
     e, r = d.get("energy") or {}, d.get("roofline") or {}
     for name, key in (("J/prompt", "j_per_prompt"), ("J/token", "j_per_token"), ("J/request", "j_per_request")):
         out[name] = _Figure(e.get(key), "J")
-    out["tokens/s"] = _Figure(e.get("tokens_per_s"), "1/s", derived_from="1/TPOT")
-    out["tokens/J"] = _Figure(e.get("tokens_per_j"), "1/J")
-    out["MBU"] = _Figure(r.get("mbu"), "share", derived_from="1/TPOT")
+    out["tokens/s"] = _Figure(e.get("tokens_per_s"), "1/s", derived_from="1/TPOT", better="higher")
+    out["tokens/J"] = _Figure(e.get("tokens_per_j"), "1/J", better="higher")
+    out["MBU"] = _Figure(r.get("mbu"), "share", derived_from="1/TPOT", better="higher")
     out["decode bytes/step"] = _Figure(r.get("decode_step_bytes"), "bytes")
     return out
 
 
 def _energy_figures(d: dict) -> dict[str, _Figure]:
-    return {"energy": _Figure(d.get("energy_j"), "J"), "power": _Figure(d.get("avg_power_w"), "W"),
+    return {"energy": _Figure(d.get("energy_j"), "J"), "power": _Figure(d.get("avg_power_w"), "W", better=None),
             "duration": _Figure(d.get("duration_s"), "s")}
 
 
@@ -170,13 +184,38 @@ def _unique_labels(dicts: list[dict]) -> list[str]:
     return out
 
 
-def _interval(a: _Figure, b: _Figure) -> tuple[float | None, float | None, list[float] | None]:
-    """The ratio's 95% interval: from the rounds of a paired measurement, else bootstrapped from the samples."""
+Estimate = tuple[float | None, float | None, float | None, list[float] | None]   # point, low, high, per round
+
+
+def _estimate(a: _Figure, b: _Figure) -> Estimate:
+    """The ratio and its 95% interval from one estimator: the rounds of a paired measurement (geometric
+    mean of the per-round ratios), else the ratio of the samples' medians with its bootstrap interval."""
     per_round = round_ratios(a.samples, b.samples, a.rounds, b.rounds)
     if per_round:
-        return (*paired_ratio_ci(per_round), per_round)
+        return (*paired_ratio(per_round), per_round)
     ci = ratio_of_medians_ci(a.samples, b.samples)
-    return (ci[1], ci[2], None) if ci else (None, None, None)
+    return (*ci, None) if ci else (None, None, None, None)
+
+
+def _derived(a: _Figure, ratio: float, fa: dict[str, _Figure], fb: dict[str, _Figure],
+             timed: dict[str, tuple[float, float, float]]) -> tuple[float, float | None, float | None]:
+    """A figure that is (other factors) / TPOT: TPOT's point and interval, inverted and scaled."""
+    name = (a.derived_from or "")[2:]
+    if name not in timed:
+        return ratio, None, None
+    point_t, lo_t, hi_t = timed[name]
+    plain_t = _ratio(fa[name].value, fb[name].value)
+    factor = None if plain_t is None else ratio * plain_t   # the other factors' own ratio
+    if factor is None or not factor > 0 or not math.isfinite(factor):
+        return ratio, None, None
+    return factor / point_t, factor / hi_t, factor / lo_t
+
+
+def _once_verdict(ratio: float | None) -> str:
+    """A figure measured once: the change, no claim about noise."""
+    if ratio is None:
+        return ""
+    return "same" if ratio == 1 else f"{abs(ratio - 1):.1%} {'lower' if ratio < 1 else 'higher'}"
 
 
 def _ratios(base: dict, other: dict, label: str, noise: float = NOISE_THRESHOLD) -> list[Ratio]:
@@ -184,29 +223,24 @@ def _ratios(base: dict, other: dict, label: str, noise: float = NOISE_THRESHOLD)
     if kind != other.get("kind") or kind not in FIGURES:
         return []
     fa, fb = FIGURES[kind](base), FIGURES[kind](other)
-    intervals: dict[str, tuple[float, float]] = {}
+    timed: dict[str, tuple[float, float, float]] = {}
     rows = []
     for name, a in fa.items():
         b = fb.get(name)
         if b is None or a.value is None or b.value is None:
             continue
-        ratio = _ratio(a.value, b.value)
-        low = high = per_round = None
+        ratio, low, high, per_round = _ratio(a.value, b.value), None, None, None
         if a.samples and b.samples:
-            low, high, per_round = _interval(a, b)
+            point, low, high, per_round = _estimate(a, b)
+            ratio = ratio if point is None else point
             if low is not None:
-                intervals[name] = (low, high)
-        elif a.derived_from and ratio is not None and a.derived_from[2:] in intervals:
-            # the figure is (other factors) / TPOT: scale TPOT's interval, inverted
-            timed = a.derived_from[2:]
-            lo_t, hi_t = intervals[timed]
-            factor = ratio * _ratio(fa[timed].value, fb[timed].value)
-            low, high = factor / hi_t, factor / lo_t
-        if a.samples or a.derived_from:
-            verdict = ratio_verdict(name, ratio, low, high, noise)
-        else:  # measured once: the change, no claim about noise
-            verdict = "" if ratio is None else "same" if ratio == 1 else f"{abs(ratio - 1):.1%} {'lower' if ratio < 1 else 'higher'}"
-        rows.append(Ratio(kind, name, label, a.value, b.value, ratio, low, high, verdict, a.unit, noise, per_round))
+                timed[name] = (ratio, low, high)
+        elif a.derived_from and ratio is not None:
+            ratio, low, high = _derived(a, ratio, fa, fb, timed)
+        verdict = (ratio_verdict(name, ratio, low, high, noise) if a.samples or a.derived_from
+                   else _once_verdict(ratio))
+        rows.append(Ratio(kind, name, label, a.value, b.value, ratio, low, high, verdict, a.unit, noise, per_round,
+                          a.better))
     return rows
 
 
@@ -288,18 +322,27 @@ class Comparison(Report):
     def _dataframe_rows(self, data: dict[str, Any]) -> list[dict[str, Any]]:
         return data["ratios"]
 
+    def to_dataframe(self):
+        """One row per ratio; ``baseline``, ``value``, ``ratio``, ``ci_low``, ``ci_high`` are floats
+        (NaN where there is none), in the row's ``unit`` (seconds for times)."""
+        df = super().to_dataframe()
+        for col in _NUMERIC_COLUMNS:
+            if col in df.columns:
+                df[col] = df[col].astype(float)
+        return df
+
     def headline_figures(self) -> dict[str, str]:
         return {r.figure: f"{r.ratio:.3f}x" for r in self.ratios if r.ci_low is not None and r.ratio is not None}
 
     # -- views --
     def _rows(self) -> tuple[list[str], list[list[str]]]:
         base = self.labels[0]
-        header = ["figure", f"{base} (baseline)", "compared", "value", "ratio", "95% CI", "verdict"]
+        header = ["figure", "verdict", f"{base} (baseline)", "compared", "value", "ratio", "95% CI"]
         rows = []
         for r in self.ratios:
             ci = f"{r.ci_low:.3f}-{r.ci_high:.3f}" if r.ci_low is not None else "-"
-            rows.append([r.figure, _format(r.baseline, r.unit), r.label, _format(r.value, r.unit),
-                         "-" if r.ratio is None else f"{r.ratio:.3f}", ci, r.verdict])
+            rows.append([r.figure, r.verdict, _format(r.baseline, r.unit), r.label, _format(r.value, r.unit),
+                         "-" if r.ratio is None else f"{r.ratio:.3f}", ci])
         return header, rows
 
     def _head_lines(self) -> list[str]:
@@ -311,6 +354,8 @@ class Comparison(Report):
             lines.append("  the same model (equal fingerprints)")
         if self.rounds:
             lines.append(f"  paired rounds: {', '.join(self.rounds)}")
+        if any(r.round_ratios for r in self.ratios):
+            lines.append("  a paired figure's ratio is the geometric mean of its per-round ratios")
         return lines
 
     def _kernel_rows(self) -> tuple[list[str], list[list[str]]]:
@@ -333,8 +378,10 @@ class Comparison(Report):
         import html
 
         head = "<br>".join(html.escape(x) for x in self._head_lines())
-        body = html_table(*self._rows(), caption="ratios to the baseline") if self.ratios else "<p>(no shared figures)</p>"
-        kernels = html_table(*self._kernel_rows(), caption="kernels whose time changed most") if self.changed_kernels else ""
+        body = (wrapping_table(*self._rows(), caption="ratios to the baseline") if self.ratios
+                else "<p>(no shared figures)</p>")
+        kernels = (wrapping_table(*self._kernel_rows(), caption="kernels whose time changed most")
+                   if self.changed_kernels else "")
         warn = "".join(f"<div><b>warning:</b> {html.escape(w)}</div>" for w in self.warnings)
         notes = "".join(f"<div><i>note: {html.escape(n)}</i></div>" for n in self.notes)
         return f"<p>{head}</p>{body}{kernels}{warn}{notes}"
@@ -365,20 +412,45 @@ class Comparison(Report):
         ax = fig.add_subplot()
         names = [f"{r.figure} ({r.label})" if len(self.labels) > 2 else r.figure for r in rows][::-1]
         for y, r in enumerate(rows[::-1]):
-            color = "#C44E52" if r.significant and r.ratio > 1 else "#55A868" if r.significant else "#4C72B0"
-            if r.ci_low is not None:
-                ax.errorbar(r.ratio, y, xerr=[[r.ratio - r.ci_low], [r.ci_high - r.ratio]], fmt="o", color=color,
-                            capsize=3)
+            if r.ci_low is not None and r.ci_high is not None:
+                # max(0, ...): the interval holds the point, so this only absorbs float rounding
+                xerr = [[max(0.0, r.ratio - r.ci_low)], [max(0.0, r.ci_high - r.ratio)]]
+                ax.errorbar(r.ratio, y, xerr=xerr, fmt="o", color=_colour(r), capsize=3)
             else:
-                ax.plot(r.ratio, y, "s", color="grey")
+                ax.plot(r.ratio, y, "s", color=NO_CHANGE_COLOUR)
         ax.axvline(1.0, color="black", lw=1, ls="--")
         ax.set_yticks(range(len(names)))
         ax.set_yticklabels(names, fontsize=8)
         ax.set_xscale("log")
-        ax.set_xlabel(f"ratio to {self.labels[0]} (95% CI where samples were kept; squares: no interval)")
+        ax.set_xlabel(f"ratio to {self.labels[0]} (95% CI where samples were kept; squares: no interval)\n"
+                      "green: better, red: worse, grey: no difference beyond noise")
         ax.set_title(self.label, fontsize=9)
         fig.tight_layout()
         return fig
+
+
+_NUMERIC_COLUMNS = ("baseline", "value", "ratio", "ci_low", "ci_high", "noise")
+
+BETTER_COLOUR, WORSE_COLOUR, NO_CHANGE_COLOUR, CHANGED_COLOUR = "#55A868", "#C44E52", "#8C8C8C", "#4C72B0"
+
+
+def _colour(r: Ratio) -> str:
+    """Green for a real change for the better, red for the worse (whichever way the figure improves),
+    grey for noise, blue for a real change of a figure that is neither better nor worse either way."""
+    if not r.significant:
+        return NO_CHANGE_COLOUR
+    return {True: BETTER_COLOUR, False: WORSE_COLOUR, None: CHANGED_COLOUR}[r.improved]
+
+
+_WRAP = "white-space:normal;overflow-wrap:anywhere"
+
+
+def wrapping_table(header: list[str], rows: list[list[Any]], caption: str | None = None) -> str:
+    """``html_table`` whose text cells (left-aligned: verdicts, names) wrap and which never grows wider
+    than its container, so a narrow notebook shows every column; numbers stay on one line."""
+    out = html_table(header, rows, caption=caption)
+    out = out.replace("class='elana-table' style=\"", "class='elana-table' style=\"max-width:100%;table-layout:auto;", 1)
+    return re.sub(r"(<td style='[^']*)white-space:nowrap(;text-align:left')", rf"\g<1>{_WRAP}\g<2>", out)
 
 
 def compare(reports: Sequence[Report], labels: Sequence[str] | None = None,

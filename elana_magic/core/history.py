@@ -1,7 +1,9 @@
 """The kernel's history: every report a magic produced, numbered, so that any two can be compared.
 
 Bounded (``LIMIT`` reports; dropping the oldest adds a note). Saved and loaded as JSON lines (one
-report's ``to_dict()`` per line), so a comparison can span kernel restarts and machines.
+report's ``to_dict()`` per line), so a comparison can span kernel restarts and machines. The text and
+HTML views show each report's headline figures formatted ("254.5 ms"); ``to_dataframe()`` gives them
+as numbers, the unit in the column's name (``ttft_ms``, ``j_per_token``, ``model_bytes``).
 """
 
 from __future__ import annotations
@@ -9,12 +11,13 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from .envelope import ReportFileError, report_from_dict
 from .fingerprint import short_fingerprint
-from .report import Report, html_table, json_safe, text_table
+from .report import Report, json_safe, text_table
 
 LIMIT = 200
 
@@ -33,7 +36,41 @@ class HistoryEntry:
         return {"index": self.index, "label": self.label,
                 "kind": self.report.kind, "created": self.report.created,
                 "fingerprint": (fp or {}).get("hash"), "model": short_fingerprint(fp),
-                "figures": self.report.headline_figures()}
+                "figures": self.report.headline_figures(), "values": headline_values(self.report)}
+
+
+# -- the headline figures as numbers, by kind (read from to_dict(), so saved reports give them too) --
+def _latency_values(d: dict) -> dict[str, float | None]:
+    out = {f"{key}_ms": (d.get(f"{key}_ms") or {}).get("median") for key in ("ttft", "tpot", "ttlt")}
+    energy = d.get("energy") or {}
+    return out | {"tokens_per_s": energy.get("tokens_per_s"), "j_per_token": energy.get("j_per_token")}
+
+
+def _size_values(d: dict) -> dict[str, float | None]:
+    first = (d.get("rows") or [{}])[0]
+    return {"params": d.get("param_count"), "model_bytes": d.get("model_bytes"),
+            "cache_bytes": first.get("cache_bytes"), "cache_batch": first.get("batch"),
+            "cache_seq_len": first.get("seq_len")}
+
+
+def _energy_values(d: dict) -> dict[str, float | None]:
+    return {"energy_j": d.get("energy_j"), "power_w": d.get("avg_power_w"), "duration_s": d.get("duration_s")}
+
+
+def _profile_values(d: dict) -> dict[str, float | None]:
+    total = sum(r.get("time_us") or 0 for r in d.get("breakdown") or [])
+    return {"gpu_step_us": (d.get("step_time") or {}).get("gpu_mean_us"), "time_us": total or None,
+            "kernels": (d.get("counts") or {}).get("gpu", 0)}
+
+
+VALUES: dict[str, Callable[[dict], dict[str, float | None]]] = {
+    "latency": _latency_values, "size": _size_values, "energy": _energy_values, "profile": _profile_values}
+
+
+def headline_values(report: Report) -> dict[str, float | None]:
+    """The report's headline figures as numbers, keyed by name and unit (``ttft_ms``); {} for other kinds."""
+    values = VALUES.get(report.kind)
+    return values(report.to_dict()) if values else {}
 
 
 class History(Report):
@@ -119,13 +156,22 @@ class History(Report):
                 "notes": list(self.notes)}
 
     def _dataframe_rows(self, data: dict[str, Any]) -> list[dict[str, Any]]:
-        return [{k: v for k, v in row.items() if k != "figures"} | {f"figure.{k}": v for k, v in row["figures"].items()}
+        return [{k: v for k, v in row.items() if k not in ("figures", "values")} | row["values"]
                 for row in data["entries"]]
 
+    def to_dataframe(self):
+        """One row per report: index, label, kind, created, fingerprint, model, then the headline figures
+        as numbers (float, NaN where a report lacks one), the unit in the column name."""
+        df = super().to_dataframe()
+        for col in set(df.columns) - _TEXT_COLUMNS:
+            if df[col].dtype == object:   # every row None: pandas can't tell it is a number
+                df[col] = df[col].astype(float)
+        return df
+
     def _table(self) -> tuple[list[str], list[list[str]]]:
-        header = ["#", "label", "kind", "fingerprint", "model", "figures"]
-        rows = [[r["index"], r["label"], r["kind"], r["fingerprint"] or "-", r["model"],
-                 ", ".join(f"{k} {v}" for k, v in r["figures"].items())] for r in (e.row() for e in self.entries)]
+        header = ["#", "label", "figures", "kind", "model", "fingerprint"]
+        rows = [[r["index"], r["label"], ", ".join(f"{k} {v}" for k, v in r["figures"].items()), r["kind"],
+                 r["model"], r["fingerprint"] or "-"] for r in (e.row() for e in self.entries)]
         return header, rows
 
     def to_text(self) -> str:
@@ -142,9 +188,13 @@ class History(Report):
         if not self.entries:
             return html_block("history", f"<p>{html.escape(self.to_text())}</p>")
         notes = "".join(f"<div><i>note: {html.escape(n)}</i></div>" for n in self.notes)
-        return html_block("history", html_table(*self._table(), caption=f"elana history: {len(self.entries)} report(s)")
-                          + notes)
+        from .compare import wrapping_table
 
+        table = wrapping_table(*self._table(), caption=f"elana history: {len(self.entries)} report(s)")
+        return html_block("history", table + notes)
+
+
+_TEXT_COLUMNS = {"index", "label", "kind", "created", "fingerprint", "model"}
 
 HISTORY = History()
 

@@ -102,26 +102,32 @@ def ratio_of_medians_ci(baseline: Sequence[float], other: Sequence[float], level
                         resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> tuple[float, float, float] | None:
     """``(median(other) / median(baseline), low, high)``: the ratio with its percentile-bootstrap
     interval (both sample sets resampled independently, seeded, so the same samples give the same
-    interval). None with fewer than 6 samples on either side or a non-positive median."""
+    interval), widened where needed to hold the ratio itself. None with fewer than 6 finite samples
+    on either side, a non-positive median or a ratio that is not finite."""
     a = np.asarray(baseline, dtype=float)
     b = np.asarray(other, dtype=float)
     a, b = a[np.isfinite(a)], b[np.isfinite(b)]
     if a.size < 6 or b.size < 6:
         return None
     med_a, med_b = float(np.median(a)), float(np.median(b))
-    if med_a <= 0 or med_b <= 0:
+    point = med_b / med_a if med_a > 0 and med_b > 0 else math.nan
+    if not math.isfinite(point) or point <= 0:
         return None
     rng = np.random.default_rng(seed)
     boot = []
     for xs in (_thinned(a, BOOTSTRAP_MAX_SAMPLES), _thinned(b, BOOTSTRAP_MAX_SAMPLES)):
         idx = rng.integers(0, xs.size, size=(resamples, xs.size))
         boot.append(np.median(xs[idx], axis=1))
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         ratios = boot[1] / boot[0]
-    ratios = ratios[np.isfinite(ratios)]
+    ratios = ratios[np.isfinite(ratios) & (ratios > 0)]
+    if ratios.size == 0:
+        return None
     tail = (1 - level) / 2 * 100
-    low, high = np.percentile(ratios, [tail, 100 - tail])
-    return med_b / med_a, float(low), float(high)
+    low, high = (float(x) for x in np.percentile(ratios, [tail, 100 - tail]))
+    # the median's bootstrap distribution is discrete (few distinct order statistics): with few or
+    # tied samples its percentiles can miss the observed ratio, which must lie inside its own interval
+    return point, min(low, point), max(high, point)
 
 
 # Student's t, 97.5% quantile, for 1-30 degrees of freedom (beyond: Cornish-Fisher from the normal)
@@ -145,17 +151,36 @@ def round_ratios(baseline: Sequence[float], other: Sequence[float], baseline_rou
         parts.append(np.split(xs, np.cumsum(sizes)[:-1]))
     if len(parts[0]) != len(parts[1]) or len(parts[0]) < 2:
         return None
-    out = [float(np.median(y) / np.median(x)) for x, y in zip(*parts)]
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        out = [float(np.median(y) / np.median(x)) for x, y in zip(*parts)]
     return out if all(math.isfinite(r) and r > 0 for r in out) else None
 
 
-def paired_ratio_ci(ratios: Sequence[float]) -> tuple[float, float]:
-    """95% interval of the ratio from per-round ratios: Student's t on their logarithms. The rounds, not
-    the samples, are the replicates: samples of one round share its conditions (host load, clocks,
-    temperature) and are not independent, so with few rounds that disagree the interval is wide."""
+def paired_ratio(ratios: Sequence[float]) -> tuple[float, float | None, float | None]:
+    """``(point, low, high)`` of the ratio from per-round ratios: the geometric mean of the rounds' ratios
+    and its 95% interval, Student's t on their logarithms (so the point is the interval's centre on a
+    log scale). The rounds, not the samples, are the replicates: samples of one round share its
+    conditions (host load, clocks, temperature) and are not independent, so with few rounds that
+    disagree the interval is wide. The interval is None where it does not fit in a float."""
     logs = np.log(np.asarray(ratios, dtype=float))
+    centre = float(logs.mean())
+    if logs.size < 2:
+        return math.exp(centre), None, None
     half = _t975(logs.size - 1) * float(np.std(logs, ddof=1)) / math.sqrt(logs.size)
-    return math.exp(float(logs.mean()) - half), math.exp(float(logs.mean()) + half)
+    point = math.exp(centre)
+    try:
+        low, high = math.exp(centre - half), math.exp(centre + half)
+    except OverflowError:
+        return point, None, None
+    if low <= 0 or not math.isfinite(high):
+        return point, None, None
+    return point, min(low, point), max(high, point)
+
+
+def paired_ratio_ci(ratios: Sequence[float]) -> tuple[float, float] | None:
+    """The 95% interval of ``paired_ratio`` alone (None where it does not fit in a float)."""
+    _, low, high = paired_ratio(ratios)
+    return None if low is None else (low, high)
 
 
 NOISE_THRESHOLD = 0.01  # a change whose interval reaches inside ±1% is called noise (criterion.rs's default)

@@ -211,7 +211,7 @@ class ProfileReport(Report):
         return html_block("profile", "\n".join(parts))
 
     def widget(self):
-        """The notebook view: header, the zoomable timeline, and the tables in tabs."""
+        """The notebook view: header, the timeline (zoom buttons that work without a kernel), and the tables in tabs."""
         import ipywidgets as widgets
 
         from ..core.display import html_widget, report_view

@@ -1,10 +1,12 @@
 """The kernel timeline: one lane per GPU stream (or per CPU thread on a CPU trace), bars coloured by kind,
-annotated phases shaded; and a zoomable notebook widget around it.
+annotated phases shaded; and a notebook widget that zooms to a few pre-rendered windows.
 
 Fast for big traces: events become numpy columns once; each view draws one collection per (lane, kind),
 and bars closer than half a pixel are merged first (what the eye sees is the same), so 100,000 kernels
-draw about as fast as 1,000. Zooming re-merges for the new range. Figures are built with
-``matplotlib.figure.Figure`` (not pyplot): nothing is left open in pyplot's figure manager.
+draw about as fast as 1,000. Zooming re-merges for the new range. The widget's zoom runs in the
+frontend (pre-rendered PNGs in a Stack, jslink'ed to buttons), so it works in exported HTML too.
+Figures are built with ``matplotlib.figure.Figure`` (not pyplot): nothing is left open in pyplot's
+figure manager.
 """
 
 from __future__ import annotations
@@ -226,42 +228,48 @@ def figure_png(fig, dpi: int = DPI) -> bytes:
     return buf.getvalue()
 
 
+MAX_ZOOM_PHASES = 4   # the views pre-render the whole trace and the first few phases
+
+
+def zoom_windows(tl: Timeline, phases: int = MAX_ZOOM_PHASES) -> list[tuple[str, float, float]]:
+    """(name, start ms, end ms) of the views the widget pre-renders: the whole trace, then the first
+    ``phases`` annotated phases (padded by 5%), or the trace's quarters when it has no phases."""
+    lo, hi = tl.full_range
+    spans = [(short_phase_name(n), s, t) for n, s, t in tl.phases if t > s][:phases]
+    if not spans:
+        q = (hi - lo) / 4
+        spans = [(f"quarter {i + 1}", lo + i * q, lo + (i + 1) * q) for i in range(4)] if not tl.empty else []
+    out = [("whole trace", lo, hi)]
+    for name, a, b in spans:
+        pad = (b - a) * 0.05
+        out.append((name, max(lo, a - pad), min(hi, b + pad)))
+    return out
+
+
 def timeline_widget(trace: ParsedTrace | str, spans: list[dict] | None = None, width: float = 12.0):
-    """The timeline with a range slider (ms) and a phase picker to zoom; re-rendered on change."""
+    """The timeline with buttons that zoom to a few pre-rendered windows (the whole trace, the first
+    phases). The buttons pick a page of a Stack through a frontend link (jslink), not through Python,
+    so they keep working in exported HTML with no kernel; any other range: ``report.timeline(xlim=...)``."""
     import ipywidgets as widgets
 
     from ..core.display import png_widget
 
     tl = Timeline(trace, spans=spans, width=width)
-    lo, hi = tl.full_range
-    image = png_widget(tl.png())
-    # the range is shown in a label of its own: the slider's built-in readout is a fixed-width box
-    # that two long numbers overflow
-    slider = widgets.FloatRangeSlider(value=(lo, hi), min=lo, max=hi, step=max((hi - lo) / 1000, 1e-6),
-                                      description="ms", continuous_update=False, readout=False,
-                                      layout=widgets.Layout(width="60%"))
-    readout = widgets.Label(_range_text(lo, hi))
-    readout.add_class("elana-range")
-    options = [("whole trace", (lo, hi))] + [(short_phase_name(n), (s, t)) for n, s, t in tl.phases[:500]]
-    picker = widgets.Dropdown(options=options, value=(lo, hi), description="zoom to",
-                              layout=widgets.Layout(width="260px"))
-
-    def redraw(change: Any) -> None:
-        a, b = slider.value
-        readout.value = _range_text(a, b)
-        if b > a:
-            tl.set_range(a, b)
-            image.value = tl.png()
-
-    def pick(change: Any) -> None:
-        a, b = change["new"]
-        pad = (b - a) * 0.05
-        slider.value = (max(lo, a - pad), min(hi, b + pad))
-
-    slider.observe(redraw, names="value")
-    picker.observe(pick, names="value")
-    box = widgets.VBox([image, widgets.HBox([picker]), widgets.HBox([slider, readout])])
-    box.timeline = tl  # keeps the figure alive for redraws (and lets tests look at it)
+    windows = zoom_windows(tl)
+    pages = []
+    for _, a, b in windows:
+        tl.set_range(a, b)
+        readout = widgets.Label(_range_text(a, b))
+        readout.add_class("elana-range")
+        pages.append(widgets.VBox([png_widget(tl.png()), readout]))
+    tl.set_range(*tl.full_range)
+    stack = widgets.Stack(pages, selected_index=0)
+    buttons = widgets.ToggleButtons(options=[name for name, _, _ in windows], index=0, description="zoom to",
+                                    style={"button_width": "auto"})
+    link = widgets.jslink((buttons, "index"), (stack, "selected_index"))
+    box = widgets.VBox([buttons, stack] if len(windows) > 1 else [stack])
+    box.timeline = tl  # keeps the figure alive (and lets tests look at it)
+    box.windows, box.link = windows, link
     return box
 
 

@@ -351,3 +351,79 @@ def test_comparison_views(ip, tiny_llama):
     h = History()
     h.add(a)
     assert "elana-history" in h.to_html() and "TPOT" in h.to_text()
+
+
+# -- issue 20: one estimator, direction-aware colours, wrapping tables, numbers in DataFrames ---------
+def test_paired_point_is_the_rounds_geometric_mean_inside_its_interval():
+    rng = np.random.default_rng(11)
+    a = [rng.normal(m, 0.1, n) for m, n in ((10, 5), (30, 200), (10, 5))]   # pooled median: the long round
+    b = [rng.normal(m, 0.1, n) for m, n in ((8, 200), (30, 5), (8, 200))]
+
+    def sizes(rounds):
+        return {"extra": {"round_sizes": {"tpot": [x.size for x in rounds]}}}
+
+    comp = compare([_latency(sizes(a), list(np.concatenate(a)), "a"), _latency(sizes(b), list(np.concatenate(b)), "b")])
+    tpot = comp.ratio("TPOT")
+    assert tpot.ratio == pytest.approx(float(np.exp(np.mean(np.log(tpot.round_ratios)))))
+    assert tpot.ci_low <= tpot.ratio <= tpot.ci_high
+    tps = comp.ratio("tokens/s")
+    assert tps.ci_low <= tps.ratio <= tps.ci_high
+    comp.figure()  # raised "'xerr' must not contain negative values" before
+
+
+def _colours(comp: Comparison) -> dict[str, str]:
+    from matplotlib.colors import to_hex
+
+    ax = comp.figure().axes[0]
+    names = [t.get_text() for t in ax.get_yticklabels()]
+    return {n: to_hex(line.get_color()) for n, line in zip(names, [ln for ln in ax.lines if ln.get_marker() == "o"])}
+
+
+def test_chart_colours_better_green_worse_red_whatever_the_direction():
+    from matplotlib.colors import to_hex
+
+    from elana_magic.core.compare import BETTER_COLOUR, NO_CHANGE_COLOUR, WORSE_COLOUR
+
+    BETTER_COLOUR, NO_CHANGE_COLOUR, WORSE_COLOUR = map(to_hex, (BETTER_COLOUR, NO_CHANGE_COLOUR, WORSE_COLOUR))
+
+    rng = np.random.default_rng(1)
+    slow = _latency({}, list(rng.lognormal(np.log(10), 0.03, 200)), "slow")
+    fast = _latency({}, list(rng.lognormal(np.log(8), 0.03, 200)), "fast")
+    better = compare([slow, fast])
+    assert better.ratio("TPOT").improved is True and better.ratio("tokens/s").improved is True
+    colours = _colours(better)
+    assert colours["TPOT"] == colours["tokens/s"] == BETTER_COLOUR  # tokens/s up is better: green, not red
+    worse = _colours(compare([fast, slow]))
+    assert worse["TPOT"] == worse["tokens/s"] == WORSE_COLOUR
+    same = _latency({}, list(rng.lognormal(np.log(10), 0.03, 200)), "same")
+    assert _colours(compare([slow, same]))["TPOT"] == NO_CHANGE_COLOUR
+
+
+def test_verdict_comes_right_after_the_figure_and_long_cells_wrap():
+    rng = np.random.default_rng(5)
+    comp = compare([_latency({}, list(rng.lognormal(0, 0.03, 60)), "a"),
+                    _latency({}, list(rng.lognormal(-0.2, 0.03, 60)), "b")])
+    header, rows = comp._rows()
+    assert header[:2] == ["figure", "verdict"] and rows[0][1].startswith("TPOT")
+    html = comp.to_html()
+    assert "max-width:100%" in html and "white-space:normal" in html
+    verdict_cell = re.search(r"<td style='([^']*)'>TPOT \d+% lower", html)
+    assert verdict_cell and "white-space:normal" in verdict_cell.group(1)
+    h = History()
+    h.add(comp.reports[0])
+    assert h._table()[0][:3] == ["#", "label", "figures"] and "white-space:normal" in h.to_html()
+
+
+def test_dataframes_hold_numbers_with_units_in_column_names(tiny_llama):
+    h = History()
+    h.add(_latency({}, [254.5] * 7, "a"))
+    h.add(measure_size(tiny_llama, seq_len=[16], cross_check=False))
+    df = h.to_dataframe()
+    assert df.loc[0, "tpot_ms"] == 254.5 and df["tpot_ms"].dtype.kind == "f"
+    assert df.loc[1, "params"] == 139584 and df.loc[1, "model_bytes"] > 0
+    assert (df["tpot_ms"] / 2).iloc[0] == pytest.approx(127.25) and not any(c.startswith("figure.") for c in df)
+    assert "254.5 ms" in h.to_text()  # the views keep their formatted figures
+    rng = np.random.default_rng(5)
+    cdf = compare([_latency({}, list(rng.lognormal(0, 0.03, 60)), "a"),
+                   _latency({}, list(rng.lognormal(-0.2, 0.03, 60)), "b")]).to_dataframe()
+    assert all(cdf[c].dtype.kind == "f" for c in ("baseline", "value", "ratio", "ci_low", "ci_high"))

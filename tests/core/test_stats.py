@@ -45,3 +45,15 @@ def test_stopping_rule():
     assert not floor.done(50, 1.5, tight)
     capped = StoppingRule(min_count=3, min_time=100.0, max_time=2.0, rel_ci=0)
     assert capped.done(3, 2.5, [1.0, 5.0, 9.0]) and "max time" in capped.reason
+
+
+def test_ratio_intervals_hold_their_point():
+    from elana_magic.core.stats import paired_ratio, ratio_of_medians_ci
+
+    for seed in range(30):  # few, tied samples: the bootstrap's percentiles alone can miss the point
+        rng = np.random.default_rng(seed)
+        point, low, high = ratio_of_medians_ci(rng.integers(1, 4, 7), rng.integers(1, 4, 7))
+        assert low <= point <= high
+    point, low, high = paired_ratio([0.5, 2.0, 1.0])
+    assert point == pytest.approx(1.0) and low < point < high
+    assert paired_ratio([1e-300, 1e300]) == (pytest.approx(1.0), None, None)  # too wide for a float

@@ -96,23 +96,44 @@ def test_empty_trace_says_so(tmp_path):
     assert "no kernels or operators" in fig.axes[0].texts[0].get_text()
 
 
-def test_widget_zooms_on_slider_and_phase_picker(synthetic_trace):
+def test_widget_zooms_without_a_kernel(synthetic_trace):
+    """Pre-rendered windows in a Stack, picked by buttons through a frontend link (jslink): no Python
+    callback, so the zoom still works in exported HTML."""
+    import ipywidgets as widgets
+
     trace = ParsedTrace.from_events(synthetic_trace(2_000)["traceEvents"])
     rep = analyze_trace("synthetic", trace=trace, hta=False)
     box = timeline_widget(trace, spans=rep.steps)
-    image, pickers, range_row = box.children
-    slider, readout = range_row.children
-    first = image.value
-    lo, hi = slider.value
-    slider.value = (lo, lo + (hi - lo) / 4)
-    assert image.value != first
-    assert readout.value == f"{slider.value[0]:.3f} – {slider.value[1]:.3f} ms"  # its own label, not the slider's box
-    assert box.timeline.ax.get_xlim() == pytest.approx(slider.value)
-    picker = pickers.children[0]
-    label, (a, b) = picker.options[3]
-    picker.value = (a, b)
-    assert label == "step 2"
-    assert slider.value[0] <= a and slider.value[1] >= b and slider.value[1] - slider.value[0] < (hi - lo) / 2
+    buttons, stack = box.children
+    assert isinstance(stack, widgets.Stack) and stack.selected_index == 0
+    assert list(buttons.options) == ["whole trace", "step 0", "step 1", "step 2", "step 3"]
+    assert len(stack.children) == len(buttons.options) == len(box.windows)
+    link = box.link
+    assert link._model_name == "LinkModel"  # a frontend link, not a Python observer
+    assert link.source == (buttons, "index") and link.target == (stack, "selected_index")
+    images = [bytes(page.children[0].value) for page in stack.children]
+    assert len(set(images)) == len(images) and all(png.startswith(b"\x89PNG") for png in images)
+    for (name, a, b), page in zip(box.windows, stack.children):
+        readout = page.children[1]
+        assert "elana-range" in readout._dom_classes
+        assert readout.value == f"{a:.3f} – {b:.3f} ms"
+    (_, a, b), (_, s, t, *_) = box.windows[2], [(n, s, t) for n, s, t in box.timeline.phases][1]
+    assert a <= s and b >= t and b - a < (box.windows[0][2] - box.windows[0][1]) / 2
+
+
+def test_widget_without_phases_zooms_to_quarters():
+    k = [{"ph": "X", "cat": "kernel", "pid": 0, "tid": 7, "ts": ts, "dur": 5, "name": "gemm"} for ts in range(0, 400, 10)]
+    box = timeline_widget(ParsedTrace.from_events(k))
+    buttons, _ = box.children
+    assert list(buttons.options) == ["whole trace"] + [f"quarter {i}" for i in range(1, 5)]
+
+
+def test_empty_trace_widget_has_no_dead_control(tmp_path):
+    path = tmp_path / "empty.json"
+    path.write_text(json.dumps({"traceEvents": []}))
+    box = timeline_widget(str(path))
+    (stack,) = box.children
+    assert len(stack.children) == 1
 
 
 def test_report_widget_has_header_timeline_and_tabs(tmp_path, synthetic_trace):
