@@ -145,7 +145,7 @@ def notes_html(notes: list[str], warnings: list[str] | None = None) -> str:
     and in static HTML alike), in the report's font."""
     import html
 
-    out = "".join(f"<div class='elana-warning' style='color:#a33'>warning: {html.escape(w)}</div>"
+    out = "".join(f"<div class='elana-warning' style='color:#a33'>{_warning_label(w)}{html.escape(w)}</div>"
                   for w in warnings or [])
     if notes:
         items = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
@@ -153,6 +153,10 @@ def notes_html(notes: list[str], warnings: list[str] | None = None) -> str:
                 f"<summary style='cursor:pointer'>notes ({len(notes)})</summary>"
                 f"<ul style='margin:2px 0 4px 0;padding-left:20px'>{items}</ul></details>")
     return out
+
+
+def _warning_label(text: str) -> str:
+    return "" if text.startswith(("warning:", "error:", "interrupted:")) else "warning: "
 
 
 def html_widget(html: str) -> Any:

@@ -70,6 +70,11 @@ def energy_column(values: list[float | None], digits: int = 4):
     return column_formatter(values, _ENERGY_UNITS, digits)
 
 
+def bytes_column(values: list[float | None], binary: bool = False, digits: int = 4):
+    """``column_formatter`` for bytes (SI, or binary units on request)."""
+    return column_formatter(values, tuple(_BIN if binary else _SI) + ((1.0, "B"),), digits)
+
+
 def format_energy(joules: float | None, digits: int = 4) -> str:
     if joules is None:
         return "-"

@@ -240,19 +240,29 @@ class EnergyReport(Report):
 
     _DEVICE_HEADER = ["device", "energy", "±", "avg", "peak", "idle", "net"]
 
-    def _notes(self) -> list[str]:
-        notes = []
+    def _lines_in_view(self) -> list[str]:
+        """What the figures need beside them: why there are none, the table's footnote."""
+        lines = []
         if not self.available:
-            notes.append(f"No energy: {self.reason or 'no sensor'}. The code ran in "
+            lines.append(f"No energy: {self.reason or 'no sensor'}. The code ran in "
                          f"{format_time(self.duration_s)}.")
         if any(not d["counted_in_total"] for d in self.devices):
-            notes.append("* shown apart, not summed into the total")
-        notes += [f"note: {d['name']}: {d['note']}" for d in self.devices if d.get("note")]
-        notes += [f"warning: {w}" for w in self.warnings]
-        notes += [f"error: {e}" for e in self.errors]
+            lines.append("* shown apart, not summed into the total")
+        return lines
+
+    def _device_notes(self) -> list[str]:
+        return [f"{d['name']}: {d['note']}" for d in self.devices if d.get("note")]
+
+    def _warnings(self) -> list[str]:
+        out = list(self.warnings) + [f"error: {e}" for e in self.errors]
         if self.interrupted:
-            notes.append("interrupted: the window closed early, figures cover what ran")
-        return notes
+            out.append("interrupted: the window closed early, figures cover what ran")
+        return out
+
+    def _notes(self) -> list[str]:
+        """The text view's lines after the figures."""
+        return (self._lines_in_view() + [f"note: {n}" for n in self._device_notes()]
+                + [w if w.startswith(("error:", "interrupted:")) else f"warning: {w}" for w in self._warnings()])
 
     def title(self) -> str:
         return "Energy" + (f" - {self.label}" if self.label else "")
@@ -268,6 +278,8 @@ class EnergyReport(Report):
         return "\n".join(lines)
 
     def _tables_html(self) -> str:
+        from ..core.display import notes_html
+
         parts = [f"<b>{_html.escape(self.title())}</b>"]
         if self.available:
             parts.append(html_table(["", ""], self._summary_rows()))
@@ -277,8 +289,8 @@ class EnergyReport(Report):
             per = f" per execution ({self.executions} runs)" if self.executions > 1 else ""
             parts.append(html_table(["", ""], [["duration" + per, format_time(self.duration_s)],
                                                ["energy", "not measured (no sensor)"]]))
-        parts += [f"<div style='color:#555'>{_html.escape(n)}</div>" for n in self._notes()]
-        return "".join(parts)
+        parts += [f"<div style='color:#555'>{_html.escape(n)}</div>" for n in self._lines_in_view()]
+        return "".join(parts) + notes_html(self._device_notes(), self._warnings())
 
     def to_html(self) -> str:
         from ..core.display import figure_to_html, html_block

@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 import time
 from typing import Any, Sequence
 
 import torch
 
 from ..core.report import Report, html_table, text_table
-from ..core.units import column_formatter, energy_column, format_bytes
+from ..core.units import bytes_column, column_formatter, energy_column
 from .devices import model_devices
 from .session import GenerationInputError, GenerationOutOfMemory, check_lengths, model_device
 
 OUT_OF_MEMORY = "out of memory"
+_FIGURES = re.compile(r"\d[\d.,]*")
 
 
 def _values(name: str, value) -> list[int]:
@@ -194,6 +196,7 @@ class LatencyGridReport(Report):
         units = {key: column_formatter([None if r.get(f"{key}_ms") is None else r[f"{key}_ms"] / 1e3 for r in ok])
                  for key in ("ttft", "tpot", "ttlt")}
         joules = {key: energy_column([r.get(key) for r in ok]) for key in ("j_per_prompt", "j_per_token", "j_per_request")}
+        peak = bytes_column([r.get("peak_memory_bytes") for r in ok])
 
         def ci(row, key):
             med, lo, hi = row.get(f"{key}_ms"), row.get(f"{key}_ci95_low_ms"), row.get(f"{key}_ci95_high_ms")
@@ -218,7 +221,7 @@ class LatencyGridReport(Report):
             rows.append([r["batch"], r["prompt_len"], r["gen_len"], ci(r, "ttft"), ci(r, "tpot"), ci(r, "ttlt"),
                          joules["j_per_prompt"](r["j_per_prompt"]), joules["j_per_token"](r["j_per_token"]),
                          joules["j_per_request"](r["j_per_request"]), num(r["tokens_per_s"]), num(r["tokens_per_j"]),
-                         num(r["mbu"], "{:.0%}"), num(r["mfu"], "{:.0%}"), format_bytes(r["peak_memory_bytes"]),
+                         num(r["mbu"], "{:.0%}"), num(r["mfu"], "{:.0%}"), peak(r["peak_memory_bytes"]),
                          r["engine"]])
         # columns with nothing known (no energy without a sensor, no MBU without a peak) are left out
         keep = [i for i in range(len(header)) if i < 6 or i >= 13 or any(row[i] not in ("", "-") for row in rows)]
@@ -238,7 +241,13 @@ class LatencyGridReport(Report):
         return lines
 
     def _notes(self) -> list[str]:
-        return list(dict.fromkeys(self.data.get("notes", [])))  # a note every cell gave, once
+        """Each note once: notes alike but for their figures (each cell's "TPOT is noisy: ...") as the
+        first of them, with how many more cells said the same."""
+        groups: dict[str, list[str]] = {}
+        for note in dict.fromkeys(self.data.get("notes", [])):
+            groups.setdefault(_FIGURES.sub("#", note), []).append(note)
+        return [alike[0] + (f" (and {len(alike) - 1} more cell{'s' if len(alike) > 2 else ''} alike)"
+                            if len(alike) > 1 else "") for alike in groups.values()]
 
     def to_text(self) -> str:
         header, rows = self._table()
