@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Builds a fresh virtual environment from binder/ alone, as mybinder.org does (pip install -r
-# binder/requirements.txt, then binder/postBuild), and runs notebooks/01-quickstart.ipynb in it.
-# Exit 0 when every cell ran without an error. The environment goes to $BINDER_ENV (default: a
+# binder/requirements.txt, then binder/postBuild), and runs the notebooks given (default: every one
+# in notebooks/) in it, each kernel under Binder's 2 GB (scripts/run_notebooks.py). Exit 0 when every
+# cell ran without an error within the limit. The environment goes to $BINDER_ENV (default: a
 # temporary folder, removed afterwards); pip's cache is reused, so a second run is quick.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
-NOTEBOOK=${1:-notebooks/01-quickstart.ipynb}
+if [ $# -gt 0 ]; then NOTEBOOKS=("$@"); else NOTEBOOKS=(notebooks/*.ipynb); fi
+for i in "${!NOTEBOOKS[@]}"; do NOTEBOOKS[i]=$(realpath "${NOTEBOOKS[i]}"); done
 if [ -n "${BINDER_ENV:-}" ]; then
   ENV=$BINDER_ENV
 else
@@ -27,27 +29,6 @@ python -m pip install -q -r binder/requirements.txt
 bash binder/postBuild
 # repo2docker's image brings Jupyter itself; here the kernel and the runner stand in for it.
 python -m pip install -q ipykernel nbclient
-python - "$REPO/$NOTEBOOK" <<'PY'
-import pathlib, sys
-
-import nbclient, nbformat
-from jupyter_client.manager import KernelManager
-
-
-class EnvKernel(KernelManager):  # the environment's own python, whatever kernelspecs the machine has
-    def format_kernel_cmd(self, extra_arguments=None):
-        return [sys.executable, "-m", "ipykernel_launcher", "-f", self.connection_file]
-
-
-path = pathlib.Path(sys.argv[1])
-nb = nbformat.read(path, as_version=4)
-client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
-                                 resources={"metadata": {"path": str(path.parent)}})
-client.kernel_manager_class = EnvKernel
-client.execute()
-errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"]
-if errors:
-    sys.exit(f"{path.name}: {errors[0]['ename']}: {errors[0]['evalue']}")
-import elana_magic, torch
-print(f"binder check: {path.name} ran in a fresh environment (elana-magic {elana_magic.__version__}, torch {torch.__version__})")
-PY
+# every notebook under Binder's 2 GB, each kernel's peak printed (and written to $BINDER_PEAKS when set)
+python "$REPO/scripts/run_notebooks.py" --limit-gb "${BINDER_LIMIT_GB:-2}" ${BINDER_PEAKS:+--json "$BINDER_PEAKS"} "${NOTEBOOKS[@]}"
+python -c "import elana_magic, torch; print(f'binder check: ran in a fresh environment (elana-magic {elana_magic.__version__}, torch {torch.__version__})')"

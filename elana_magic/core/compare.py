@@ -404,7 +404,8 @@ class Comparison(Report):
         return report_view("compare", children)
 
     def figure(self):
-        """Each ratio as a point with its 95% interval (log scale), the line at 1 = no change."""
+        """Each ratio as a point with its 95% interval (log scale), the line at 1 = no change. Ratios
+        beyond ``CHART_RANGE`` either way are drawn at its edge as a triangle pointing outward."""
         from matplotlib.figure import Figure
 
         rows = [r for r in self.ratios if r.ratio is not None and r.ratio > 0]
@@ -412,21 +413,34 @@ class Comparison(Report):
         ax = fig.add_subplot()
         names = [f"{r.figure} ({r.label})" if len(self.labels) > 2 else r.figure for r in rows][::-1]
         for y, r in enumerate(rows[::-1]):
-            if r.ci_low is not None and r.ci_high is not None:
+            x = _on_chart(r.ratio)
+            if x != r.ratio:
+                ax.plot(x, y, ">" if x > 1 else "<", color=_colour(r))
+            elif r.ci_low is not None and r.ci_high is not None:
                 # max(0, ...): the interval holds the point, so this only absorbs float rounding
-                xerr = [[max(0.0, r.ratio - r.ci_low)], [max(0.0, r.ci_high - r.ratio)]]
-                ax.errorbar(r.ratio, y, xerr=xerr, fmt="o", color=_colour(r), capsize=3)
+                lo, hi = _on_chart(r.ci_low), _on_chart(r.ci_high)
+                xerr = [[max(0.0, x - lo)], [max(0.0, hi - x)]]
+                ax.errorbar(x, y, xerr=xerr, fmt="o", color=_colour(r), capsize=3)
             else:
-                ax.plot(r.ratio, y, "s", color=NO_CHANGE_COLOUR)
+                ax.plot(x, y, "s", color=NO_CHANGE_COLOUR)
         ax.axvline(1.0, color="black", lw=1, ls="--")
         ax.set_yticks(range(len(names)))
         ax.set_yticklabels(names, fontsize=8)
         ax.set_xscale("log")
-        ax.set_xlabel(f"ratio to {self.labels[0]} (95% CI where samples were kept; squares: no interval)\n"
+        clipped = any(_on_chart(r.ratio) != r.ratio for r in rows)
+        beyond = f"; triangles: beyond {CHART_RANGE:.0e}x" if clipped else ""
+        ax.set_xlabel(f"ratio to {self.labels[0]} (95% CI where samples were kept; squares: no interval{beyond})\n"
                       "green: better, red: worse, grey: no difference beyond noise")
         ax.set_title(self.label, fontsize=9)
         fig.tight_layout()
         return fig
+
+
+CHART_RANGE = 1e6  # a ratio past a millionfold is drawn at the edge: a log axis cannot tick 1e263
+
+
+def _on_chart(x: float) -> float:
+    return min(max(x, 1 / CHART_RANGE), CHART_RANGE) if math.isfinite(x) else CHART_RANGE
 
 
 _NUMERIC_COLUMNS = ("baseline", "value", "ratio", "ci_low", "ci_high", "noise")

@@ -10,7 +10,7 @@ from ..core.report import Report, html_table, text_table
 from ..core.units import column_formatter, energy_column, format_bytes, format_energy, format_time
 
 
-RSS_NOISE_BYTES = 1_000_000  # resident growth below this is allocator/page noise on a CPU
+RSS_NOISE_BYTES = 1_000_000  # resident growth (or its part beyond the cache) below this is page noise on a CPU
 
 
 def memory_lines(memory: dict[str, Any] | None) -> list[str]:
@@ -32,8 +32,8 @@ def memory_lines(memory: dict[str, Any] | None) -> list[str]:
         else:
             built = format_bytes(p["compared_bytes"]) if p["compared_bytes"] is not None else "unknown"
             diff = p["activation_bytes"]
-            if diff is None or diff < 0 or p["measured_peak_bytes"] < RSS_NOISE_BYTES:
-                # the heap reused memory it held already (or grew by page noise): nothing said of this phase
+            if diff is None or diff < RSS_NOISE_BYTES or p["measured_peak_bytes"] < RSS_NOISE_BYTES:
+                # the heap reused memory it held already, or grew by page noise: nothing said of this phase
                 continue
             why = "activations and workspace"
             lines.append(f"memory {p['phase']}: analytic model {format_bytes(p['analytic_model_bytes'])} (resident"

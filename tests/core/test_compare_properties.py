@@ -86,3 +86,14 @@ def test_point_inside_its_interval_and_every_view_renders(reports):
     assert len(df) == len(comp.ratios)
     if len(df):
         assert all(df[c].dtype.kind == "f" for c in ("baseline", "value", "ratio", "ci_low", "ci_high"))
+
+
+def test_ratios_beyond_the_chart_are_drawn_at_its_edge():
+    """A 1e263 ratio (an MBU of 5e-264 saved by a report) once overflowed the log axis's tick labels."""
+    fields = dict(model="M", device="cpu", device_name="cpu", engine="eager", batch=1, prompt_len=8, gen_len=9,
+                  phases=["ttft", "tpot"], energy={}, extra={}, ttft_ms={"n": 0}, ttlt_ms={"n": 0},
+                  tpot_ms={"n": 0}, ttft_samples_ms=[], tpot_samples_ms=[])
+    comp = compare([LatencyReport(label="a", roofline={"mbu": 5.568847938289125e-264}, **fields),
+                    LatencyReport(label="b", roofline={"mbu": 1.0}, **fields)])
+    assert comp.ratio("MBU").ratio > 1e200
+    comp.figure().canvas.draw()

@@ -96,7 +96,7 @@ def test_grid_columns_keep_one_unit_and_a_note_alike_shows_once():
 def test_grid_shows_a_wide_interval_as_its_ends():
     header, rows = _grid([], [1, 2], tpot=(56.0, 10.0, 310.0))._table()
     cell = rows[0][header.index("TPOT")]
-    assert "%" not in cell and "10 ms-310 ms" in cell
+    assert "±" not in cell and "10 ms-310 ms" in cell
 
 
 def test_grid_dataframe_holds_numbers():

@@ -69,14 +69,19 @@ class JupyterServer:
     app: str = "lab"  # "lab" (JupyterLab) or "notebook" (Notebook 7)
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen | None = None
+    pages: int = 0
 
     @property
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def url(self, notebook: str) -> str:
-        where = "lab/tree" if self.app == "lab" else "notebooks"
-        return f"{self.base}/{where}/notebooks/{notebook}?token={TOKEN}"
+        """The notebook's page. In JupyterLab, in a workspace of its own: the default workspace would
+        restore the tabs an earlier page opened, hidden behind this one, with cells of their own."""
+        if self.app != "lab":
+            return f"{self.base}/notebooks/notebooks/{notebook}?token={TOKEN}"
+        self.pages += 1
+        return f"{self.base}/lab/workspaces/check-{self.pages}/tree/notebooks/{notebook}?token={TOKEN}"
 
     def start(self, timeout: float = 120) -> "JupyterServer":
         settings = self.root / ".settings"
@@ -121,7 +126,7 @@ def open_notebook(browser, server: JupyterServer, notebook: str):
 
     n_cells = len(nbformat.read(server.root / "notebooks" / notebook, as_version=4).cells)
     # every cell rendered (JupyterLab adds them in batches after the page loads)
-    page.wait_for_function(f"() => document.querySelectorAll('.jp-Notebook .jp-Cell').length >= {n_cells}",
+    page.wait_for_function(f"() => document.querySelectorAll('{CELLS}').length >= {n_cells}",
                            timeout=120_000)
     # the kernel is up once the toolbar's kernel status says idle
     # the kernel is up once the toolbar's kernel status says idle (JupyterLab; Notebook 7's header
@@ -134,8 +139,12 @@ def open_notebook(browser, server: JupyterServer, notebook: str):
     return page
 
 
+# the cells of the notebook in view (never those of a tab hidden behind it)
+CELLS = ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell"
+
+
 def cells(page):
-    return page.locator(".jp-Notebook .jp-Cell")
+    return page.locator(CELLS)
 
 
 def run_cell(page, i: int, timeout_s: float = 600) -> None:
