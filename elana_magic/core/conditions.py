@@ -6,13 +6,19 @@ Recorded in every report's ``environment["conditions"]`` (JSON values, a few rea
 * ``torch_threads``: torch's intra-op CPU threads when the measurement started; ``threads``: how they
   were chosen (``core.threads``), where they were;
 * ``start`` / ``end``: ``loadavg`` (1, 5, 15 min), ``busy_cpu_s`` (busy CPU seconds of every process on
-  those cores, from /proc/stat), ``own_cpu_s`` (this process's CPU seconds), ``time_s`` (perf_counter);
+  those cores, from /proc/stat), ``own_cpu_s`` (this process's CPU seconds), ``run_s`` / ``wait_s`` (the
+  seconds this process's threads ran and waited runnable for a core, /proc/self/task/*/schedstat),
+  ``time_s`` (perf_counter);
 * over the run (where it has an end): ``window_s``, ``other_busy_cores`` (the cores other processes kept
-  busy: busy CPU time minus ours, over the window), ``own_busy_cores`` and ``cores_free``.
+  busy: busy CPU time minus ours, over the window), ``own_busy_cores``, ``cores_free`` and
+  ``cpu_wait_ratio`` (seconds our threads waited for a core per second they ran: a single-threaded
+  timing is about ``1 + cpu_wait_ratio`` times what a free core gives; unlike busy cores it keeps
+  growing when more work than cores is queued).
 
 ``differences`` names the conditions in which two reports measured apart differ enough to move a
-timing (``LOAD_TOLERANCE_CORES`` busy cores, another thread count on a CPU, GPU clocks or temperature).
-Off Linux the /proc counters are missing: then only the load average is recorded.
+timing (``LOAD_TOLERANCE_CORES`` busy cores, waits for a core that slow a run by ``WAIT_TOLERANCE``
+more, another thread count on a CPU, GPU clocks or temperature). Off Linux the /proc counters are
+missing: then only the load average is recorded.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import time
 from typing import Any
 
 LOAD_TOLERANCE_CORES = 0.5   # other processes' busy cores further apart than this: another machine, in effect
+WAIT_TOLERANCE = 0.25        # (1 + cpu_wait_ratio) of two runs further apart than this factor
 CLOCK_TOLERANCE = 0.05       # GPU SM clocks further apart than this (at start or at end)
 TEMPERATURE_TOLERANCE_C = 10.0
 
@@ -50,12 +57,39 @@ def _busy_cpu_s(cores: list[int]) -> float | None:
     return busy / os.sysconf("SC_CLK_TCK") if busy else None
 
 
+def _run_and_wait_s() -> tuple[float | None, float | None]:
+    """Seconds this process's threads have run and waited runnable for a core (schedstat, ns)."""
+    run = wait = 0
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return None, None
+    for task in tasks:
+        try:
+            with open(f"/proc/self/task/{task}/schedstat", encoding="ascii") as f:
+                fields = f.read().split()
+        except OSError:   # a thread that ended meanwhile
+            continue
+        run, wait = run + int(fields[0]), wait + int(fields[1])
+    return (round(run / 1e9, 4), round(wait / 1e9, 4)) if run else (None, None)
+
+
 def snapshot(cores: list[int] | None = None) -> dict[str, Any]:
-    """The counters now: load average, busy CPU seconds on our cores, this process's CPU seconds, the time."""
+    """The counters now: load average, busy CPU seconds on our cores, this process's CPU seconds, its
+    threads' run and wait seconds, the time."""
     cores = usable_cores() if cores is None else cores
     load = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
+    run, wait = _run_and_wait_s()
     return {"loadavg": load, "busy_cpu_s": _busy_cpu_s(cores), "own_cpu_s": round(time.process_time(), 4),
-            "time_s": time.perf_counter()}
+            "run_s": run, "wait_s": wait, "time_s": time.perf_counter()}
+
+
+def cpu_wait_ratio(start: dict[str, Any], end: dict[str, Any]) -> float | None:
+    """Seconds our threads waited for a core per second they ran, between two snapshots."""
+    if None in (start.get("run_s"), end.get("run_s"), start.get("wait_s"), end.get("wait_s")):
+        return None
+    run = end["run_s"] - start["run_s"]
+    return max(0.0, (end["wait_s"] - start["wait_s"]) / run) if run > 0 else None
 
 
 def other_busy_cores(start: dict[str, Any], end: dict[str, Any]) -> float | None:
@@ -93,6 +127,8 @@ def finish_conditions(conditions: dict[str, Any]) -> dict[str, Any]:
     own = (end["own_cpu_s"] - start["own_cpu_s"]) / window if window > 0 else None
     conditions["own_busy_cores"] = None if own is None else round(own, 2)
     conditions["cores_free"] = None if others is None else round(max(0.0, conditions["cores"] - others), 2)
+    wait = cpu_wait_ratio(start, end)
+    conditions["cpu_wait_ratio"] = None if wait is None else round(wait, 3)
     return conditions
 
 
@@ -143,6 +179,11 @@ def differences(base_env: dict[str, Any], other_env: dict[str, Any], cpu: bool =
     if load_a is not None and load_b is not None and abs(load_b - load_a) > LOAD_TOLERANCE_CORES:
         what = "busy cores" if a.get("other_busy_cores") is not None else "load average"
         out.append(f"host load changed between the runs ({load_a:.1f} -> {load_b:.1f} {what})")
+    wait_a, wait_b = a.get("cpu_wait_ratio"), b.get("cpu_wait_ratio")
+    if wait_a is not None and wait_b is not None and not out:   # one phrase for one cause
+        if max(1 + wait_a, 1 + wait_b) / min(1 + wait_a, 1 + wait_b) > 1 + WAIT_TOLERANCE:
+            out.append(f"host load changed between the runs (waits for a core {wait_a:.2f} -> {wait_b:.2f} s "
+                       "per CPU second)")
     threads_a, threads_b = _threads(a), _threads(b)
     if cpu and threads_a and threads_b and threads_a != threads_b:
         out.append(f"torch used {threads_a} -> {threads_b} CPU threads")

@@ -31,6 +31,8 @@ def test_environment_records_the_conditions_over_the_run_as_json(no_nvml):
     assert cond["window_s"] >= 0 and cond["end"]["time_s"] >= cond["start"]["time_s"]
     if cond["start"]["busy_cpu_s"] is not None:   # Linux: /proc/stat
         assert cond["other_busy_cores"] >= 0 and 0 <= cond["cores_free"] <= cond["cores"]
+    if cond["start"]["run_s"] is not None:   # schedstat
+        assert cond["cpu_wait_ratio"] is None or cond["cpu_wait_ratio"] >= 0
     assert json.loads(json.dumps(env)) == env
     assert finish_conditions({}) == {}   # a report saved without conditions
 
@@ -51,6 +53,12 @@ def test_differences_name_load_threads_clocks_and_temperature():
     assert said == ["the GPU's SM clock at the end was 1980 -> 1410 MHz",
                     "the GPU's temperature at the end was 45 -> 83 C"]
     assert differences({}, {}) == []   # reports saved before conditions were recorded
+    # every core busy in both runs, but far more work queued in the second: our threads waited longer
+    queued = {"conditions": {"other_busy_cores": 1.7, "cpu_wait_ratio": 1.8}}, \
+        {"conditions": {"other_busy_cores": 1.9, "cpu_wait_ratio": 12.7}}
+    assert differences(*queued) == ["host load changed between the runs (waits for a core 1.80 -> 12.70 s per CPU second)"]
+    steady = {"conditions": {"cpu_wait_ratio": 0.02}}, {"conditions": {"cpu_wait_ratio": 0.2}}
+    assert differences(*steady) == []   # 1.02 vs 1.2: within the 25% tolerance
     by_loadavg = {"conditions": {"start": {"loadavg": [0.2, 0, 0]}}}, {"conditions": {"end": {"loadavg": [2.1, 0, 0]}}}
     assert differences(*by_loadavg) == ["host load changed between the runs (0.2 -> 2.1 load average)"]
 
