@@ -29,13 +29,13 @@ def _spin(deadline: float) -> None:
 
 @contextlib.contextmanager
 def background_load(processes: int | None = None):
-    """Two spinning processes per usable core (fork: no re-import), ended on exit, even on failure. Two,
-    so that the load still shows where other work already keeps every core busy: then our threads'
-    waits for a core grow, though the busy cores can't."""
+    """One spinning process per usable core (fork: no re-import), ended on exit, even on failure. Where
+    other work already keeps every core busy the busy cores can't grow, but our threads' waits for a
+    core do, and those are recorded too."""
     ctx = multiprocessing.get_context("fork")
     deadline = time.monotonic() + LOAD_LIMIT_S
     procs = [ctx.Process(target=_spin, args=(deadline,), daemon=True)
-             for _ in range(processes or 2 * len(usable_cores()))]
+             for _ in range(processes or len(usable_cores()))]
     try:
         for p in procs:
             p.start()
@@ -55,23 +55,37 @@ def _conditions(rep) -> dict:
     return rep.envelope.environment["conditions"]
 
 
+@pytest.fixture(scope="module")
+def six_layers():
+    """tiny-llama with 6 layers, so that a cut to 2 outweighs the step's fixed cost (embedding, head, Python)."""
+    from elana_magic.models import preset_config, random_model
+
+    config = preset_config("tiny-llama")
+    config.num_hidden_layers = 6
+    return random_model(config)
+
+
 @pytest.fixture
-def pruned(tiny_llama):
-    model = copy.deepcopy(tiny_llama)
-    model.model.layers = model.model.layers[:1]
-    model.config.num_hidden_layers = 1
+def pruned(six_layers):
+    model = copy.deepcopy(six_layers)
+    model.model.layers = model.model.layers[:2]
+    model.config.num_hidden_layers = 2
+    if getattr(model.config, "layer_types", None):
+        model.config.layer_types = model.config.layer_types[:2]
     return model
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="the host's load is read from /proc/stat")
-def test_load_that_starts_between_runs_is_named_and_paired_rounds_still_find_the_cut(tiny_llama, pruned):
+def test_load_that_starts_between_runs_is_named_and_paired_rounds_still_find_the_cut(six_layers, pruned):
     from elana_magic.core.compare import compare
 
-    quiet = measure_latency(tiny_llama, label="quiet", **FAST)
+    quiet = measure_latency(six_layers, label="quiet", **FAST)
     with background_load() as procs:
-        loaded = measure_latency(tiny_llama, label="loaded", **FAST)
-        paired = measure_paired([tiny_llama, pruned], labels=["full", "cut"], rounds=4, **FAST)
-        too_few = measure_paired([tiny_llama, pruned], labels=["full", "cut"], rounds=2,
+        loaded = measure_latency(six_layers, label="loaded", **FAST)
+        # short rounds, many: A and B of a round run close together, under the same load
+        paired = measure_paired([six_layers, pruned], labels=["full", "cut"], rounds=8,
+                                **{**FAST, "gen_len": 17, "repeats": 8, "min_time": 0.0})
+        too_few = measure_paired([six_layers, pruned], labels=["full", "cut"], rounds=2,
                                  **{**FAST, "repeats": 4, "min_time": 0.1})
     assert not any(p.is_alive() for p in procs)
     # the same model measured apart: whatever the numbers, the changed load is named and nothing concluded
