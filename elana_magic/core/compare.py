@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
 
 from .conditions import differences
+from .conditions import summary as conditions_summary
 from .fingerprint import short_fingerprint
 from .report import Report, html_table, text_table
 from .stats import (MIN_ROUNDS, NOISE_THRESHOLD, beyond_noise, change_words, paired_ratio, ratio_of_medians_ci,
@@ -402,7 +403,9 @@ class Comparison(Report):
     def _head_lines(self) -> list[str]:
         lines = [f"elana compare: {self.label}"]
         for lab, rep in zip(self.labels, self.reports):
-            lines.append(f"  {lab}: {rep.kind}, {short_fingerprint(rep.fingerprint)}, created {rep.created}")
+            ran = conditions_summary(rep.envelope.environment or {}) if rep.kind != "size" else ""
+            lines.append(f"  {lab}: {rep.kind}, {short_fingerprint(rep.fingerprint)}, created {rep.created}"
+                         + (f"; ran with {ran}" if ran else ""))
         hashes = {(r.fingerprint or {}).get("hash") for r in self.reports}
         if len(hashes) == 1 and None not in hashes:
             lines.append("  the same model (equal fingerprints)")

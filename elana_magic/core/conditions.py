@@ -188,3 +188,21 @@ def differences(base_env: dict[str, Any], other_env: dict[str, Any], cpu: bool =
     if cpu and threads_a and threads_b and threads_a != threads_b:
         out.append(f"torch used {threads_a} -> {threads_b} CPU threads")
     return out + _gpu_differences(base_env, other_env)
+
+
+def summary(env: dict[str, Any]) -> str:
+    """What a run rested on, in a few words ("1 of 2 cores' threads, others 1.9 busy cores, waited 0.56 s
+    per CPU s; SM 1980 MHz, 41 C"), or "" where nothing was recorded."""
+    cond, parts = env.get("conditions") or {}, []
+    threads = _threads(cond)
+    if threads and cond.get("cores"):
+        parts.append(f"{threads} CPU thread{'s' if threads > 1 else ''} on {cond['cores']} cores")
+    load = host_load(cond)
+    if load is not None:
+        parts.append(f"others {load:.1f} {'busy cores' if cond.get('other_busy_cores') is not None else 'load'}")
+    if cond.get("cpu_wait_ratio") is not None:
+        parts.append(f"waited {cond['cpu_wait_ratio']:.2f} s per CPU s")
+    gpu = _gpu(env, "end") or _gpu(env, "start")
+    if gpu.get("sm_clock_mhz") or gpu.get("temperature_c") is not None:
+        parts.append(f"SM {gpu.get('sm_clock_mhz') or '?'} MHz, {gpu.get('temperature_c', '?')} C")
+    return ", ".join(parts)

@@ -39,6 +39,7 @@ def test_load_that_changed_between_runs_withholds_the_verdict():
     from matplotlib.colors import to_hex
     assert {to_hex(ln.get_color()) for ln in ax.lines if ln.get_marker() == "o"} == {to_hex(NO_CHANGE_COLOUR)}
     assert "no conclusion" in comp.to_text()
+    assert "a: latency" in comp.to_text() and "ran with 1 CPU thread on 2 cores, others 1.9 busy cores" in comp.to_text()
 
 
 def test_same_conditions_keep_the_verdict_and_thread_counts_count_on_cpu():
