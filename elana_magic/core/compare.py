@@ -10,6 +10,13 @@ difference beyond noise"). Figures derived from TPOT (tokens/s, MBU) carry its i
 measured once (bytes, joules of one window) carry none. Each figure knows which way is better (lower
 times and joules, higher tokens/s), which colours the chart. Everything works from ``to_dict()``, so
 a report read back from a file compares like a live one.
+
+Two reports measured apart rest on their own conditions (``environment["conditions"]``, the GPU's
+state): where those differ enough to move a timing (``core.conditions.differences``: other processes'
+load, CPU threads, GPU clocks or temperature), the comparison warns and withholds the timed verdicts
+("TPOT 78% lower, but host load changed between the runs (0.1 -> 1.9 busy cores): no conclusion; run
+them as paired rounds: ..."); the rounds of one paired measurement share their conditions, so theirs
+stand. A figure without an interval gets no verdict either: it moved, and no conclusion follows.
 """
 
 from __future__ import annotations
@@ -19,12 +26,16 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
 
+from .conditions import differences
+from .conditions import summary as conditions_summary
 from .fingerprint import short_fingerprint
 from .report import Report, html_table, text_table
-from .stats import NOISE_THRESHOLD, beyond_noise, paired_ratio, ratio_of_medians_ci, ratio_verdict, round_ratios
+from .stats import (MIN_ROUNDS, NOISE_THRESHOLD, beyond_noise, change_words, paired_ratio, ratio_of_medians_ci,
+                    ratio_verdict, round_ratios)
 from .units import format_bytes, format_energy, format_power, format_time
 
-CLOCK_TOLERANCE = 0.05   # clocks / power limits further apart than this make a warning
+CLOCK_TOLERANCE = 0.05   # power limits further apart than this make a warning (clocks: core.conditions)
+PAIRED_HINT_ROUNDS = 6   # the rounds a withheld verdict suggests: enough for an interval that can be narrow
 
 
 class CompareError(ValueError):
@@ -48,11 +59,13 @@ class Ratio:
     noise: float = NOISE_THRESHOLD
     round_ratios: list[float] | None = None   # a paired measurement: the ratio in each round
     better: str | None = None   # "lower" or "higher": which way this figure improves (None: neither)
+    withheld: str | None = None   # why no verdict is given although an interval is (conditions differed)
 
     @property
     def significant(self) -> bool:
-        """A real change: the interval lies beyond the noise threshold (the verdict says so too)."""
-        return beyond_noise(self.ci_low, self.ci_high, self.noise)
+        """A real change: the interval lies beyond the noise threshold and the verdict stands (the verdict
+        says so too)."""
+        return self.withheld is None and beyond_noise(self.ci_low, self.ci_high, self.noise)
 
     @property
     def improved(self) -> bool | None:
@@ -162,7 +175,7 @@ def comparability_warnings(base: dict, other: dict, label: str) -> list[str]:
     for lib in ("torch", "transformers", "elana_magic", "driver"):
         if _differs(_env(base).get(lib), _env(other).get(lib)):
             out.append(f"{label}: {lib} {_env(other).get(lib)} vs {_env(base).get(lib)} in the baseline")
-    for key, what in (("power_limit_w", "power limit"), ("sm_clock_mhz", "SM clock")):
+    for key, what in (("power_limit_w", "power limit"),):
         a, b = _gpu_start(base).get(key), _gpu_start(other).get(key)
         if a and b and abs(b / a - 1) > CLOCK_TOLERANCE:
             out.append(f"{label}: {what} {b:g} vs {a:g} in the baseline (more than {CLOCK_TOLERANCE:.0%} apart)")
@@ -218,12 +231,21 @@ def _once_verdict(ratio: float | None) -> str:
     return "same" if ratio == 1 else f"{abs(ratio - 1):.1%} {'lower' if ratio < 1 else 'higher'}"
 
 
+def _no_interval(per_round: list[float] | None) -> str:
+    """Why a timed figure has no interval, and what would give one."""
+    if per_round is not None and len(per_round) < MIN_ROUNDS:
+        return (f"{len(per_round)} paired rounds give no interval: {MIN_ROUNDS} or more do "
+                f"(--rounds {MIN_ROUNDS}, or rounds={MIN_ROUNDS})")
+    return "too few samples for an interval: 6 or more a side give one"
+
+
 def _ratios(base: dict, other: dict, label: str, noise: float = NOISE_THRESHOLD) -> list[Ratio]:
     kind = base.get("kind")
     if kind != other.get("kind") or kind not in FIGURES:
         return []
     fa, fb = FIGURES[kind](base), FIGURES[kind](other)
     timed: dict[str, tuple[float, float, float]] = {}
+    why_none: dict[str, str] = {}
     rows = []
     for name, a in fa.items():
         b = fb.get(name)
@@ -235,13 +257,46 @@ def _ratios(base: dict, other: dict, label: str, noise: float = NOISE_THRESHOLD)
             ratio = ratio if point is None else point
             if low is not None:
                 timed[name] = (ratio, low, high)
+            why_none[name] = _no_interval(per_round)
         elif a.derived_from and ratio is not None:
             ratio, low, high = _derived(a, ratio, fa, fb, timed)
-        verdict = (ratio_verdict(name, ratio, low, high, noise) if a.samples or a.derived_from
+        no_interval = why_none.get(name, why_none.get((a.derived_from or "")[2:], _no_interval(None)))
+        verdict = (ratio_verdict(name, ratio, low, high, noise, no_interval) if a.samples or a.derived_from
                    else _once_verdict(ratio))
         rows.append(Ratio(kind, name, label, a.value, b.value, ratio, low, high, verdict, a.unit, noise, per_round,
                           a.better))
     return rows
+
+
+def _paired(base: dict, other: dict) -> bool:
+    """Two reports of one paired measurement: they ran in the same alternating rounds."""
+    return bool(base.get("rounds")) and base.get("rounds") == other.get("rounds")
+
+
+def condition_changes(base: dict, other: dict) -> list[str]:
+    """The conditions in which two reports measured apart differ enough to move a timing (none for the
+    reports of one paired measurement, whose rounds shared them, nor for sizes, which no load moves)."""
+    if base.get("kind") != other.get("kind") or base.get("kind") == "size" or _paired(base, other):
+        return []
+    device = str(_env(base).get("device") or base.get("device") or "cpu")
+    return differences(_env(base), _env(other), cpu=not device.startswith("cuda"))
+
+
+def _paired_hint(base_label: str, label: str, kind: str | None) -> str:
+    if kind != "latency":
+        return "measure both again, one right after the other, on a quiet machine"
+    return (f"run them as paired rounds: %elana_latency {base_label} {label} --rounds {PAIRED_HINT_ROUNDS} "
+            f"(measure_paired([...], rounds={PAIRED_HINT_ROUNDS}))")
+
+
+def _withhold(rows: list[Ratio], changes: list[str], hint: str) -> None:
+    """No verdict for timed figures whose two runs rested on other conditions: the interval holds the
+    samples' own noise, not the change of machine between them."""
+    why = ", ".join(changes)
+    for r in rows:
+        if r.ci_low is not None and r.ratio is not None:
+            r.withheld = why
+            r.verdict = f"{r.figure} {change_words(r.ratio)}, but {why}: no conclusion; {hint}"
 
 
 ROUND_SPREAD = 0.10   # per-round ratios further apart than this get a note
@@ -348,7 +403,9 @@ class Comparison(Report):
     def _head_lines(self) -> list[str]:
         lines = [f"elana compare: {self.label}"]
         for lab, rep in zip(self.labels, self.reports):
-            lines.append(f"  {lab}: {rep.kind}, {short_fingerprint(rep.fingerprint)}, created {rep.created}")
+            ran = conditions_summary(rep.envelope.environment or {}) if rep.kind != "size" else ""
+            lines.append(f"  {lab}: {rep.kind}, {short_fingerprint(rep.fingerprint)}, created {rep.created}"
+                         + (f"; ran with {ran}" if ran else ""))
         hashes = {(r.fingerprint or {}).get("hash") for r in self.reports}
         if len(hashes) == 1 and None not in hashes:
             lines.append("  the same model (equal fingerprints)")
@@ -483,6 +540,12 @@ def compare(reports: Sequence[Report], labels: Sequence[str] | None = None,
     for d, label in zip(dicts[1:], labels[1:]):
         comp.warnings += comparability_warnings(dicts[0], d, label)
         rows = _ratios(dicts[0], d, label, noise_threshold)
+        changes = condition_changes(dicts[0], d)
+        if changes:
+            hint = _paired_hint(labels[0], label, d.get("kind"))
+            comp.warnings.append(f"{label} and the baseline were measured apart under other conditions: "
+                                 f"{', '.join(changes)}; timed verdicts are withheld: {hint}")
+            _withhold(rows, changes, hint)
         comp.ratios += rows
         comp.notes += _unsteady_rounds(rows)
         if d.get("kind") == "profile" == dicts[0].get("kind"):

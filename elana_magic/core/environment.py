@@ -2,7 +2,8 @@
 
 With NVML (``elana_magic.energy.nvml``, so tests can install the fake): the power limit, SM clock
 and temperature of the measured GPU at the start and at the end, and the other processes on it.
-Nothing here fails a measurement: a field that can't be read is left out.
+The host's conditions (``core.conditions``): load over the run, cores, torch's CPU threads and how they
+were chosen (``core.threads``). Nothing here fails a measurement: a field that can't be read is left out.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ import platform
 import sys
 from importlib import metadata
 from typing import Any
+
+from .conditions import finish_conditions, start_conditions
+from .threads import current_choice
 
 
 def _versions() -> dict[str, Any]:
@@ -89,10 +93,12 @@ def _text(value: Any) -> Any:
 
 
 def capture_environment(device=None) -> dict[str, Any]:
-    """The environment now: host, OS, device name, versions; ``gpu.start`` where NVML sees the GPU."""
+    """The environment now: host, OS, device name, versions, the host's conditions; ``gpu.start`` where
+    NVML sees the GPU."""
     env: dict[str, Any] = {"host": platform.node(), "platform": platform.platform(), **_versions()}
     env["device"] = None if device is None else str(device)
     env["device_name"] = _device_name(device)
+    env["conditions"] = start_conditions(current_choice())
     if device is not None and str(device).startswith("cuda"):
         import torch
 
@@ -105,7 +111,10 @@ def capture_environment(device=None) -> dict[str, Any]:
 
 
 def finish_environment(env: dict[str, Any], device=None) -> dict[str, Any]:
-    """Add the GPU state at the end of a measurement (clocks and temperature drift during a run)."""
+    """Add the GPU state and the host's load at the end of a measurement (clocks, temperature and other
+    work drift during a run)."""
+    if "conditions" in env:
+        finish_conditions(env["conditions"])
     if device is not None and "gpu" in env:
         import torch
 

@@ -130,6 +130,8 @@ def ratio_of_medians_ci(baseline: Sequence[float], other: Sequence[float], level
     return point, min(low, point), max(high, point)
 
 
+MIN_ROUNDS = 3   # paired rounds an interval needs (2 degrees of freedom: t = 4.3)
+
 # Student's t, 97.5% quantile, for 1-30 degrees of freedom (beyond: Cornish-Fisher from the normal)
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
          2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
@@ -161,10 +163,11 @@ def paired_ratio(ratios: Sequence[float]) -> tuple[float, float | None, float | 
     and its 95% interval, Student's t on their logarithms (so the point is the interval's centre on a
     log scale). The rounds, not the samples, are the replicates: samples of one round share its
     conditions (host load, clocks, temperature) and are not independent, so with few rounds that
-    disagree the interval is wide. The interval is None where it does not fit in a float."""
+    disagree the interval is wide. The interval is None with fewer than ``MIN_ROUNDS`` rounds (2 rounds
+    have one degree of freedom: t = 12.7, and gave "95% CI 0.000-420139") or where it does not fit in a float."""
     logs = np.log(np.asarray(ratios, dtype=float))
     centre = float(logs.mean())
-    if logs.size < 2:
+    if logs.size < MIN_ROUNDS:
         return math.exp(centre), None, None
     half = _t975(logs.size - 1) * float(np.std(logs, ddof=1)) / math.sqrt(logs.size)
     point = math.exp(centre)
@@ -191,20 +194,21 @@ def beyond_noise(low: float | None, high: float | None, noise: float = NOISE_THR
     return low is not None and high is not None and (high < 1 - noise or low > 1 + noise)
 
 
+NO_INTERVAL = "too few samples for an interval"
+
+
 def ratio_verdict(name: str, ratio: float | None, low: float | None = None, high: float | None = None,
-                  noise: float = NOISE_THRESHOLD) -> str:
+                  noise: float = NOISE_THRESHOLD, no_interval: str = NO_INTERVAL) -> str:
     """In words: 'TPOT 12% lower (95% CI 10-14%)', 'TPOT 3.1% higher (...)', or 'no difference beyond
     noise' when the interval spans 1 or reaches inside ±``noise`` (samples within one run are not
     independent, so an interval of pooled samples can be narrower than run-to-run variation: changes
-    smaller than the threshold are not called, as criterion.rs does); without an interval, the plain
-    change (no claim about noise)."""
+    smaller than the threshold are not called, as criterion.rs does); without an interval no verdict:
+    the figure moved and no conclusion follows ("TTFT moved 52% lower: no conclusion (too few samples
+    for an interval)"; ``no_interval`` says why there is none and what would give one)."""
     if ratio is None:
         return f"{name}: not comparable"
-    change = ratio - 1
-    word = "lower" if change < 0 else "higher"
     if low is None or high is None:
-        size = f"{ratio:.3g}x" if ratio >= 2 else f"{_pct(abs(change))}% {word}"
-        return f"{name} {size} (no interval: too few samples)"
+        return f"{name} moved {change_words(ratio)}: no conclusion ({no_interval})"
     if low <= 1 <= high:
         return f"{name}: no difference beyond noise (ratio {ratio:.3f}, 95% CI {low:.3f}-{high:.3f})"
     if not beyond_noise(low, high, noise):
@@ -213,7 +217,16 @@ def ratio_verdict(name: str, ratio: float | None, low: float | None = None, high
     if ratio >= 2:
         return f"{name} {ratio:.3g}x (95% CI {low:.3g}-{high:.3g}x)"
     lo, hi = sorted((abs(low - 1), abs(high - 1)))
-    return f"{name} {_pct(abs(change))}% {word} (95% CI {_pct(lo)}-{_pct(hi)}%)"
+    return f"{name} {change_words(ratio)} (95% CI {_pct(lo)}-{_pct(hi)}%)"
+
+
+def change_words(ratio: float) -> str:
+    """A ratio as a change: '12% lower', '3.1% higher', '2.33x', 'unchanged'."""
+    if ratio == 1:
+        return "unchanged"
+    if ratio >= 2:
+        return f"{ratio:.3g}x"
+    return f"{_pct(abs(ratio - 1))}% {'lower' if ratio < 1 else 'higher'}"
 
 
 def _pct(x: float) -> str:

@@ -29,6 +29,7 @@ from .report import LatencyReport, _ms
 from ..core import defaults
 from ..core.display import in_widget_frontend
 from ..core.stats import StoppingRule, summarize
+from ..core.threads import cpu_threads
 
 PHASES = ("ttft", "tpot", "ttlt")
 DEFAULT_WARMUP = defaults.WARMUP
@@ -294,7 +295,7 @@ def measure_latency(model: torch.nn.Module, tokenizer: Any = None, phases: Seque
                        energy_window_s=energy_window_s, max_time=max_time, rel_ci=rel_ci, progress=progress,
                        seed=seed, meter=meter, compile=compile, shared_runs=shared_runs, memory=memory)
     try:
-        with run:
+        with cpu_threads(run.device), run:   # threads chosen from the free cores (core.threads)
             run.run_round()
     finally:
         if own_live is not None:
@@ -802,6 +803,7 @@ def measure_paired(models: Sequence[torch.nn.Module], labels: Sequence[str] | No
             run.progress = own_live
     try:
         with contextlib.ExitStack() as stack:
+            stack.enter_context(cpu_threads(devices))   # one thread choice for every model (core.threads)
             for run in runs:
                 stack.enter_context(run)
             for i in range(rounds):  # rotated: A B, B A, ... so that no model always runs after another

@@ -6,6 +6,8 @@ import copy
 
 from IPython.utils.capture import capture_output
 
+from elana_magic.core.compare import condition_changes
+
 
 def drop_a_third_of_the_layers(model):
     """A copy with the last third of its decoder layers dropped (the kept ones keep their layer index)."""
@@ -32,13 +34,23 @@ def test_measure_prune_measure_compare(ip, default_model):
     # verdict's form is asserted here; the paired rounds below are what finds the cut under load
     assert tpot.verdict.startswith("TPOT ") and tpot.ratio is not None, tpot
     base, pruned = comp.reports
+    # what the two runs rested on is recorded, and a verdict stands only where it did not change
+    changes = condition_changes(base.to_dict(), pruned.to_dict())
+    assert all("other_busy_cores" in r.envelope.environment["conditions"] for r in comp.reports)
+    if tpot.ci_low is not None:
+        assert bool(tpot.withheld) == bool(changes) and (not changes or "no conclusion" in tpot.verdict), tpot
     assert base.fingerprint["hash"] != pruned.fingerprint["hash"]
     assert pruned.fingerprint["param_count"] < base.fingerprint["param_count"]
     assert pruned.fingerprint["layers"] == 2 * base.fingerprint["layers"] // 3
     assert comp.ratio("decode bytes/step").ratio < 1
     assert "TPOT" in shown.stdout + "".join(str(o.data) for o in shown.outputs)
     assert len(model.model.layers) == base.fingerprint["layers"]  # the original is untouched
-    paired = ip.run_line_magic("elana_latency", f"model pruned {line.replace('--repeats 5', '--repeats 8')} "
-                                                "--rounds 4 --label base2,pruned2 -o")
+    # alternating rounds: load falls on both alike where it changes slower than a round, so the rounds
+    # are short (one pass of 8 steps per model) and many (on a 2-core CPU under 5x oversubscription,
+    # 4 rounds of 1 s each gave per-round ratios 1.07, 0.68, 0.53, 0.37)
+    paired = ip.run_line_magic("elana_latency", "model pruned --tpot --prompt-len 8 --gen-len 9 --no-energy "
+                                                "--warmup 1 --repeats 8 --min-time 0 --rounds 8 "
+                                                "--label base2,pruned2 -o -q")
     tpot = paired.ratio("TPOT")
-    assert tpot.ratio < 1 and tpot.ci_high < 1, tpot  # alternating rounds: load falls on both alike
+    assert len(tpot.round_ratios) == 8 and not any("other conditions" in w for w in paired.warnings)
+    assert tpot.ratio < 1 and tpot.ci_high < 1, (tpot, paired.to_text())
