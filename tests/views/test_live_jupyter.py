@@ -101,6 +101,10 @@ def check_reports_stay(lab, browser, notebook: str, tmp_path: pathlib.Path, scre
                 kinds.add(kind)
         assert not missing, f"{notebook}: no visible report after the cell finished: {missing}"
         assert NOTEBOOKS[notebook] <= kinds, f"{notebook}: saw {sorted(kinds)}"
+        # still there once every cell has run: a widget closed later (when the kernel collects the live
+        # view) hides its output then, after that cell's own check
+        later = [i for i in shown_in if not visible_reports(page, i)]
+        assert not later, f"{notebook}: the reports of cells {later} vanished while later cells ran"
         # the same notebook saved and opened again: a new kernel, the old widgets gone
         save_notebook(page)
         page.close()
