@@ -90,7 +90,7 @@ def _latency_figures(d: dict) -> dict[str, _Figure]:
     out: dict[str, _Figure] = {}
     for name, key in (("TTFT", "ttft"), ("TPOT", "tpot"), ("TTLT", "ttlt")):
         med = (d.get(f"{key}_ms") or {}).get("median")
-        samples = d.get(f"{key}_samples_ms") or (d.get("step_latencies_ms") if key == "tpot" else None)
+        samples = d.get(f"{key}_samples_ms")
         if med is not None:
             out[name] = _Figure(med / 1e3, "s", list(samples or []), (d.get("round_sizes") or {}).get(key))
     e, r = d.get("energy") or {}, d.get("roofline") or {}
