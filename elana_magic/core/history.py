@@ -48,6 +48,15 @@ class HistoryEntry:
                 "figures": self.report.headline_figures(), "values": headline_values(self.report)}
 
 
+def _one_report(lines: list[str]) -> bool:
+    if len(lines) < 2 or not lines[0].lstrip().startswith("{") or lines[0].strip().endswith("}"):
+        return False
+    try:
+        return isinstance(json.loads("".join(lines)), dict)
+    except json.JSONDecodeError:
+        return False
+
+
 def _read_line(line: str) -> Report:
     try:
         data = json.loads(line)
@@ -169,6 +178,8 @@ class History(Report):
         except UnicodeDecodeError:
             raise ReportFileError(f"{path!r} is not text: pass a file written by %elana_history --save") from None
         loaded = Loaded()
+        if _one_report(lines):  # a file written by report.save(): one report over several lines
+            lines = ["".join(lines)]
         for n, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
