@@ -19,7 +19,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
 
-from .fingerprint import short_fingerprint
+from .fingerprint import sameness, short_fingerprint
 from .report import Report, html_table, text_table
 from .stats import NOISE_THRESHOLD, beyond_noise, paired_ratio, ratio_of_medians_ci, ratio_verdict, round_ratios
 from .units import format_bytes, format_energy, format_power, format_time
@@ -349,9 +349,9 @@ class Comparison(Report):
         lines = [f"elana compare: {self.label}"]
         for lab, rep in zip(self.labels, self.reports):
             lines.append(f"  {lab}: {rep.kind}, {short_fingerprint(rep.fingerprint)}, created {rep.created}")
-        hashes = {(r.fingerprint or {}).get("hash") for r in self.reports}
-        if len(hashes) == 1 and None not in hashes:
-            lines.append("  the same model (equal fingerprints)")
+        same = sameness([r.fingerprint for r in self.reports])
+        if same:
+            lines.append(f"  {same}")
         if self.rounds:
             lines.append(f"  paired rounds: {', '.join(self.rounds)}")
         if any(r.round_ratios for r in self.ratios):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import sys
@@ -27,6 +28,19 @@ def _resolve_item(shell, token: str):
         return find_report(text)
     except (KeyError, TypeError, ReportFileError) as exc:
         raise UsageError(str(exc.args[0] if isinstance(exc, KeyError) else exc)) from None
+
+
+def _refuse_repeats(tokens: list[str], reports: list) -> None:
+    """A report compared with itself (the same object, or the same saved report twice) says nothing."""
+    from ..core.report import json_safe
+
+    seen: dict[str, str] = {}
+    for token, report in zip(tokens, reports):
+        key = json.dumps(json_safe(report.to_dict()), sort_keys=True)
+        if key in seen:
+            raise UsageError(f"{seen[key]!r} and {token!r} are the same report: compare it with another one "
+                             "(%elana_history lists them)")
+        seen[key] = token
 
 
 def _split(item: str) -> list[str]:
@@ -100,6 +114,7 @@ class CompareMagics(Magics):
             raise UsageError("%elana_compare needs at least two reports: history indices, labels, variables or "
                              "files (see %elana_history)")
         reports = [_resolve_item(self.shell, t) for t in tokens]
+        _refuse_repeats(tokens, reports)
         try:
             comparison = compare(reports)
         except CompareError as exc:

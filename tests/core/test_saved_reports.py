@@ -90,3 +90,54 @@ def test_unbalanced_quotes_are_one_line(ip, magic, line):
     with pytest.raises(UsageError, match="No closing quotation") as info:
         ip.run_line_magic(magic, line)
     assert "\n" not in str(info.value)
+
+
+# -- what the notebook must not lose, and what a comparison must not claim ----------------------------
+@pytest.mark.parametrize("line, says", [
+    ("m --seq-len 16 -q -v m", "-v m would replace 'm'"),
+    ("m --seq-len 16 -q -v print", r"got 'print' \(a Python builtin\)"),
+    ("m --seq-len 16 -q -v len", r"got 'len' \(a Python builtin\)")])
+def test_var_that_would_break_the_notebook_is_refused(ip, tiny_llama, line, says):
+    ip.user_ns["m"] = tiny_llama
+    with pytest.raises(UsageError, match=says) as info:
+        ip.run_line_magic("elana_size", line)
+    assert "\n" not in str(info.value) and ip.user_ns["m"] is tiny_llama and "print" not in ip.user_ns
+
+
+def test_latency_var_naming_a_model_of_a_pair_is_refused(ip, tiny_llama):
+    ip.user_ns.update(a=tiny_llama, b=tiny_llama)
+    with pytest.raises(UsageError, match="-v b would replace 'b'"):
+        ip.run_line_magic("elana_latency", "a b --tpot -v b -q")
+    assert ip.user_ns["b"] is tiny_llama
+
+
+def test_a_report_compared_with_itself_is_refused(ip, tiny_llama, tmp_path):
+    ip.user_ns["m"] = tiny_llama
+    ip.run_line_magic("elana_size", "m --seq-len 16 --no-check -v rep -q")  # labelled "m"
+    path = tmp_path / "base.json"
+    ip.user_ns["rep"].save(str(path))
+    for line in ("m m", "rep 0", f"0 {path}"):
+        with pytest.raises(UsageError, match="are the same report"):
+            ip.run_line_magic("elana_compare", line)
+
+
+def test_fingerprint_tells_different_weights_apart(tiny_llama):
+    import copy
+
+    import torch
+
+    from elana_magic.core.compare import compare
+    from elana_magic.core.fingerprint import model_fingerprint
+    from elana_magic.size import measure_size
+
+    tuned = copy.deepcopy(tiny_llama)
+    with torch.no_grad():
+        for p in tuned.parameters():
+            p.mul_(1.01)
+    a, b = model_fingerprint(tiny_llama), model_fingerprint(tuned)
+    assert a["hash"] == b["hash"] and a["weights"] != b["weights"]
+    assert model_fingerprint(copy.deepcopy(tiny_llama))["weights"] == a["weights"]
+    reports = [measure_size(m, seq_len=[16], cross_check=False, label=lab)
+               for m, lab in ((tiny_llama, "base"), (tuned, "tuned"), (copy.deepcopy(tiny_llama), "copy"))]
+    assert "the same structure, different weights" in compare(reports[:2]).to_text()
+    assert "the same model (equal fingerprints" in compare([reports[0], reports[2]]).to_text()
