@@ -54,8 +54,8 @@ def report_bundle(report: Any, include=None, exclude=None) -> dict[str, Any]:
     """text/plain + text/html of ``report``, with its widget view on top inside a Jupyter kernel."""
     if include is None:  # what the frontend renders (a terminal: text only, so no plot is drawn for nothing)
         include = _active_types()
-    wanted = (lambda mime: (include is None or mime in include or mime == WIDGET_VIEW)
-              and not (exclude and mime in exclude))
+    def wanted(mime: str) -> bool:
+        return (include is None or mime in include or mime == WIDGET_VIEW) and not (exclude and mime in exclude)
     bundle: dict[str, Any] = {"text/plain": report.to_text()}
     if wanted("text/html"):
         bundle["text/html"] = report.to_html()

@@ -29,7 +29,7 @@ def evaluate(shell, expr: str, what: str = "object") -> Any:
         return eval(expr, shell.user_global_ns, shell.user_ns)  # noqa: S307 - the user's own notebook
     except NameError as exc:
         raise UsageError(f"{exc}: define it in the notebook first, or quote a local folder / hub id") from None
-    except Exception as exc:  # any error from the user's expression
+    except Exception as exc:  # noqa: BLE001 - any error from the user's expression
         raise UsageError(f"could not evaluate {expr!r}: {type(exc).__name__}: {exc}") from None
 
 
