@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 import struct
 import sys
 from typing import Any
@@ -24,11 +23,6 @@ DPI = 110  # PNGs are drawn at this dpi and shown at their native pixel size
 FONT = "system-ui,-apple-system,'Segoe UI',Roboto,'Helvetica Neue',Arial,sans-serif"
 BLOCK_STYLE = f"font-family:{FONT};font-size:13px;line-height:1.45;color:#1f1f1f"
 
-# Test-only: ELANA_TEST_BREAK_VIEW=<kind> (size, energy, latency, profile) makes that kind's widget
-# view empty, so the browser check can prove that it notices a broken view.
-BREAK_VIEW_ENV = "ELANA_TEST_BREAK_VIEW"
-
-
 def in_widget_frontend() -> bool:
     """True inside a Jupyter kernel (ipykernel/Colab), where widgets render; False in a terminal."""
     try:
@@ -39,10 +33,6 @@ def in_widget_frontend() -> bool:
     if shell is None:
         return False
     return type(shell).__name__ == "ZMQInteractiveShell" or "google.colab" in sys.modules
-
-
-def view_broken(kind: str) -> bool:
-    return os.environ.get(BREAK_VIEW_ENV, "") == kind
 
 
 def html_block(kind: str, inner: str) -> str:
@@ -86,13 +76,6 @@ def show_report(report: Any) -> None:
     from IPython.display import display
 
     display(report_bundle(report), raw=True)
-
-
-def display_report(report: Any) -> None:
-    """Show a report once: ``display(report)`` (the report's ``_ipython_display_`` picks the bundle)."""
-    from IPython.display import display
-
-    display(report)
 
 
 # -- figures --------------------------------------------------------------------------------------
@@ -178,7 +161,7 @@ def report_view(kind: str, children: list) -> Any:
     import ipywidgets as widgets
 
     style = widgets.HTML(REPORT_CSS, layout=widgets.Layout(height="0px", margin="0px"))
-    box = widgets.VBox([] if view_broken(kind) else [*children, style])
+    box = widgets.VBox([*children, style])
     box.add_class("elana-report")
     box.add_class(f"elana-{kind}")
     return box
