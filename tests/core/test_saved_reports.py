@@ -55,6 +55,9 @@ def test_history_load_keeps_good_lines_and_names_the_others(ip, tmp_path, latenc
         ip.run_line_magic("elana_history", "")
     shown = " ".join(str(o.data.get("text/plain", "")) for o in cap.outputs)
     assert "good" in shown and "Traceback" not in cap.stdout + cap.stderr
+    again = tmp_path / "again.jsonl"
+    ip.run_line_magic("elana_history", f"--save {again} -q")
+    assert [json.loads(line)["format_version"] for line in again.read_text().splitlines()] == [FORMAT_VERSION]
 
 
 @pytest.mark.parametrize("change, field", [
