@@ -1,10 +1,11 @@
 """The kernel's history: every report a magic produced, numbered, so that any two can be compared.
 
 Bounded (``LIMIT`` reports; dropping the oldest adds a note). Saved and loaded as JSON lines (one
-report's ``to_dict()`` per line, with its ``format_version``), so a comparison can span kernel restarts and
-machines; loading checks each line on its own and keeps the good ones (``Loaded.refused`` names the others). The text and
-HTML views show each report's headline figures formatted ("254.5 ms"); ``to_dataframe()`` gives them
-as numbers, the unit in the column's name (``ttft_ms``, ``j_per_token``, ``model_bytes``).
+report's ``to_dict()`` per line, with its ``format_version``), so a comparison can span kernel restarts
+and machines; loading checks each line on its own and keeps the good ones (``Loaded.refused`` names the
+others). The text and HTML views show each report's headline figures formatted ("254.5 ms");
+``to_dataframe()`` gives them as numbers, the unit in the column's name (``ttft_ms``, ``j_per_token``,
+``model_bytes``).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class HistoryEntry:
 
 
 def _one_report(lines: list[str]) -> bool:
+    """True for a file ``report.save()`` wrote (one indented JSON object), not JSON lines."""
     if len(lines) < 2 or not lines[0].lstrip().startswith("{") or lines[0].strip().endswith("}"):
         return False
     try:

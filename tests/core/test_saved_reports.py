@@ -144,3 +144,13 @@ def test_fingerprint_tells_different_weights_apart(tiny_llama):
                for m, lab in ((tiny_llama, "base"), (tuned, "tuned"), (copy.deepcopy(tiny_llama), "copy"))]
     assert "the same structure, different weights" in compare(reports[:2]).to_text()
     assert "the same model (equal fingerprints" in compare([reports[0], reports[2]]).to_text()
+
+
+def test_history_load_reads_a_single_saved_report(ip, tmp_path, tiny_llama):
+    from elana_magic.size import measure_size
+
+    path = measure_size(tiny_llama, seq_len=[16], cross_check=False, label="one").save(str(tmp_path / "one.json"))
+    with capture_output() as cap:
+        ip.run_line_magic("elana_history", f"--load {path}")
+    assert "loaded 1 report(s)" in cap.stdout and cap.stderr == ""
+    assert [e.label for e in ip.run_line_magic("elana_history", "-o -q").entries] == ["one"]
