@@ -154,3 +154,17 @@ def test_history_load_reads_a_single_saved_report(ip, tmp_path, tiny_llama):
         ip.run_line_magic("elana_history", f"--load {path}")
     assert "loaded 1 report(s)" in cap.stdout and cap.stderr == ""
     assert [e.label for e in ip.run_line_magic("elana_history", "-o -q").entries] == ["one"]
+
+
+def test_a_fit_answer_in_the_history_reads_back(ip, tiny_llama, tmp_path):
+    """%elana_size --max-batch's answer is saved with its kind, so --load keeps it (it was refused: no kind)."""
+    ip.user_ns["m"] = tiny_llama
+    ip.run_line_magic("elana_size", "m --max-batch --seq-len 64 -q")
+    path = tmp_path / "fit.jsonl"
+    ip.run_line_magic("elana_history", f"--save {path} -q")
+    ip.run_line_magic("elana_history", "--clear -q")
+    with capture_output() as cap:
+        ip.run_line_magic("elana_history", f"--load {path}")
+    assert "loaded 1 report(s)" in cap.stdout and cap.stderr == ""
+    back = ip.run_line_magic("elana_history", "-o -q")[0]
+    assert back.kind == "size-fit" and back.mode == "batch" and "largest batch at seq_len 64" in back.to_text()
