@@ -258,34 +258,36 @@ def test_fuzz_elana_energy_cell(fuzz_shell, tiny_llama, workdir, fuzz_cases, cel
     fuzz_cases["%%elana_energy", outcome] += 1
 
 
-# Reports to compare: history indices and labels (one size report is in the history), a variable, a
-# saved file (SAVED), and what is none of these.
-ITEMS = st.sampled_from(["0", "-1", "#0", "s", "rep", "SAVED", "SAVED", "nope", "7", "-9", "m", "len", "'x", '"x',
+# Reports to compare: history indices and labels (two size reports, "s" and "t", are in the history), a
+# variable (rep: "s"), a saved file (SAVED: "t"), and what is none of these.
+ITEMS = st.sampled_from(["0", "-1", "#0", "s", "t", "rep", "SAVED", "nope", "7", "-9", "m", "len", "'x", '"x',
                          '"two words"', "''", "ü", "#", "--", "1.5", "SAVED'"])
-GOOD_ITEMS = st.sampled_from(["0", "-1", "s", "rep", "SAVED"])
+GOOD_ITEMS = st.sampled_from(["0", "1", "-1", "s", "t", "rep", "SAVED"])
 
 
 @pytest.fixture
 def saved_report(fuzz_shell, tiny_llama, tmp_path):
-    """One size report in the history (label "s") and as a variable (``rep``); its file's path."""
+    """Two size reports (labels "s" and "t"); "s" is also a variable (``rep``), "t" a file (its path)."""
     from elana_magic.size import measure_size
 
-    report = measure_size(tiny_llama, seq_len=[16], cross_check=False, label="s")
+    s, t = (measure_size(tiny_llama, seq_len=[n], cross_check=False, label=lab) for n, lab in ((16, "s"), (32, "t")))
     path = str(tmp_path / "saved.json")
-    report.save(path)
-    return report, path
+    t.save(path)
+    return (s, t), path
 
 
 def _with_report(shell, saved_report) -> None:
     from elana_magic.core.history import HISTORY
 
-    if not any(e.label == "s" for e in HISTORY.entries):
-        HISTORY.add(saved_report[0])
-    shell.user_ns["rep"] = saved_report[0]
+    if not HISTORY.entries:
+        for report in saved_report[0]:
+            HISTORY.add(report)
+    shell.user_ns["rep"] = saved_report[0][0]
 
 
 @settings(max_examples=40, **FUZZ)
-@given(items=st.tuples(st.lists(GOOD_ITEMS, max_size=2), st.lists(ITEMS, max_size=2)).map(lambda t: t[0] + t[1]),
+@given(items=st.tuples(st.lists(GOOD_ITEMS, min_size=1, max_size=2, unique=True),
+                       st.lists(ITEMS, max_size=2)).map(lambda t: t[0] + t[1]),
        opts=options(CompareMagics.elana_compare.parser, skip=("items",)))
 def test_fuzz_elana_compare(fuzz_shell, tiny_llama, workdir, fuzz_cases, saved_report, items, opts):
     _with_report(fuzz_shell, saved_report)
