@@ -112,31 +112,73 @@ def _load_smollm2(folder: str, use_cache: bool = True):
 
     cached = _converted_copy(folder) if use_cache else None
     if cached is None or not os.path.isfile(os.path.join(cached, _COMPLETE)):
-        with _quiet_gguf_progress():
-            tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
-            model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
+        model, tokenizer = _convert(folder)
         if cached is None or not _save_copy(model, tokenizer, cached):
             return model, tokenizer
+        _remove_stale_copies(cached)
     # also right after converting, so that every call returns the same plain fp32 model
     return AutoModelForCausalLM.from_pretrained(cached), AutoTokenizer.from_pretrained(cached)
+
+
+def _convert(folder: str):
+    """The model and tokenizer de-quantized from the GGUF file (the slow step the cache saves)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    with _quiet_gguf_progress():
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
+    return model, tokenizer
 
 
 _COMPLETE = "elana-complete"
 
 
-def _converted_copy(folder: str) -> str | None:
-    """The cache folder for this GGUF file under this transformers version (None: caching is off)."""
-    import hashlib
+_COPY_PREFIX = "smollm2-135m-"
+_CHUNK = 1 << 20
 
-    import transformers
 
+def cache_root() -> str | None:
+    """``$ELANA_MAGIC_CACHE``, default ``$XDG_CACHE_HOME/elana-magic`` (None: caching is off)."""
     root = os.environ.get("ELANA_MAGIC_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "elana-magic")
-    if root.lower() in ("0", "off", "none"):
+    return None if root.lower() in ("0", "off", "none") else root
+
+
+def content_key(path: str) -> str:
+    """16 hex digits of the file's size and three 1 MiB pieces (start, middle, end): the same GGUF file
+    in any virtual environment gives the same key, whatever its path or modification time, and reading
+    3 MiB of a 517 MB file costs milliseconds."""
+    import hashlib
+
+    size = os.path.getsize(path)
+    h = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as f:
+        for offset in (0, max(0, size // 2 - _CHUNK // 2), max(0, size - _CHUNK)):
+            f.seek(offset)
+            h.update(f.read(_CHUNK))
+    return h.hexdigest()[:16]
+
+
+def _converted_copy(folder: str) -> str | None:
+    """The cache folder for this GGUF file's content (None: caching is off)."""
+    root = cache_root()
+    if root is None:
         return None
-    stat = os.stat(os.path.join(folder, SMOLLM2_GGUF))
-    key = hashlib.sha256(f"{stat.st_size}:{stat.st_mtime_ns}:{transformers.__version__}".encode()).hexdigest()[:16]
-    return os.path.join(root, f"smollm2-135m-{key}")
+    return os.path.join(root, _COPY_PREFIX + content_key(os.path.join(folder, SMOLLM2_GGUF)))
+
+
+def _remove_stale_copies(keep: str) -> None:
+    """The cache holds one copy: those of other keys (an older wheel, or mtime-keyed copies of earlier
+    releases) and partial folders older than an hour (a conversion that was killed) are removed."""
+    import shutil
+    import time
+
+    root = os.path.dirname(keep)
+    for name in os.listdir(root):
+        path = os.path.join(root, name)
+        stale_partial = name.startswith(".partial-") and time.time() - os.path.getmtime(path) > 3600
+        if path != keep and (name.startswith(_COPY_PREFIX) or stale_partial):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _save_copy(model, tokenizer, target: str) -> bool:

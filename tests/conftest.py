@@ -2,9 +2,29 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 import threading
 
 import pytest
+
+_OWN_CACHE = pytest.StashKey[str]()
+
+
+def pytest_configure(config):
+    """The embedded model's de-quantized copy goes to a temporary cache, removed at the end, so the
+    suite leaves nothing in ~/.cache/elana-magic (subprocesses and kernels inherit it). A cache the
+    caller chose (``ELANA_MAGIC_CACHE`` set) is used as it is."""
+    if not os.environ.get("ELANA_MAGIC_CACHE"):
+        config.stash[_OWN_CACHE] = os.environ["ELANA_MAGIC_CACHE"] = tempfile.mkdtemp(prefix="elana-magic-cache-")
+
+
+def pytest_unconfigure(config):
+    own = config.stash.get(_OWN_CACHE, None)
+    if own:
+        shutil.rmtree(own, ignore_errors=True)
+        os.environ.pop("ELANA_MAGIC_CACHE", None)
 
 
 @pytest.fixture(scope="session")

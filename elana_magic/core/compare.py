@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 
 from .conditions import differences
 from .conditions import summary as conditions_summary
-from .fingerprint import short_fingerprint
+from .fingerprint import sameness, short_fingerprint
 from .report import Report, html_table, text_table
 from .stats import (MIN_ROUNDS, NOISE_THRESHOLD, beyond_noise, change_words, paired_ratio, ratio_of_medians_ci,
                     ratio_verdict, round_ratios)
@@ -103,7 +103,7 @@ def _latency_figures(d: dict) -> dict[str, _Figure]:
     out: dict[str, _Figure] = {}
     for name, key in (("TTFT", "ttft"), ("TPOT", "tpot"), ("TTLT", "ttlt")):
         med = (d.get(f"{key}_ms") or {}).get("median")
-        samples = d.get(f"{key}_samples_ms") or (d.get("step_latencies_ms") if key == "tpot" else None)
+        samples = d.get(f"{key}_samples_ms")
         if med is not None:
             out[name] = _Figure(med / 1e3, "s", list(samples or []), (d.get("round_sizes") or {}).get(key))
     e, r = d.get("energy") or {}, d.get("roofline") or {}
@@ -406,9 +406,9 @@ class Comparison(Report):
             ran = conditions_summary(rep.envelope.environment or {}) if rep.kind != "size" else ""
             lines.append(f"  {lab}: {rep.kind}, {short_fingerprint(rep.fingerprint)}, created {rep.created}"
                          + (f"; ran with {ran}" if ran else ""))
-        hashes = {(r.fingerprint or {}).get("hash") for r in self.reports}
-        if len(hashes) == 1 and None not in hashes:
-            lines.append("  the same model (equal fingerprints)")
+        same = sameness([r.fingerprint for r in self.reports])
+        if same:
+            lines.append(f"  {same}")
         if self.rounds:
             lines.append(f"  paired rounds: {', '.join(self.rounds)}")
         if any(r.round_ratios for r in self.ratios):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 import struct
 import sys
 from typing import Any
@@ -23,11 +22,6 @@ DPI = 110  # PNGs are drawn at this dpi and shown at their native pixel size
 # One sans-serif font for every line of a report (tables, summary lines, notes), wherever it is shown.
 FONT = "system-ui,-apple-system,'Segoe UI',Roboto,'Helvetica Neue',Arial,sans-serif"
 BLOCK_STYLE = f"font-family:{FONT};font-size:13px;line-height:1.45;color:#1f1f1f"
-
-# Test-only: ELANA_TEST_BREAK_VIEW=<kind> (size, energy, latency, profile) makes that kind's widget
-# view empty, so the browser check can prove that it notices a broken view.
-BREAK_VIEW_ENV = "ELANA_TEST_BREAK_VIEW"
-
 
 def in_widget_frontend() -> bool:
     """True inside a Jupyter kernel (ipykernel/Colab), where widgets render; False in a terminal."""
@@ -41,10 +35,6 @@ def in_widget_frontend() -> bool:
     return type(shell).__name__ == "ZMQInteractiveShell" or "google.colab" in sys.modules
 
 
-def view_broken(kind: str) -> bool:
-    return os.environ.get(BREAK_VIEW_ENV, "") == kind
-
-
 def html_block(kind: str, inner: str) -> str:
     """The static HTML of a report: one sans-serif block, classed ``elana-report elana-<kind>``."""
     return f"<div class='elana-report elana-{kind}' style=\"{BLOCK_STYLE}\">{inner}</div>"
@@ -54,8 +44,8 @@ def report_bundle(report: Any, include=None, exclude=None) -> dict[str, Any]:
     """text/plain + text/html of ``report``, with its widget view on top inside a Jupyter kernel."""
     if include is None:  # what the frontend renders (a terminal: text only, so no plot is drawn for nothing)
         include = _active_types()
-    wanted = (lambda mime: (include is None or mime in include or mime == WIDGET_VIEW)
-              and not (exclude and mime in exclude))
+    def wanted(mime: str) -> bool:
+        return (include is None or mime in include or mime == WIDGET_VIEW) and not (exclude and mime in exclude)
     bundle: dict[str, Any] = {"text/plain": report.to_text()}
     if wanted("text/html"):
         bundle["text/html"] = report.to_html()
@@ -86,13 +76,6 @@ def show_report(report: Any) -> None:
     from IPython.display import display
 
     display(report_bundle(report), raw=True)
-
-
-def display_report(report: Any) -> None:
-    """Show a report once: ``display(report)`` (the report's ``_ipython_display_`` picks the bundle)."""
-    from IPython.display import display
-
-    display(report)
 
 
 # -- figures --------------------------------------------------------------------------------------
@@ -178,7 +161,7 @@ def report_view(kind: str, children: list) -> Any:
     import ipywidgets as widgets
 
     style = widgets.HTML(REPORT_CSS, layout=widgets.Layout(height="0px", margin="0px"))
-    box = widgets.VBox([] if view_broken(kind) else [*children, style])
+    box = widgets.VBox([*children, style])
     box.add_class("elana-report")
     box.add_class(f"elana-{kind}")
     return box

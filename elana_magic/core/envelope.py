@@ -1,10 +1,13 @@
 """The envelope every report carries, and reading a saved report back.
 
 Every report's ``to_dict()`` starts with the same keys: ``kind`` (size / energy / latency / profile),
-``label``, ``created`` (UTC ISO 8601), ``settings`` (the arguments that made it), ``fingerprint``
+``format_version`` (``FORMAT_VERSION``: how the rest is laid out), ``label``, ``created`` (UTC ISO 8601),
+``settings`` (the arguments that made it), ``fingerprint``
 (``core.fingerprint``), ``environment`` (``core.environment``), ``notes`` and ``warnings``; the
 measurement's own figures follow. ``load_report`` turns such a dict (or a file holding its JSON)
-back into the report class its ``kind`` names.
+back into the report class its ``kind`` names, after checking it against its kind's ``schema``
+(``core.schema``): a saved report that is not one, or that a newer release wrote, is refused with one
+line naming the field.
 """
 
 from __future__ import annotations
@@ -15,7 +18,12 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-ENVELOPE_KEYS = ("kind", "label", "created", "settings", "fingerprint", "environment", "notes", "warnings")
+ENVELOPE_KEYS = ("kind", "format_version", "label", "created", "settings", "fingerprint", "environment", "notes",
+                 "warnings")
+
+# The layout of a saved report. Raise it when a field changes meaning or type (not when one is added),
+# so that an older release refuses the file instead of misreading it. Files without it are version 1.
+FORMAT_VERSION = 1
 
 # kind -> report class; filled by Report.__init_subclass__
 REPORT_KINDS: dict[str, type] = {}
@@ -53,16 +61,44 @@ def _import_report_classes() -> None:
     from ..size import report as _s  # noqa: F401
 
 
+def _check_version(data: dict[str, Any]) -> None:
+    from .. import __version__
+
+    version = data.get("format_version", 1)
+    if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
+        environment = data.get("environment")
+        saved_by = environment.get("elana_magic") if isinstance(environment, dict) else None
+        raise ReportFileError(f"saved by elana-magic {saved_by or 'a newer release'} (report format {version}); "
+                              f"this is {__version__} (format {FORMAT_VERSION}): upgrade elana-magic to read it")
+
+
 def report_from_dict(data: dict[str, Any]):
-    """The report a ``to_dict()`` (or its JSON) describes, as its own class."""
+    """The report a ``to_dict()`` (or its JSON) describes, as its own class; ``ReportFileError`` (one line,
+    naming the field) when it is not a report this release can read."""
+    from .schema import ENVELOPE, SchemaError, check
+
     if not isinstance(data, dict) or "kind" not in data:
         raise ReportFileError("not a saved elana report: no 'kind' field (save one with report.to_json())")
+    _check_version(data)
     _import_report_classes()
-    cls = REPORT_KINDS.get(data["kind"])
+    cls = REPORT_KINDS.get(data["kind"]) if isinstance(data["kind"], str) else None
     if cls is None:
         raise ReportFileError(f"unknown report kind {data['kind']!r}: expected one of {', '.join(sorted(REPORT_KINDS))}")
-    report = cls.from_dict(data)
-    report.envelope = Envelope.from_dict(data)
+    try:
+        check(data, ENVELOPE)
+        check(data, cls.schema)
+    except SchemaError as exc:
+        raise ReportFileError(f"{data['kind']} report: {exc}") from None
+    try:
+        report = cls.from_dict(data)
+        report.envelope = Envelope.from_dict(data)
+        report.headline_figures()  # what %elana_history shows must work before the report joins it
+        report.to_text()
+    except ReportFileError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        problem = f"field {exc.args[0]!r} is missing" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
+        raise ReportFileError(f"{data['kind']} report cannot be read: {problem}") from None
     return report
 
 
@@ -79,4 +115,7 @@ def load_report(path: str | os.PathLike):
     except json.JSONDecodeError as exc:
         raise ReportFileError(f"{path!r} is not JSON ({exc.msg} at line {exc.lineno}): "
                               "pass a file written by report.save()") from None
-    return report_from_dict(data)
+    try:
+        return report_from_dict(data)
+    except ReportFileError as exc:
+        raise ReportFileError(f"{path!r}: {exc}") from None

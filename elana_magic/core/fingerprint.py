@@ -1,14 +1,19 @@
 """A model's fingerprint: what it is and how it is stored, plus a short hash of its module tree.
 
 The hash covers every module's path and class and every parameter's and buffer's name, shape and
-dtype, so an in-place edit (a dtype change, dropped layers, a swapped module) changes it; the
-values of the weights do not enter it (it is cheap, and fine-tuned copies of one shape share it).
+dtype, so an in-place edit (a dtype change, dropped layers, a swapped module) changes it. The values
+enter a second, cheap checksum (``weights``): per tensor, the sum and sum of squares of a strided
+sample of at most ``SAMPLE`` values, computed where the tensor lives (nothing copied to the CPU but
+the sums). Fine-tuned copies of one shape share ``hash`` and differ in ``weights``; an edit of a few
+values between the sampled ones can go unseen.
 """
 
 from __future__ import annotations
 
 import hashlib
 from typing import Any
+
+SAMPLE = 4096  # values per tensor that enter the weight checksum
 
 
 def module_tree_hash(model) -> str:
@@ -21,6 +26,43 @@ def module_tree_hash(model) -> str:
         for name, t in tensors:
             h.update(f"{kind} {name} {tuple(t.shape)} {t.dtype}\n".encode())
     return h.hexdigest()[:12]
+
+
+def weight_checksum(model) -> str | None:
+    """12 hex digits over every parameter's and buffer's sampled sums (10 significant digits, so the
+    same weights give the same checksum on a CPU and a GPU); None when no tensor has values."""
+    import torch
+
+    sums = []
+    with torch.no_grad():
+        for tensors in (model.named_parameters(remove_duplicate=False), model.named_buffers(remove_duplicate=False)):
+            for _, t in tensors:
+                if t.is_meta or t.numel() == 0 or t.is_complex():
+                    continue
+                try:
+                    flat = t.detach().reshape(-1)
+                    sample = flat[::max(1, flat.numel() // SAMPLE)].to(torch.float64)
+                    sums.append(torch.stack([sample.sum(), (sample * sample).sum()]).cpu())
+                except (RuntimeError, TypeError):  # a packed or exotic tensor: left out
+                    continue
+    if not sums:
+        return None
+    values = torch.cat(sums).tolist()
+    return hashlib.sha256(" ".join(f"{v:.10g}" for v in values).encode()).hexdigest()[:12]
+
+
+def sameness(fingerprints: list[dict[str, Any] | None]) -> str | None:
+    """What equal module-tree hashes mean: the same model, or the same structure with other weights."""
+    if not fingerprints or any(not fp for fp in fingerprints):
+        return None
+    if len({fp.get("hash") for fp in fingerprints}) != 1:
+        return None
+    weights = {fp.get("weights") for fp in fingerprints}
+    if None in weights:
+        return "the same structure (equal module trees; weights not checksummed in every report)"
+    if len(weights) == 1:
+        return "the same model (equal fingerprints: structure and weight checksum)"
+    return "the same structure, different weights (equal module trees, weight checksums differ)"
 
 
 def _quantization(model, config, packed_modules: int) -> str | None:
@@ -54,6 +96,7 @@ def model_fingerprint(model) -> dict[str, Any] | None:
         "attn_implementation": getattr(config, "_attn_implementation", None) if config is not None else None,
         "layers": getattr(_text_config(config), "num_hidden_layers", None),
         "hash": module_tree_hash(model),
+        "weights": weight_checksum(model),
     }
 
 

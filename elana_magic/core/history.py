@@ -1,9 +1,11 @@
 """The kernel's history: every report a magic produced, numbered, so that any two can be compared.
 
 Bounded (``LIMIT`` reports; dropping the oldest adds a note). Saved and loaded as JSON lines (one
-report's ``to_dict()`` per line), so a comparison can span kernel restarts and machines. The text and
-HTML views show each report's headline figures formatted ("254.5 ms"); ``to_dataframe()`` gives them
-as numbers, the unit in the column's name (``ttft_ms``, ``j_per_token``, ``model_bytes``).
+report's ``to_dict()`` per line, with its ``format_version``), so a comparison can span kernel restarts
+and machines; loading checks each line on its own and keeps the good ones (``Loaded.refused`` names the
+others). The text and HTML views show each report's headline figures formatted ("254.5 ms");
+``to_dataframe()`` gives them as numbers, the unit in the column's name (``ttft_ms``, ``j_per_token``,
+``model_bytes``).
 """
 
 from __future__ import annotations
@@ -12,14 +14,22 @@ import json
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from .envelope import ReportFileError, report_from_dict
+from .envelope import FORMAT_VERSION, ReportFileError, report_from_dict
 from .fingerprint import short_fingerprint
 from .report import Report, json_safe, text_table
 
 LIMIT = 200
+
+
+@dataclass
+class Loaded:
+    """What ``History.load`` did: the indices of the reports it added, one line per line it refused."""
+
+    added: list[int] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -37,6 +47,29 @@ class HistoryEntry:
                 "kind": self.report.kind, "created": self.report.created,
                 "fingerprint": (fp or {}).get("hash"), "model": short_fingerprint(fp),
                 "figures": self.report.headline_figures(), "values": headline_values(self.report)}
+
+
+def _one_report(lines: list[str]) -> bool:
+    """True for a file ``report.save()`` wrote (one indented JSON object), not JSON lines."""
+    if len(lines) < 2 or not lines[0].lstrip().startswith("{") or lines[0].strip().endswith("}"):
+        return False
+    try:
+        return isinstance(json.loads("".join(lines)), dict)
+    except json.JSONDecodeError:
+        return False
+
+
+def _read_line(line: str) -> Report:
+    try:
+        data = json.loads(line)
+    except json.JSONDecodeError:
+        raise ReportFileError("not JSON: pass a file written by %elana_history --save") from None
+    report = report_from_dict(data)
+    try:
+        HistoryEntry(0, report).row()  # the listing must work before the report joins it
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        raise ReportFileError(f"{report.kind} report cannot be listed: {type(exc).__name__}: {exc}") from None
+    return report
 
 
 # -- the headline figures as numbers, by kind (read from to_dict(), so saved reports give them too) --
@@ -131,24 +164,35 @@ class History(Report):
         """Write every report as one JSON line; returns the path."""
         with open(os.path.expanduser(path), "w", encoding="utf-8") as f:
             for e in self.entries:
-                f.write(json.dumps(json_safe(e.report.to_dict())) + "\n")
+                f.write(json.dumps(json_safe({"format_version": FORMAT_VERSION, **e.report.to_dict()})) + "\n")
         return path
 
-    def load(self, path: str) -> list[int]:
-        """Append the reports of a saved history (JSON lines); returns their new indices."""
+    def load(self, path: str) -> Loaded:
+        """Append the reports of a saved history (JSON lines). A line that is not a report this release
+        can read is refused (one line naming the file, line and field; also kept in ``notes``); the
+        others are added. ``ReportFileError`` only when the file cannot be read."""
         path = os.path.expanduser(path)
         try:
             with open(path, encoding="utf-8") as f:
-                lines = [line for line in f if line.strip()]
+                lines = list(f)
         except OSError as exc:
             raise ReportFileError(f"cannot read {path!r}: {exc.strerror or exc}") from None
-        reports = []
+        except UnicodeDecodeError:
+            raise ReportFileError(f"{path!r} is not text: pass a file written by %elana_history --save") from None
+        loaded = Loaded()
+        if _one_report(lines):  # a file written by report.save(): one report over several lines
+            lines = ["".join(lines)]
         for n, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
             try:
-                reports.append(report_from_dict(json.loads(line)))
-            except json.JSONDecodeError:
-                raise ReportFileError(f"{path!r} line {n} is not JSON: pass a file written by %elana_history --save") from None
-        return [self.add(r) for r in reports]
+                report = _read_line(line)
+            except ReportFileError as exc:
+                loaded.refused.append(f"{path} line {n}: {exc}")
+                continue
+            loaded.added.append(self.add(report))
+        self.notes.extend(f"refused {r}" for r in loaded.refused)
+        return loaded
 
     # -- export and views --
     def to_dict(self, **kwargs) -> dict[str, Any]:

@@ -14,6 +14,7 @@ Run ``python -m elana_magic.core.options`` to print the README's table of the co
 from __future__ import annotations
 
 import argparse
+import builtins
 import functools
 import keyword
 import math
@@ -94,11 +95,14 @@ def rate(example: str) -> Callable[[str, "Option"], float]:
 
 
 def python_name(text: str, opt: "Option") -> str:
-    """A name the notebook can hold: an identifier that is not a keyword nor a dunder (``__builtins__``)."""
+    """A name the notebook can hold: an identifier that is not a keyword, a dunder (``__builtins__``) nor a
+    builtin (``print``: the report would hide it for the rest of the session)."""
     dunder = text.startswith("__") and text.endswith("__")
-    if not text.isidentifier() or keyword.iskeyword(text) or dunder:
+    builtin = text in vars(builtins)
+    if not text.isidentifier() or keyword.iskeyword(text) or dunder or builtin:
         why = ("a Python keyword" if keyword.iskeyword(text) else
-               "a name Python itself uses" if dunder and text.isidentifier() else "not a Python name")
+               "a name Python itself uses" if dunder and text.isidentifier() else
+               "a Python builtin" if builtin else "not a Python name")
         raise OptionError(f"{opt.flag} takes a Python variable name, e.g. {opt.flag} rep; got {text!r} ({why})")
     return text
 

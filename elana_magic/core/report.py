@@ -14,7 +14,7 @@ import json
 import math
 from typing import Any, ClassVar
 
-from .envelope import ENVELOPE_KEYS, REPORT_KINDS, Envelope
+from .envelope import ENVELOPE_KEYS, FORMAT_VERSION, REPORT_KINDS, Envelope
 
 
 def json_safe(value: Any) -> Any:
@@ -36,6 +36,8 @@ class Report:
     """A measurement's result. Subclasses set ``kind`` and implement ``_payload``, ``from_dict`` and ``to_text``."""
 
     kind: ClassVar[str] = "report"
+    # the fields a saved report of this kind must hold, and their types (``core.schema``)
+    schema: ClassVar[dict[str, Any]] = {}
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -90,8 +92,9 @@ class Report:
     def to_dict(self, **kwargs) -> dict[str, Any]:
         payload = self._payload(**kwargs)
         env = self.envelope
-        head = {"kind": self.kind, "label": payload.get("label"), "created": env.created,
-                "settings": env.settings, "fingerprint": env.fingerprint, "environment": env.environment,
+        head = {"kind": self.kind, "format_version": FORMAT_VERSION, "label": payload.get("label"),
+                "created": env.created, "settings": env.settings, "fingerprint": env.fingerprint,
+                "environment": env.environment,
                 "notes": list(payload.get("notes") or []),
                 "warnings": list(payload.get("warnings") or []) + [w for w in env.warnings
                                                                    if w not in (payload.get("warnings") or [])]}

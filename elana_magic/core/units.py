@@ -16,12 +16,6 @@ def format_bytes(n: float | int | None, binary: bool = False, digits: int = 3) -
     return f"{int(n)} B"
 
 
-def bytes_in(n: float | int, unit: str) -> float:
-    """Bytes expressed in a fixed unit ('GB' or 'GiB', 'MB', 'MiB', ...)."""
-    table = dict((u, s) for s, u in _SI + _BIN)
-    return n / table[unit]
-
-
 def bytes_unit(n: float | int, binary: bool = False) -> tuple[float, str]:
     """The unit that shows ``n`` bytes as a number >= 1: (bytes per unit, name), e.g. (1e6, 'MB')."""
     for scale, unit in _BIN if binary else _SI:

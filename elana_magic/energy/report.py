@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..core.report import Report, html_table, text_table
+from ..core.schema import INT, NUMBER, OBJECT, OBJECTS, optional
 from ..core.units import format_energy, format_power, format_time
 from .sampler import integrate
 
@@ -34,6 +35,8 @@ class EnergyReport(Report):
     """What one energy window measured. Energy in J, power in W, times in perf_counter seconds."""
 
     kind = "energy"
+    schema = {"t_start": NUMBER, "t_end": NUMBER, "devices": optional(OBJECTS), "executions": optional(INT),
+              "peak_power_w": optional(NUMBER), "timeline": optional(OBJECT)}
 
     label: str | None
     t_start: float

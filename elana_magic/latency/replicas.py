@@ -227,7 +227,7 @@ class ReplicaLatencyReport(LatencyReport):
                 label: str | None) -> "ReplicaLatencyReport":
         reports = [r["report"] for r in sorted(results, key=lambda r: r["rank"])]
         base = dict(reports[0])
-        step_ms = base.pop("step_latencies_ms", [])
+        step_ms = base.get("tpot_samples_ms", [])
         micro = batch // ngpus
         ranks = [_rank_row(r, rep) for r, rep in zip(sorted(results, key=lambda r: r["rank"]), reports)]
         data: dict[str, Any] = {**base, "label": label, "batch": batch, "micro_batch": micro, "ngpus": ngpus,
@@ -241,7 +241,7 @@ class ReplicaLatencyReport(LatencyReport):
             medians = [rep[key]["median"] for rep in reports if (rep.get(key) or {}).get("n")]
             combined["mean_of_rank_medians_ms"][key[:4]] = sum(medians) / len(medians) if medians else None
             if key == "tpot_ms" and rank is not None:
-                step_ms = reports[rank].get("step_latencies_ms", step_ms)
+                step_ms = reports[rank].get("tpot_samples_ms", step_ms)
             if key == "ttlt_ms" and rank is not None:  # the request split of the same (slowest) rank
                 data["ttlt_split_ms"] = reports[rank].get("ttlt_split_ms")
                 data["tpot_from_ttlt_ms"] = reports[rank].get("tpot_from_ttlt_ms")

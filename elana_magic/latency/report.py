@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ..core.report import Report, html_table, text_table
+from ..core.schema import INT, LIST, NUMBERS, OBJECT, STATS, TEXT, optional
 from ..core.units import column_formatter, energy_column, format_bytes, format_energy, format_time
 
 
@@ -79,6 +80,10 @@ class LatencyReport(Report):
     """
 
     kind = "latency"
+    schema = {"model": TEXT, "device": TEXT, "engine": TEXT, "batch": INT, "prompt_len": INT, "gen_len": INT,
+              "phases": LIST, "ttft_ms": STATS, "tpot_ms": STATS, "ttlt_ms": STATS, "energy": optional(OBJECT),
+              "roofline": optional(OBJECT), "ttft_samples_ms": optional(NUMBERS), "tpot_samples_ms": optional(NUMBERS),
+              "ttlt_samples_ms": optional(NUMBERS), "rounds": optional(LIST)}
 
     label: str | None
     model: str
@@ -130,7 +135,6 @@ class LatencyReport(Report):
     def _payload(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
         out.update(self.extra)
-        out["step_latencies_ms"] = list(self.tpot_samples_ms)  # the name earlier versions used
         return out
 
     @classmethod
@@ -140,10 +144,7 @@ class LatencyReport(Report):
 
         names = {f.name for f in fields(cls)} - {"extra"}
         kwargs = {k: v for k, v in data.items() if k in names}
-        if not kwargs.get("tpot_samples_ms") and data.get("step_latencies_ms"):
-            kwargs["tpot_samples_ms"] = list(data["step_latencies_ms"])
-        kwargs["extra"] = {k: v for k, v in data.items()
-                           if k not in names and k not in ENVELOPE_KEYS and k != "step_latencies_ms"}
+        kwargs["extra"] = {k: v for k, v in data.items() if k not in names and k not in ENVELOPE_KEYS}
         kwargs.setdefault("notes", list(data.get("notes") or []))
         return cls(**kwargs)
 

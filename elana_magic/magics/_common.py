@@ -5,6 +5,7 @@ No measurement happens here; the magics stay a thin layer over the plain Python 
 
 from __future__ import annotations
 
+import ast
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -28,7 +29,7 @@ def evaluate(shell, expr: str, what: str = "object") -> Any:
         return eval(expr, shell.user_global_ns, shell.user_ns)  # noqa: S307 - the user's own notebook
     except NameError as exc:
         raise UsageError(f"{exc}: define it in the notebook first, or quote a local folder / hub id") from None
-    except Exception as exc:  # any error from the user's expression
+    except Exception as exc:  # noqa: BLE001 - any error from the user's expression
         raise UsageError(f"could not evaluate {expr!r}: {type(exc).__name__}: {exc}") from None
 
 
@@ -109,7 +110,28 @@ def parse_with_model(magic, line: str):
     args = parse_line(magic, f"_ {options}" if expr else options)
     if expr:
         args.model = expr
+    refuse_measured_var(args, expr, getattr(args, "tokenizer", None) or "")
     return args
+
+
+def names_in(expr: str) -> set[str]:
+    """The notebook names an expression (or several, space-separated) reads: 'f(m) tok' -> {'f', 'm', 'tok'}."""
+    names = set()
+    for part in split_models(expr):
+        try:
+            tree = ast.parse(part, mode="eval")
+        except SyntaxError:
+            continue
+        names |= {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+    return names
+
+
+def refuse_measured_var(args, *exprs: str) -> None:
+    """``-v m`` on the model ``m`` it measures would replace the model with its report: refused."""
+    var = getattr(args, "var", None)
+    if var and any(var in names_in(e) for e in exprs):
+        raise UsageError(f"-v {var} would replace {var!r}, which this measurement reads, with its report: "
+                         "pick another name, e.g. -v rep")
 
 
 def split_models(expr: str) -> list[str]:

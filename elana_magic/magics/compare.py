@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
+import sys
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
-from IPython.core.magic_arguments import magic_arguments, parse_argstring
+from IPython.core.magic_arguments import magic_arguments
 
 from ..core.options import magic_options
-from ._common import deliver, unquote
+from ._common import deliver, parse_line, unquote
 
 
 def _resolve_item(shell, token: str):
@@ -26,6 +28,26 @@ def _resolve_item(shell, token: str):
         return find_report(text)
     except (KeyError, TypeError, ReportFileError) as exc:
         raise UsageError(str(exc.args[0] if isinstance(exc, KeyError) else exc)) from None
+
+
+def _refuse_repeats(tokens: list[str], reports: list) -> None:
+    """A report compared with itself (the same object, or the same saved report twice) says nothing."""
+    from ..core.report import json_safe
+
+    seen: dict[str, str] = {}
+    for token, report in zip(tokens, reports):
+        key = json.dumps(json_safe(report.to_dict()), sort_keys=True)
+        if key in seen:
+            raise UsageError(f"{seen[key]!r} and {token!r} are the same report: compare it with another one "
+                             "(%elana_history lists them)")
+        seen[key] = token
+
+
+def _split(item: str) -> list[str]:
+    try:
+        return shlex.split(item) if item.strip() else []
+    except ValueError as exc:  # "No closing quotation"
+        raise UsageError(f"{exc} in {item.strip()!r}: close the quote") from None
 
 
 @magics_class
@@ -46,16 +68,18 @@ class CompareMagics(Magics):
         from ..core.envelope import ReportFileError
         from ..core.history import HISTORY
 
-        args = parse_argstring(self.elana_history, line)
+        args = parse_line(self.elana_history, line)
         if args.clear:
             HISTORY.clear()
         if args.load:
             try:
-                added = HISTORY.load(unquote(args.load))
+                loaded = HISTORY.load(unquote(args.load))
             except ReportFileError as exc:
                 raise UsageError(str(exc)) from None
             if not args.quiet:
-                print(f"loaded {len(added)} report(s) from {unquote(args.load)}")
+                print(f"loaded {len(loaded.added)} report(s) from {unquote(args.load)}")
+                for refused in loaded.refused:
+                    print(f"refused {refused}", file=sys.stderr)
         if args.save:
             path = os.path.expanduser(unquote(args.save))
             try:
@@ -84,12 +108,13 @@ class CompareMagics(Magics):
         """
         from ..core.compare import CompareError, compare
 
-        args = parse_argstring(self.elana_compare, line)
-        tokens = [t for item in args.items for t in (shlex.split(item) if item.strip() else [])]
+        args = parse_line(self.elana_compare, line)
+        tokens = [t for item in args.items for t in _split(item)]
         if len(tokens) < 2:
             raise UsageError("%elana_compare needs at least two reports: history indices, labels, variables or "
                              "files (see %elana_history)")
         reports = [_resolve_item(self.shell, t) for t in tokens]
+        _refuse_repeats(tokens, reports)
         try:
             comparison = compare(reports)
         except CompareError as exc:

@@ -67,7 +67,7 @@ class ProfileMagics(Magics):
                              "the model is as it was") from None
         except KeyboardInterrupt:
             raise UsageError("interrupted: the profiler was stopped, no trace written, the model is as it was") from None
-        except Exception as exc:  # the model failed under the profiler
+        except Exception as exc:  # noqa: BLE001 - the model failed under the profiler
             raise UsageError(f"the model failed under the profiler ({_one_line(exc)}); no trace written") from None
 
     def _profile_cell(self, args, cell: str, prof):

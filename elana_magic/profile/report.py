@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ..core.report import Report, html_table, text_table
+from ..core.schema import OBJECT, OBJECTS, TEXT, optional
 from ..core.units import format_time
 from .trace import ParsedTrace
 
@@ -21,6 +22,9 @@ class ProfileReport(Report):
     """What a profile found: where the trace went, the kernel/op tables, breakdown, busy/idle, step times."""
 
     kind = "profile"
+    schema = {"trace_path": TEXT, "kernel_table": optional(OBJECTS), "op_table": optional(OBJECTS),
+              "breakdown": optional(OBJECTS), "steps": optional(OBJECTS), "counts": optional(OBJECT),
+              "step_time": optional(OBJECT)}
 
     trace_path: str
     label: str

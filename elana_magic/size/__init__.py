@@ -10,5 +10,5 @@ from .measure import measure_cache, measure_size
 from .report import SizeReport
 from .weights import SizeError, WeightBytes, count_weights, parse_dtype
 
-__all__ = ["CacheLayout", "FitReport", "largest_fit", "LayerCache", "SizeError", "SizeReport", "WeightBytes", "cache_layout", "count_weights",
-           "measure_cache", "measure_size", "parse_dtype"]
+__all__ = ["CacheLayout", "FitReport", "largest_fit", "LayerCache", "SizeError", "SizeReport", "WeightBytes", "cache_layout",
+           "count_weights", "measure_cache", "measure_size", "parse_dtype"]

@@ -186,7 +186,7 @@ def cache_layout(config) -> CacheLayout:
     arch = getattr(cfg, "model_type", type(cfg).__name__)
     try:
         types, windows = _layer_types(cfg)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - an unknown architecture: the layout says so
         return CacheLayout(arch, [], False, [f"cache layout of {arch!r} unknown ({_one_line(exc)})"])
     dims = _LayerDims(cfg)
     layers: list[LayerCache] = []

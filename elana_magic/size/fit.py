@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..core.envelope import ENVELOPE_KEYS, FORMAT_VERSION
 from ..core.report import Report
+from ..core.schema import INT, NUMBER, TEXT, optional
 from ..core.units import format_bytes
 from .weights import SizeError, count_weights, dtype_name, parse_dtype
 
@@ -142,6 +144,10 @@ def _largest(fits, hi: int) -> int:
 class FitReport(Report):
     """The largest batch or length that fits, the memory it was answered for, and on what basis."""
 
+    kind = "size-fit"
+    schema = {"model": TEXT, "mode": TEXT, "answer": optional(INT), "memory_bytes": NUMBER, "memory_where": TEXT,
+              "basis": TEXT}
+
     def __init__(self, data: dict[str, Any]):
         self.data = data
 
@@ -152,7 +158,12 @@ class FitReport(Report):
         raise AttributeError(name)
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.data)
+        """The answer, after its kind, format version and creation time (so a saved history reads it back)."""
+        return {"kind": self.kind, "format_version": FORMAT_VERSION, "created": self.envelope.created, **self.data}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "FitReport":
+        return cls({k: v for k, v in data.items() if k not in ENVELOPE_KEYS or k == "notes"})
 
     def _lines(self) -> list[str]:
         d = self.data

@@ -210,7 +210,7 @@ def _hub_config(auto, repo_id: str, trust_remote_code: bool = False):
                         "pass a local folder with config.json")
     try:
         return auto.from_pretrained(repo_id, trust_remote_code=trust_remote_code)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the Hub and transformers raise many kinds; one line
         raise SizeError(f"could not get the config of {repo_id!r} from the Hub: {_one_line(exc)}") from None
 
 
@@ -342,7 +342,7 @@ def gpu_memory(device=None) -> dict[str, Any] | None:
         return None
     try:
         name = torch.cuda.get_device_name(index)
-    except Exception:  # a name is a nicety
+    except Exception:  # noqa: BLE001 - a name is a nicety
         name = f"cuda:{index}"
     return {"index": index, "name": name, "free_bytes": int(free), "total_bytes": int(total)}
 
@@ -487,7 +487,7 @@ def _closing_notes(rows, lengths, layout, weights, config, source, override, dty
 def _try_measure(model, batch: int, seq_len: int, notes: list[str]):
     try:
         return measure_cache(model, batch, seq_len)
-    except Exception as exc:  # out of memory, an unusual forward: the analytic figure stands
+    except Exception as exc:  # noqa: BLE001 - out of memory, an unusual forward: the analytic figure stands
         note = f"measured cross-check failed at batch {batch}, seq_len {seq_len}: {_one_line(exc)}"
         if note not in notes:
             notes.append(note)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..core.report import Report, html_table, text_table
+from ..core.schema import INT, NUMBER, OBJECT, OBJECTS, TEXT, optional
 from ..core.units import format_bytes
 from .weights import WeightBytes
 
@@ -15,6 +16,10 @@ class SizeReport(Report):
     """Parameters, buffers and the cache for a (batch, seq_len) grid. All sizes in bytes."""
 
     kind = "size"
+    schema = {"model": TEXT, "source": TEXT, "params_bytes": INT, "buffers_bytes": INT, "model_bytes": NUMBER,
+              "param_count": INT, "trainable_param_count": INT, "buffer_count": INT, "rows": OBJECTS,
+              "model_dtype": TEXT, "cache_dtype": TEXT, "ssm_state_dtype": TEXT, "dtypes": optional(OBJECT),
+              "layers": optional(OBJECT)}
 
     model: str
     source: str

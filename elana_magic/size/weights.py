@@ -141,7 +141,7 @@ def count_weights(model) -> WeightBytes:
             continue
         try:
             tensors = unpack()
-        except Exception:  # an engine that can't unpack: nothing to count
+        except Exception:  # noqa: BLE001 - an engine that can't unpack: nothing to count
             continue
         for tensor in tensors:
             if isinstance(tensor, torch.Tensor):

@@ -115,7 +115,7 @@ def test_no_sensor_runs_the_cell_and_says_why(eip, no_nvml):
 def test_cpu_only_machine_reports_rapl(sysfs, eip, no_nvml, tmp_path, monkeypatch):
     pkg = sysfs.make_rapl(tmp_path)
     monkeypatch.setattr(rapl, "POWERCAP_ROOT", str(tmp_path))
-    eip.user_ns["bump"] = lambda: open(f"{pkg}/energy_uj", "w").write("6000000")  # +5 J
+    eip.user_ns["bump"] = lambda: open(f"{pkg}/energy_uj", "w").write("6000000")  # noqa: SIM115 - +5 J
     rep = eip.run_cell_magic("elana_energy", "-o -q", "bump()")
     assert rep.energy_j == pytest.approx(5.0, abs=0.01) and rep.cpu_energy_j == pytest.approx(5.0, abs=0.01)
     assert "RAPL" in rep.method

@@ -37,6 +37,7 @@ from IPython.utils.capture import capture_output
 
 from elana_magic import cli
 from elana_magic.magics._common import is_quoted, unquote
+from elana_magic.magics.compare import CompareMagics
 from elana_magic.magics.energy import EnergyMagics
 from elana_magic.magics.latency import LatencyMagics
 from elana_magic.magics.profile import ProfileMagics
@@ -68,6 +69,8 @@ VALID = {
     "ngpus": ["1", "0"],  # not 2: that launches torchrun replicas (tested with the command's own tests)
     "device_map": ["cpu", "cuda:0", "auto"], "json": ["-", "out.json"], "csv": ["out.csv"],
     "log_level": ["INFO", "warning", "ERROR", "LOUD"],  # not DEBUG: it shows tracebacks by design
+    "save": ["runs.jsonl", '"my runs.jsonl"', "'unbalanced", "sub/dir/x.jsonl"],
+    "load": ["SAVED", "runs.jsonl", "nope.jsonl", "'unbalanced", '""'],
 }
 VALID["min_time_energy"] = ["0.001", "0.01", "0", "-1", "abc", "nan", "inf", "1e400"]
 VALID["var"] += ["for", "m"]  # `m` is put back after each case
@@ -165,7 +168,8 @@ def fuzz_shell(ip, tiny_llama, workdir):
     return ip
 
 
-def check_magic(shell, model, workdir, magic: str, line: str, cell: str | None = None) -> str:
+def check_magic(shell, model, workdir, magic: str, line: str, cell: str | None = None,
+                flags: tuple[str, ...] = ("--out",)) -> str:
     """Run one generated case and assert the issue's invariants; 'ran' or 'one-line errors'."""
     before, traces = model_state(model), temp_traces()
     names = set(shell.user_ns)
@@ -185,7 +189,7 @@ def check_magic(shell, model, workdir, magic: str, line: str, cell: str | None =
         assert failure is None, f"%{magic} {line!r} (cell {cell!r}) raised {type(failure).__name__}: {failure}"
         assert "Traceback" not in cap.stdout + cap.stderr, f"%{magic} {line!r}: traceback shown\n{cap.stdout}"
         tokens = line.split()
-        created = set(os.listdir(workdir)) - allowed_entries(tokens, quoted=True)
+        created = set(os.listdir(workdir)) - allowed_entries(tokens, quoted=True, flags=flags)
         assert not created, f"%{magic} {line!r} created {created} outside the trace folder"
         assert temp_traces() <= traces, f"%{magic} {line!r} left a temporary trace behind"
         assert not elana_threads(), f"%{magic} {line!r} left threads {elana_threads()}"
@@ -252,6 +256,53 @@ def test_fuzz_elana_energy_cell(fuzz_shell, tiny_llama, workdir, fuzz_cases, cel
     outcome = check_magic(fuzz_shell, tiny_llama, workdir,
                           "elana_energy", " ".join([ENERGY_FAST, *opts]), cell=cell)
     fuzz_cases["%%elana_energy", outcome] += 1
+
+
+# Reports to compare: history indices and labels (two size reports, "s" and "t", are in the history), a
+# variable (rep: "s"), a saved file (SAVED: "t"), and what is none of these.
+ITEMS = st.sampled_from(["0", "-1", "#0", "s", "t", "rep", "SAVED", "nope", "7", "-9", "m", "len", "'x", '"x',
+                         '"two words"', "''", "ü", "#", "--", "1.5", "SAVED'"])
+GOOD_ITEMS = st.sampled_from(["0", "1", "-1", "s", "t", "rep", "SAVED"])
+
+
+@pytest.fixture
+def saved_report(fuzz_shell, tiny_llama, tmp_path):
+    """Two size reports (labels "s" and "t"); "s" is also a variable (``rep``), "t" a file (its path)."""
+    from elana_magic.size import measure_size
+
+    s, t = (measure_size(tiny_llama, seq_len=[n], cross_check=False, label=lab) for n, lab in ((16, "s"), (32, "t")))
+    path = str(tmp_path / "saved.json")
+    t.save(path)
+    return (s, t), path
+
+
+def _with_report(shell, saved_report) -> None:
+    from elana_magic.core.history import HISTORY
+
+    if not HISTORY.entries:
+        for report in saved_report[0]:
+            HISTORY.add(report)
+    shell.user_ns["rep"] = saved_report[0][0]
+
+
+@settings(max_examples=40, **FUZZ)
+@given(items=st.tuples(st.lists(GOOD_ITEMS, min_size=1, max_size=2, unique=True),
+                       st.lists(ITEMS, max_size=2)).map(lambda t: t[0] + t[1]),
+       opts=options(CompareMagics.elana_compare.parser, skip=("items",)))
+def test_fuzz_elana_compare(fuzz_shell, tiny_llama, workdir, fuzz_cases, saved_report, items, opts):
+    _with_report(fuzz_shell, saved_report)
+    line = " ".join([*items, *opts]).replace("SAVED", saved_report[1])
+    outcome = check_magic(fuzz_shell, tiny_llama, workdir, "elana_compare", line)
+    fuzz_cases["%elana_compare", outcome] += 1
+
+
+@settings(max_examples=40, **FUZZ)
+@given(opts=options(CompareMagics.elana_history.parser, max_size=4))
+def test_fuzz_elana_history(fuzz_shell, tiny_llama, workdir, fuzz_cases, saved_report, opts):
+    _with_report(fuzz_shell, saved_report)
+    line = " ".join(opts).replace("SAVED", saved_report[1])
+    outcome = check_magic(fuzz_shell, tiny_llama, workdir, "elana_history", line, flags=("--save",))
+    fuzz_cases["%elana_history", outcome] += 1
 
 
 # -- the command --------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ def test_all_phases_report_contract(tiny_llama):
     assert d["tpot_from_ttlt_ms"] > 0 and set(d["ttlt_split_ms"]) == {"prefill", "decode"}
     assert set(d["energy"]) >= {"j_per_prompt", "j_per_token", "j_per_request", "per_sequence"}
     assert d["energy"]["reason"] == "energy off (--no-energy)"
-    assert len(d["step_latencies_ms"]) == d["tpot_ms"]["n"]
+    assert len(d["tpot_samples_ms"]) == d["tpot_ms"]["n"]
     assert d["roofline"]["achieved_bw_bytes_per_s"] > 0
     assert list(rep.to_dataframe()["phase"]) == ["ttft", "tpot", "ttlt"]
     text = rep.to_text()

@@ -39,7 +39,22 @@ print("views built")""",
     "state": "print(json.dumps(state_after_cells))",
 }
 KINDS = ("size", "energy", "latency", "profile")
-BREAK_VIEW_ENV = "ELANA_TEST_BREAK_VIEW"
+# The first cell of the broken notebook: the size report's widget view comes out empty, so the browser
+# check can prove that it notices a broken view (the package has no switch for it).
+BREAK_SIZE_VIEW = """\
+from elana_magic.core import display as _display
+_report_view = _display.report_view
+
+
+def _broken_view(kind, children):
+    box = _report_view(kind, children)
+    if kind == "size":
+        box.children = ()
+    return box
+
+
+_display.report_view = _broken_view
+print("size view emptied")"""
 
 
 def _this_python_kernel_manager():
@@ -100,11 +115,11 @@ def views_nb(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def broken_size_nb(tmp_path_factory):
-    """The setup, model and size cells only, run with the test-only switch that empties the size view."""
+    """The setup, model and size cells only, after a cell that empties the size view (BREAK_SIZE_VIEW)."""
     nbformat = pytest.importorskip("nbformat")
     nb = views_notebook(nbformat)
     keep = [c for c in nb.cells if set(c.get("metadata", {}).get("tags", [])) & {"probe", "setup", "model", "size"}]
-    nb.cells = [nbformat.v4.new_code_cell(f"import os\nos.environ[{BREAK_VIEW_ENV!r}] = 'size'")] + keep
+    nb.cells = [nbformat.v4.new_code_cell(BREAK_SIZE_VIEW)] + keep
     return execute(nb, tmp_path_factory.mktemp("broken-nb"))
 
 
