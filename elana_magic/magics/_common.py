@@ -10,6 +10,8 @@ from typing import Any
 
 from IPython.core.error import UsageError
 
+from ..core.heap import release_freed_memory
+
 
 def is_quoted(expr: str) -> bool:
     expr = expr.strip()
@@ -165,6 +167,7 @@ def deliver(shell, report: Any, args, live: Any = None, record: bool = True) -> 
         shell.user_ns[args.var] = report
     if live is not None:
         live.clear()  # before the report shows: the live view's end must not touch the report's output
+    release_freed_memory()  # a measurement's temporaries and models the notebook deleted leave the process
     if not getattr(args, "quiet", False):
         from ..core.display import show_report
 

@@ -77,3 +77,25 @@ def test_png_size_reads_the_header():
     fig.add_subplot().plot([0, 1])
     w, h = png_size(figure_png(fig))
     assert 150 < w < 260 and 70 < h < 140
+
+
+def test_release_freed_memory_returns_a_freed_block_to_the_os():
+    """200 MB freed below a live block stay resident in glibc's heap (gc alone gives back nothing) until
+    malloc_trim."""
+    import sys
+
+    import pytest
+    import torch
+
+    from elana_magic.core.heap import release_freed_memory
+    from elana_magic.latency.memory import resident_bytes
+
+    if not sys.platform.startswith("linux") or resident_bytes() is None:
+        pytest.skip("Linux /proc and glibc only")
+    pieces = [torch.ones(25_000) for _ in range(2000)]  # 100 kB each: below glibc's mmap threshold
+    pin = [torch.ones(25_000) for _ in range(3)]  # above them in the heap: its top can't shrink by itself
+    held = resident_bytes()
+    del pieces
+    release_freed_memory()
+    assert resident_bytes() < held - 100e6
+    del pin
