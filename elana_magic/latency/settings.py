@@ -113,7 +113,7 @@ class LatencySettings:
     max_time: float | None = None
     rel_ci: float = defaults.REL_CI
     energy: bool | None = None
-    energy_window_s: float = defaults.ENERGY_WINDOW_S
+    energy_window_s: float | None = None   # None: defaults.ENERGY_WINDOW_S, read when the settings are made
     cuda_graph: bool | None = None
     compile: bool | str | None = None
     prefill: str = defaults.PREFILL
@@ -139,7 +139,8 @@ class LatencySettings:
             "max_time": None if self.max_time is None else _seconds("max time", self.max_time, positive=True),
             "rel_ci": _seconds("rel_ci", self.rel_ci),
             "energy": _flag("energy", self.energy),
-            "energy_window_s": _seconds("energy window", self.energy_window_s),
+            "energy_window_s": _seconds("energy window", defaults.ENERGY_WINDOW_S if self.energy_window_s is None
+                                        else self.energy_window_s),
             "cuda_graph": _flag("cuda_graph", self.cuda_graph),
             "compile": _compile(self.compile),
             "prefill": _prefill(self.prefill),
@@ -163,8 +164,8 @@ class LatencySettings:
         if self.prompt is not None and self.is_grid:
             raise GenerationInputError("a grid uses random prompts of each length: drop --prompt, or give one length")
         if self.ngpus > 1 and any(b % self.ngpus for b in self.values("batch")):
-            raise GenerationInputError(f"--batch {self.batch} does not split over {self.ngpus} replicas: give a "
-                                       f"multiple of {self.ngpus}")
+            raise GenerationInputError(f"batch {self.batch} does not split over {self.ngpus} replicas: give a "
+                                       f"multiple of {self.ngpus} (the batch is global, as in ELANA)")
 
     # -- reading ---------------------------------------------------------------------------------
     def values(self, name: str) -> tuple[int, ...]:
@@ -209,12 +210,19 @@ class LatencySettings:
         return cls(**{k: _tuple(v) for k, v in data.items()})
 
 
+def check_request(batch: Any, prompt_len: Any, gen_len: Any) -> None:
+    """The request's lengths, for callers that build a session without settings (the profile)."""
+    for name, value in (("batch", batch), ("prompt length", prompt_len), ("generated length", gen_len)):
+        _whole(name, value, 1)
+
+
 def settings_from(kwargs: dict[str, Any]) -> LatencySettings:
     """``measure_latency``'s keyword arguments as settings (None means the default; an unknown name is refused)."""
     names = {f.name for f in dataclasses.fields(LatencySettings)}
     unknown = sorted(set(kwargs) - names)
     if unknown:
         raise TypeError(f"unexpected latency option {unknown[0]!r}")
-    tristate = {"energy", "cuda_graph", "compile", "max_time", "label", "prompt", "peak_bw", "peak_flops"}
+    tristate = {"energy", "cuda_graph", "compile", "max_time", "label", "prompt", "peak_bw", "peak_flops",
+                "energy_window_s"}
     given = {k: v for k, v in kwargs.items() if v is not None or k in tristate}
     return LatencySettings(**{k: _tuple(v) for k, v in given.items()})
