@@ -44,24 +44,13 @@ from .compile_policy import (COMPILE_MODES, COMPILE_REL_TOL_PER_LAYER, COMPILE_V
                              CompileWatch, _compile_counters, _compiled_layer, _compiled_logits, _layer_forward,
                              _model_logits, _recompile_room, compare_logits, compile_mode, compile_tolerance,
                              regional_compiled, repeated_blocks, step_key, top1_gap_tolerance)
-from .devices import cuda_indices, model_devices
+from .devices import _side_stream, cuda_indices, model_devices
 from .devices import synchronize as synchronize_devices
 from .errors import GenerationInputError, GenerationOutOfMemory  # noqa: F401 - their home before errors.py
 from .inputs import (ModelState, _accepts, _cache_kwarg, check_can_generate, check_lengths,  # noqa: F401
                      is_out_of_memory, max_positions, model_device, model_dtype, out_of_memory_message, random_prompt,
                      vocab_size)
-
-_SIDE_STREAMS: dict[int, torch.cuda.Stream] = {}
-
-
-def _side_stream(device: torch.device) -> "torch.cuda.Stream":
-    """One warm-up stream per device, reused: cuBLAS keeps a workspace per stream, so a new stream per
-    session would hold more memory each time (and clearing them all would change the user's cuBLAS state)."""
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    if index not in _SIDE_STREAMS:
-        _SIDE_STREAMS[index] = torch.cuda.Stream(index)
-    return _SIDE_STREAMS[index]
-
+from .prefill import capture_prefill, setup_prefill
 
 def graphs_supported(device: torch.device) -> bool:
     """CUDA graphs (and so the compiled engines) need a CUDA device."""
@@ -396,61 +385,12 @@ class GenerationSession:
         self._next = logits.argmax(-1, keepdim=True)
         return logits
 
-    # -- prefill engine ----------------------------------------------------------------------------
+    # -- prefill engine (latency/prefill.py) ------------------------------------------------------
     def _setup_prefill(self) -> None:
-        """The captured prefill where decode runs a graph (``prefill="auto"``), checked once against eager."""
-        self.prefill_engine, self._prefill_run = "eager", None
-        if self.prefill_choice == "eager" or not self.engine.startswith("cuda-graph"):
-            return
-        compiled = self.engine == "cuda-graph+compile"
-        try:
-            with torch.inference_mode():
-                run = self._capture_prefill(compiled)
-                captured = run().float().clone()
-                eager = self._eager_prefill().float()
-                diff, rel = compare_logits(captured, eager, self.dtype, self.compile_tol, compiled, "prefill")
-        except torch.OutOfMemoryError:
-            raise
-        except Exception as exc:  # capture or check failed: the eager prefill, visibly
-            text = str(exc).strip().splitlines()
-            self.prefill_note = (f"captured prefill ({self.engine}) not used ({type(exc).__name__}: "
-                                 f"{text[0] if text else ''}): eager prefill")
-            if self._graph is not None:
-                self._reset_static()
-            return
-        self.prefill_check = {"max_abs_diff": diff, "rel_err": rel}
-        self._prefill_run, self.prefill_engine = run, self.engine
-        if self._graph is not None:
-            self._reset_static()
+        setup_prefill(self)
 
     def _capture_prefill(self, compiled: bool) -> Callable[[], torch.Tensor]:
-        """The prefill of the fixed batch and prompt in a CUDA graph sharing the decode graph's pool and static
-        cache (compiled like the decode step when ``compiled``); the graph rewinds the cache itself. Returns what
-        runs it: a replay that leaves the first token in ``_next`` and returns the last position's logits."""
-        layers = self._static_layers()
-        if self._graph is None or not layers:
-            raise RuntimeError("no static cache to prefill into")
-        stream = _side_stream(self.device)
-        stream.wait_stream(torch.cuda.current_stream(self.device))
-        room = _recompile_room(COMPILE_VARIANTS + 2 * len(self._blocks or ())) if compiled else contextlib.nullcontext()
-        with torch.cuda.stream(stream), room:
-            for _ in range(2):  # warm-up (the first call compiles the prompt's shape)
-                self._reset_static()
-                self._forward(self.input_ids, self._cache, None, compiled)
-        torch.cuda.current_stream(self.device).wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._graph.pool()):
-            for layer in layers:
-                layer.cumulative_length.zero_()
-            logits = self._forward(self.input_ids, self._cache, None, compiled)[:, -1, :]
-            self._next.copy_(logits.argmax(-1, keepdim=True))
-
-        def replay() -> torch.Tensor:
-            graph.replay()
-            return logits
-
-        self._prefill_graph = graph  # kept alive with the session
-        return replay
+        return capture_prefill(self, compiled)
 
     @property
     def engines(self) -> dict[str, str]:
