@@ -8,11 +8,10 @@ cell's own ``LatencyReport`` is kept in ``grid.reports`` (None where the cell di
 
 from __future__ import annotations
 
-import itertools
 import math
 import re
 import time
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 

@@ -30,7 +30,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 

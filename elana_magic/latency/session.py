@@ -40,6 +40,7 @@ from typing import Any, Callable
 
 import torch
 
+from ..core import defaults
 from .compile_policy import (COMPILE_MODES, COMPILE_REL_TOL_PER_LAYER, COMPILE_VARIANTS, _COMPILED,  # noqa: F401
                              CompileWatch, _compile_counters, _compiled_layer, _compiled_logits, _layer_forward,
                              _model_logits, _recompile_room, compare_logits, compile_mode, compile_tolerance,
@@ -69,9 +70,11 @@ class GenerationSession:
     ``checked``: the lengths were already checked (``LatencySettings``).
     """
 
-    def __init__(self, model: torch.nn.Module, batch: int = 1, prompt_len: int = 512, gen_len: int = 128,
+    def __init__(self, model: torch.nn.Module, batch: int = defaults.BATCH, prompt_len: int = defaults.PROMPT_LEN,
+                 gen_len: int = defaults.GEN_LEN,
                  cuda_graph: bool | None = None, input_ids: torch.Tensor | None = None, seed: int = 0,
-                 check: bool = True, compile: bool | str = False, prefill: str = "auto", checked: bool = False):
+                 check: bool = True, compile: bool | str = False, prefill: str = defaults.PREFILL,
+                 checked: bool = False):
         if not isinstance(model, torch.nn.Module):
             raise GenerationInputError(f"expected a torch.nn.Module, got {type(model).__name__}")
         check_can_generate(model)
