@@ -136,7 +136,7 @@ class LatencySettings:
             "warmup": _whole("warmup", self.warmup, 0),
             "repeats": _whole("repeats", self.repeats, 1),
             "min_time": _seconds("min time", self.min_time),
-            "max_time": None if self.max_time is None else _seconds("max time", self.max_time, positive=True),
+            "max_time": None if self.max_time is None else _seconds("max time", self.max_time),
             "rel_ci": _seconds("rel_ci", self.rel_ci),
             "energy": _flag("energy", self.energy),
             "energy_window_s": _seconds("energy window", defaults.ENERGY_WINDOW_S if self.energy_window_s is None

@@ -23,7 +23,7 @@ BAD = [
     ("repeats", 0, "repeats must be a positive integer"),
     ("min_time", math.inf, "min time must be a finite number"),
     ("min_time", -1, "min time must be a finite number"),
-    ("max_time", 0, "max time must be a finite number of seconds > 0"),
+    ("max_time", -1, "max time must be a finite number of seconds >= 0"),
     ("energy_window_s", math.nan, "energy window must be a finite number"),
     ("energy", "yes", "energy must be True or False"),
     ("cuda_graph", 1, "cuda_graph must be True or False"),
