@@ -98,3 +98,22 @@ def test_measure_latency_refuses_before_model_work(name, value, message):
 
     with pytest.raises(GenerationInputError, match=message):
         measure_latency(_MustNotRun(), progress=False, **{name: value})
+
+
+def test_the_envelope_settings_are_the_settings_and_round_trip(tiny_llama):
+    from elana_magic.latency import measure_latency
+
+    settings = LatencySettings(phases=["ttft"], prompt_len=8, gen_len=1, warmup=0, repeats=2, min_time=0,
+                               energy=False, label="rt", prefill="eager")
+    rep = measure_latency(tiny_llama, settings=settings, progress=False)
+    saved = json.loads(rep.to_json())["settings"]
+    assert LatencySettings.from_dict(saved) == settings
+
+
+def test_paired_and_grid_refuse_before_model_work():
+    from elana_magic.latency import measure_grid, measure_paired
+
+    with pytest.raises(GenerationInputError, match="rounds must be a positive integer"):
+        measure_paired([_MustNotRun(), _MustNotRun()], rounds=0, progress=False)
+    with pytest.raises(GenerationInputError, match="batch must be a positive integer"):
+        measure_grid(_MustNotRun(), batch=[1, 0], progress=False)
