@@ -52,6 +52,7 @@ from .inputs import (ModelState, _accepts, _cache_kwarg, check_can_generate, che
                      is_out_of_memory, max_positions, model_device, model_dtype, out_of_memory_message, random_prompt,
                      vocab_size)
 from .prefill import capture_prefill, setup_prefill
+from .settings import check_request
 
 def graphs_supported(device: torch.device) -> bool:
     """CUDA graphs (and so the compiled engines) need a CUDA device."""
@@ -89,8 +90,6 @@ class GenerationSession:
                 input_ids = input_ids.expand(batch, -1)
             batch, prompt_len = int(input_ids.shape[0]), int(input_ids.shape[1])
         if not checked:
-            from .settings import check_request
-
             check_request(batch, prompt_len, gen_len)
         check_lengths(model, batch, prompt_len, gen_len)
         self.model = model
