@@ -7,7 +7,9 @@ The plain Python API works without IPython; the magics are a thin layer over it.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from ._version import __version__
+
+__all__ = ["__version__", "compare", "history", "load_ipython_extension", "load_report", "unload_ipython_extension"]
 
 
 def history():

@@ -22,7 +22,6 @@ loaded); 1 a measurement that failed (one line; the traceback too with ``--log_l
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import logging
 import os
@@ -203,21 +202,19 @@ def run_size(target: ModelTarget, args: argparse.Namespace, names: list[str]):
 
 
 def run_latency(target: ModelTarget, args: argparse.Namespace, names: list[str]):
-    from .latency import measure_latency
+    from .latency import LatencySettings, measure_latency
 
-    replicas = {"ngpus": args.ngpus} if "ngpus" in inspect.signature(measure_latency).parameters else {}
     if args.prompt is not None and any(len(v) > 1 for v in (args.batch, args.prompt_len, args.gen_len)):
         raise CommandInputError("--prompt sets one prompt length: give one --prompt-len and --batch value with it")
     tokenizer = target.tokenizer if args.prompt is not None else None
     if args.prompt is not None and tokenizer is None:
         raise CommandInputError("--prompt needs a tokenizer: the model has none, give --tokenizer FOLDER_OR_HUB_ID")
-    return measure_latency(target.model, tokenizer=tokenizer, phases=names, batch=_one_or_all(args.batch),
-                           prompt_len=_one_or_all(args.prompt_len), gen_len=_one_or_all(args.gen_len),
-                           energy=args.energy,
-                           cuda_graph=args.cuda_graph, compile=args.compile, warmup=args.warmup,
-                           repeats=args.repeats, min_time=args.min_time, peak_bw=args.peak_bw,
-                           peak_flops=args.peak_flops, prompt=args.prompt, label=args.label or target.label,
-                           **replicas)
+    settings = LatencySettings(
+        phases=names, batch=_one_or_all(args.batch), prompt_len=_one_or_all(args.prompt_len),
+        gen_len=_one_or_all(args.gen_len), energy=args.energy, cuda_graph=args.cuda_graph, compile=args.compile,
+        prefill=args.prefill, warmup=args.warmup, repeats=args.repeats, min_time=args.min_time, ngpus=args.ngpus,
+        peak_bw=args.peak_bw, peak_flops=args.peak_flops, prompt=args.prompt, label=args.label or target.label)
+    return measure_latency(target.model, tokenizer, settings=settings)
 
 
 def _one_or_all(values: list[int]):
@@ -323,9 +320,6 @@ def _run(args: argparse.Namespace) -> int:
     _check_outputs(args)
     chosen = [p for p in PHASES if getattr(args, p.dest)] or PHASES
     names = {p.name for p in chosen}
-    if args.ngpus > 1 and not _has_replicas():
-        raise CommandInputError(f"--ngpus {args.ngpus}: replicas over several GPUs are not in this build; "
-                                "use --ngpus 1")
     if args.model is None or args.model.startswith("random:"):
         _single_device(args.device_map, args.model)  # refused now, not after the first phase
     gpu = _cuda_available()
@@ -401,12 +395,6 @@ def _busy_cpu_note() -> str | None:
         return None
     return (f"note: the machine is busy (load {load:.1f} on {cores} cores): torch's {threads} CPU threads wait on "
             "each other and every figure comes out slower; OMP_NUM_THREADS=1 runs faster on a busy machine")
-
-
-def _has_replicas() -> bool:
-    from .latency import measure_latency
-
-    return "ngpus" in inspect.signature(measure_latency).parameters
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -172,6 +172,9 @@ def comparability_warnings(base: dict, other: dict, label: str) -> list[str]:
                       ("gen_len", "generation length"), ("phase", "phase"), ("steps", "steps")):
         if _differs(base.get(key), other.get(key)):
             out.append(f"{label}: {what} {other.get(key)} vs {base.get(key)} in the baseline")
+    prefill_a, prefill_b = ((d.get("engines") or {}).get("prefill") for d in (base, other))
+    if _differs(prefill_a, prefill_b):
+        out.append(f"{label}: prefill engine {prefill_b} vs {prefill_a} in the baseline")
     for lib in ("torch", "transformers", "elana_magic", "driver"):
         if _differs(_env(base).get(lib), _env(other).get(lib)):
             out.append(f"{label}: {lib} {_env(other).get(lib)} vs {_env(base).get(lib)} in the baseline")

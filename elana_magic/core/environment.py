@@ -19,7 +19,7 @@ from .threads import current_choice
 
 
 def _versions() -> dict[str, Any]:
-    from .. import __version__
+    from .._version import __version__
 
     out: dict[str, Any] = {"elana_magic": __version__, "python": platform.python_version()}
     for name in ("torch", "transformers"):  # from the installed metadata: no import of transformers here

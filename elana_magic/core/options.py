@@ -287,6 +287,10 @@ OPTIONS: dict[str, Option] = {o.key: o for o in [
     Option("no-compile", ("--no-compile",), "Capture the eager decode step in the CUDA graph instead of an "
            "Inductor-compiled one (the default compiles once per model and shape, tens of seconds).",
            action="store_const", const=False, dest="compile", group="latency"),
+    Option("prefill", ("--prefill",), "Prefill engine: auto (on CUDA the prefill of the fixed shape compiled like "
+           "decode and captured in a CUDA graph, checked against eager; eager on CPU) or eager (plain transformers' "
+           f"prefill) (default {defaults.PREFILL}).", default=defaults.PREFILL, choices=defaults.PREFILL_ENGINES,
+           group="latency"),
     Option("warmup", ("--warmup",), f"Warm-up runs per phase (default {defaults.WARMUP}).", whole(0, "2"),
            defaults.WARMUP, metavar="N", group="latency", cpu_default=1),
     Option("repeats", ("--repeats",), f"Minimum measured runs per phase (default {defaults.REPEATS}).",
@@ -299,7 +303,7 @@ OPTIONS: dict[str, Option] = {o.key: o for o in [
     Option("peak-flops", ("--peak-flops",), "Peak FLOP/s for MFU, e.g. 989T (default: the device's, from a "
            "table).", rate("989e12 or 989T"), metavar="FLOP/S", group="latency"),
     Option("ngpus", ("--ngpus",), "Replicas, one per GPU, started through torchrun; the batch is split across "
-           "them (default 1).", whole(1, "2"), 1, metavar="N", group="latency"),
+           f"them (default {defaults.NGPUS}).", whole(1, "2"), defaults.NGPUS, metavar="N", group="latency"),
     # energy
     Option("devices", ("--devices",), "CUDA-visible GPU indices to measure (default: every visible GPU).",
            device_indices, metavar="0,1", group="energy"),
@@ -375,7 +379,7 @@ MAGICS: dict[str, Uses] = {
     "elana_size": Uses(("size-model", "size-batch", "seq-len", "cache-dtype", "gib", "no-check", "trust-remote-code",
                         "max-batch", "max-seq-len") + _OUT, unset=("size-batch", "seq-len")),
     "elana_latency": Uses(("model", "tokenizer", "prompt", "ttft", "tpot", "ttlt") + _GRID + (
-        "energy", "no-energy", "cuda-graph", "no-cuda-graph", "no-compile", "warmup", "repeats", "min-time",
+        "energy", "no-energy", "cuda-graph", "no-cuda-graph", "no-compile", "prefill", "warmup", "repeats", "min-time",
         "peak-bw", "peak-flops", "label", "trust-remote-code", "rounds") + _OUT),
     "elana_history": Uses(("clear", "save", "load") + _OUT),
     "elana_compare": Uses(("items",) + _OUT),
@@ -391,7 +395,7 @@ _CPU_SIZED = tuple(k for k, o in OPTIONS.items() if o.cpu_default is not None)
 COMMAND = Uses(("command-model", "size", "ttft", "tpot", "ttlt", "torch-profile",
                 "size-batch", "seq-len", "cache-dtype", "gib", "no-check",
                 "tokenizer", "prompt", "grid-prompt-len", "grid-gen-len", "energy", "no-energy", "cuda-graph",
-                "no-cuda-graph", "no-compile", "warmup", "repeats", "min-time", "peak-bw", "peak-flops", "ngpus",
+                "no-cuda-graph", "no-compile", "prefill", "warmup", "repeats", "min-time", "peak-bw", "peak-flops", "ngpus",
                 "phase", "steps", "out", "gzip", "top",
                 "label", "json", "csv", "device-map", "trust-remote-code", "log-level"),
                unset=_CPU_SIZED)

@@ -1,14 +1,17 @@
 """Latency: TTFT, TPOT and TTLT of the model as loaded, with energy per phase and its roofline context.
 
-``measure_latency(model, tokenizer=None, phases=("ttft", "tpot", "ttlt"), ...) -> LatencyReport``
-(lists of batch / prompt_len / gen_len: ``grid.measure_grid`` -> ``LatencyGridReport``, one row per cell);
-``session.GenerationSession`` runs the phases (prefill, eager or CUDA-graph decode, requests).
+``measure_latency(model, tokenizer=None, **settings) -> LatencyReport`` (lists of batch / prompt_len /
+gen_len: a ``LatencyGridReport``, one row per cell; ``ngpus=N``: replicas); ``measure_paired`` for
+alternating rounds. Every option lives in one ``LatencySettings``; ``api`` dispatches it to the runners
+(``measure``, ``grid``, ``replicas``), and ``session.GenerationSession`` runs the phases.
 """
 
-from .grid import LatencyGridReport, measure_grid
-from .measure import PHASES, measure_latency, measure_paired
+from .api import measure_grid, measure_latency, measure_paired
+from .errors import GenerationInputError, GenerationOutOfMemory
+from .grid import LatencyGridReport
 from .report import LatencyReport
-from .session import GenerationInputError, GenerationOutOfMemory, GenerationSession
+from .session import GenerationSession
+from .settings import PHASES, LatencySettings
 
 __all__ = ["PHASES", "GenerationInputError", "GenerationOutOfMemory", "GenerationSession", "LatencyGridReport",
-           "LatencyReport", "measure_grid", "measure_latency", "measure_paired"]
+           "LatencyReport", "LatencySettings", "measure_grid", "measure_latency", "measure_paired"]

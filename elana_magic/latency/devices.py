@@ -72,3 +72,15 @@ def reset_peak_memory(devices: list[torch.device]) -> None:
 def peak_memory(devices: list[torch.device]) -> dict[str, int]:
     """``{"cuda:0": bytes, ...}``: the most memory allocated on each CUDA device since the last reset."""
     return {f"cuda:{i}": int(torch.cuda.max_memory_allocated(i)) for i in cuda_indices(devices)}
+
+
+_SIDE_STREAMS: dict[int, torch.cuda.Stream] = {}
+
+
+def _side_stream(device: torch.device) -> "torch.cuda.Stream":
+    """One warm-up stream per device, reused: cuBLAS keeps a workspace per stream, so a new stream per
+    session would hold more memory each time (and clearing them all would change the user's cuBLAS state)."""
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index not in _SIDE_STREAMS:
+        _SIDE_STREAMS[index] = torch.cuda.Stream(index)
+    return _SIDE_STREAMS[index]

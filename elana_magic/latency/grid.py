@@ -1,38 +1,30 @@
 """Workload grids: every (batch, prompt length, generation length) cell measured on the model as loaded.
 
-``measure_grid(model, batch=[1, 8], prompt_len=[128, 512], gen_len=[128]) -> LatencyGridReport``
-(also reached by ``measure_latency`` with lists). One energy meter serves every cell (its idle power is
+``run_grid(model, settings)`` -> ``LatencyGridReport`` (``measure_latency`` / ``measure_grid`` with lists
+reach it through ``api``). One energy meter serves every cell (its idle power is
 measured once); a cell that runs out of memory is marked "out of memory" and the others go on. Each
 cell's own ``LatencyReport`` is kept in ``grid.reports`` (None where the cell did not run).
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 import re
 import time
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
 from ..core.report import Report, html_table, text_table
 from ..core.units import bytes_column, column_formatter, energy_column
+from . import measure as runner
 from .devices import model_devices
-from .session import GenerationInputError, GenerationOutOfMemory, check_lengths, model_device
+from .errors import GenerationOutOfMemory
+from .inputs import check_lengths, model_device
+from .settings import LatencySettings
 
 OUT_OF_MEMORY = "out of memory"
 _FIGURES = re.compile(r"\d[\d.,]*")
-
-
-def _values(name: str, value) -> list[int]:
-    values = list(value) if isinstance(value, (list, tuple)) else [value]
-    if not values:
-        raise GenerationInputError(f"{name} needs at least one value")
-    for v in values:
-        if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-            raise GenerationInputError(f"{name} values must be positive integers, got {v!r}")
-    return list(dict.fromkeys(values))
 
 
 def _bar(total: int, progress: Any):
@@ -47,45 +39,33 @@ def _bar(total: int, progress: Any):
     return tqdm(total=total, desc="elana grid", unit="cell", leave=False)
 
 
-def measure_grid(model: torch.nn.Module, tokenizer: Any = None, phases: Sequence[str] = ("ttft", "tpot", "ttlt"),
-                 batch: int | Sequence[int] = 1, prompt_len: int | Sequence[int] = 512,
-                 gen_len: int | Sequence[int] = 128, energy: bool | None = None, meter=None,
-                 progress: bool = True, label: str | None = None, prompt: str | None = None,
-                 **options: Any) -> "LatencyGridReport":
-    """Measure every cell of batch x prompt_len x gen_len; ``options`` go to ``measure_latency``."""
-    from .measure import _open_meter, measure_latency
-
-    if prompt is not None:
-        raise GenerationInputError("a grid uses random prompts of each length: drop --prompt, or give one length")
-    batches, prompts, gens = _values("batch", batch), _values("prompt length", prompt_len), _values("gen length", gen_len)
-    cells = [(b, p, g) for p, g, b in itertools.product(prompts, gens, batches)]
-    for b, p, g in cells:  # every cell's input is checked before anything runs
-        check_lengths(model, b, p, g)
-    if "tpot" in [x.lower() for x in phases] and min(gens) < 2:
-        raise GenerationInputError("TPOT needs at least 2 generated tokens: raise --gen-len")
+def run_grid(model: torch.nn.Module, settings: LatencySettings, *, tokenizer: Any = None, meter: Any = None,
+             progress: Any = True) -> "LatencyGridReport":
+    """Measure every cell of ``settings`` (batch x prompt_len x gen_len) with ``measure.run_single``."""
+    cells = list(settings.cells())
+    for cell in cells:  # every cell's lengths are checked against the model before anything runs
+        check_lengths(model, cell.batch, cell.prompt_len, cell.gen_len)
     notes: list[str] = []
-    own_meter = meter is None and energy is not False
+    own_meter = meter is None and settings.energy is not False
     why_no_energy = None
     if own_meter:
-        meter, why_no_energy = _open_meter(energy, model_devices(model), notes)
-        if why_no_energy and energy is not False:
+        meter, why_no_energy = runner._open_meter(settings.energy, model_devices(model), notes)
+        if why_no_energy and settings.energy is not False:
             notes.append(why_no_energy)
     reports: list[Any] = []
     rows: list[dict[str, Any]] = []
     bar = _bar(len(cells), progress)
     t0 = time.perf_counter()
     try:
-        for b, p, g in cells:
+        for cell in cells:
             if bar is not None:
-                bar.set_postfix_str(f"batch {b}, prompt {p}, gen {g}")
+                bar.set_postfix_str(f"batch {cell.batch}, prompt {cell.prompt_len}, gen {cell.gen_len}")
             try:
-                rep = measure_latency(model, tokenizer=tokenizer, phases=phases, batch=b, prompt_len=p, gen_len=g,
-                                      energy=energy, meter=meter,
-                                      progress=progress, label=label, **options)
+                rep = runner.run_single(model, cell, tokenizer=tokenizer, meter=meter, progress=progress)
             except GenerationOutOfMemory as exc:
                 reports.append(None)
-                rows.append({"batch": b, "prompt_len": p, "gen_len": g, "status": OUT_OF_MEMORY,
-                             "error": str(exc)})
+                rows.append({"batch": cell.batch, "prompt_len": cell.prompt_len, "gen_len": cell.gen_len,
+                             "status": OUT_OF_MEMORY, "error": str(exc)})
             else:
                 reports.append(rep)
                 rows.append(cell_row(rep))
@@ -98,10 +78,11 @@ def measure_grid(model: torch.nn.Module, tokenizer: Any = None, phases: Sequence
             meter.close()
     first = next((r for r in reports if r is not None), None)
     data = {
-        "label": label,
+        "label": settings.label,
         "model": type(model).__name__,
         "device_name": first.data["device_name"] if first is not None else str(model_device(model)),
-        "batch": batches, "prompt_len": prompts, "gen_len": gens, "phases": list(phases),
+        "batch": list(settings.values("batch")), "prompt_len": list(settings.values("prompt_len")),
+        "gen_len": list(settings.values("gen_len")), "phases": list(settings.phases),
         "cells": rows,
         "largest_batch_that_fit": largest_batches(rows),
         "engines": sorted({r["engine"] for r in rows if r.get("engine")}),

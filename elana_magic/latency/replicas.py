@@ -1,7 +1,7 @@
 """``ngpus=N``: N replicas of the model measured together, one per GPU, through torch.distributed.
 
 As ELANA does (data parallel, one full replica per rank), the global batch is split across the
-ranks (it must divide evenly) and every rank measures its micro-batch with ``measure_latency`` on
+ranks (it must divide evenly) and every rank measures its micro-batch with ``measure.run_single`` on
 its own GPU, energy included. The ranks are started with torchrun (``python -m
 torch.distributed.run --standalone --nproc-per-node N -m elana_magic.latency.replicas``): NCCL on
 GPUs (rank r on CUDA device r of those ``CUDA_VISIBLE_DEVICES`` makes visible; NVML maps that index to
@@ -30,14 +30,17 @@ import signal
 import subprocess
 import sys
 import tempfile
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
 from ..core.report import html_table, json_safe, text_table
 from ..core.units import format_bytes, format_energy, format_time
 from .report import LatencyReport
-from .session import GenerationInputError, GenerationOutOfMemory, check_lengths, model_dtype
+from .errors import GenerationInputError, GenerationOutOfMemory
+from .inputs import check_lengths, model_dtype
+from .measure import run_single
+from .settings import LatencySettings
 
 STATS = ("ttft_ms", "tpot_ms", "ttlt_ms")
 ENERGY_KEYS = ("j_per_prompt", "j_per_token", "j_per_request")
@@ -61,16 +64,6 @@ def _backend(ngpus: int) -> tuple[str, str]:
         shown = f" (CUDA_VISIBLE_DEVICES={env!r})" if env is not None else ""
         raise GenerationInputError(f"--ngpus {ngpus} needs {ngpus} visible GPUs; {visible} visible{shown}")
     return "nccl", "cuda"
-
-
-def _check(ngpus: Any, batch: Any) -> None:
-    if isinstance(ngpus, bool) or not isinstance(ngpus, int) or ngpus < 1:
-        raise GenerationInputError(f"ngpus must be a positive integer, got {ngpus!r}")
-    if not isinstance(batch, int) or batch <= 0:
-        raise GenerationInputError(f"batch must be a positive integer, got {batch!r}")
-    if batch % ngpus:
-        raise GenerationInputError(f"batch {batch} does not split over {ngpus} replicas: give a multiple of {ngpus}"
-                                   " (the batch is global, as in ELANA)")
 
 
 def _save(model: torch.nn.Module, tokenizer: Any, folder: str) -> str:
@@ -142,31 +135,29 @@ def _last_line(path: str) -> str:
     return (errors or lines or [""])[-1][:300]
 
 
-def measure_replicas(model: torch.nn.Module | str, ngpus: int, *, tokenizer: Any = None,
-                     phases: Sequence[str] = ("ttft", "tpot", "ttlt"), batch: int = 1, prompt_len: int = 512,
-                     gen_len: int = 128, label: str | None = None, progress: bool = True,
-                     **options: Any) -> "ReplicaLatencyReport":
-    """Measure ``ngpus`` replicas of ``model`` (an object or a model folder), the batch split across them.
+def measure_replicas(model: torch.nn.Module | str, settings: LatencySettings, *, tokenizer: Any = None,
+                     progress: Any = True) -> "ReplicaLatencyReport":
+    """Measure ``settings.ngpus`` replicas of ``model`` (an object or a model folder), the batch split across them.
 
-    ``options``: the other keywords of ``measure_latency`` (energy, cuda_graph, warmup, repeats, ...),
-    passed to every rank. Bad input raises ``GenerationInputError``; a failed rank ``ReplicaError``
-    (or the rank's own ``GenerationInputError`` / ``GenerationOutOfMemory``)."""
-    _check(ngpus, batch)
+    Every rank runs ``settings`` on its micro-batch (the options file is the settings' JSON). Bad input raises
+    ``GenerationInputError``; a failed rank ``ReplicaError`` (or the rank's own ``GenerationInputError`` /
+    ``GenerationOutOfMemory``)."""
+    ngpus = settings.ngpus
     backend, device = _backend(ngpus)
     is_path = isinstance(model, (str, os.PathLike))
     if is_path and not os.path.isdir(model):
         raise GenerationInputError(f"ngpus: {model} is not a model folder")
+    rank_settings = settings.replace(batch=settings.batch // ngpus, ngpus=1)
     if not is_path:
         if not isinstance(model, torch.nn.Module):
             raise GenerationInputError(f"expected a torch.nn.Module or a model folder, got {type(model).__name__}")
-        check_lengths(model, batch // ngpus, prompt_len, gen_len)
+        check_lengths(model, rank_settings.batch, settings.prompt_len, settings.gen_len)
     folder = tempfile.mkdtemp(prefix="elana-replicas-")
     proc = None
     try:
         path = os.fspath(model) if is_path else _save(model, tokenizer, folder)
-        spec = {"phases": list(phases), "batch": batch // ngpus, "prompt_len": prompt_len, "gen_len": gen_len,
-                "label": label, "device": device, "tokenizer": tokenizer is not None or is_path,
-                "dtype": None if is_path else str(model_dtype(model)).replace("torch.", ""), **options}
+        spec = {"settings": rank_settings.to_dict(), "device": device, "tokenizer": tokenizer is not None or is_path,
+                "dtype": None if is_path else str(model_dtype(model)).replace("torch.", "")}
         with open(os.path.join(folder, "options.json"), "w") as f:
             json.dump(json_safe(spec), f)
         out, log = os.path.join(folder, "result.json"), os.path.join(folder, "torchrun.log")
@@ -182,7 +173,8 @@ def measure_replicas(model: torch.nn.Module | str, ngpus: int, *, tokenizer: Any
         if results is None:
             raise ReplicaError(f"the {ngpus} replicas exited with status {rc} and no result: {_last_line(log)}")
         _raise_rank_error(results)
-        return ReplicaLatencyReport.combine(results, ngpus=ngpus, backend=backend, batch=batch, label=label)
+        return ReplicaLatencyReport.combine(results, ngpus=ngpus, backend=backend, batch=settings.batch,
+                                            label=settings.label)
     finally:
         if proc is not None:
             _stop(proc)
@@ -363,7 +355,7 @@ def _load(path: str, spec: dict, device: torch.device):
     kwargs = {"dtype": getattr(torch, spec["dtype"])} if spec.get("dtype") else {"dtype": "auto"}
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs).to(device).eval()
     tokenizer = None
-    if spec.get("tokenizer") and spec.get("prompt") is not None:
+    if spec.get("tokenizer") and spec["settings"].get("prompt") is not None:
         try:
             tokenizer = AutoTokenizer.from_pretrained(path)
         except Exception:  # noqa: BLE001 - measure_latency says a prompt needs a tokenizer
@@ -377,15 +369,11 @@ def _error(exc: BaseException) -> dict[str, str]:
 
 
 def _measure_rank(path: str, spec: dict, device: torch.device) -> dict:
-    from .measure import measure_latency
-
-    keys = ("phases", "batch", "prompt_len", "gen_len", "energy", "cuda_graph", "warmup", "repeats", "min_time",
-            "label", "prompt", "peak_bw", "peak_flops", "energy_window_s", "max_time", "rel_ci", "seed", "compile")
-    options = {k: spec[k] for k in keys if k in spec and spec[k] is not None}
+    settings = LatencySettings.from_dict(spec["settings"])
     if device.type == "cpu":
-        options["energy"] = False  # the ranks share one CPU package (see the module doc)
+        settings = settings.replace(energy=False)  # the ranks share one CPU package (see the module doc)
     model, tokenizer = _load(path, spec, device)
-    return {"model": model, "tokenizer": tokenizer, "options": options, "measure": measure_latency}
+    return {"model": model, "tokenizer": tokenizer, "settings": settings}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -419,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
         dist.all_gather_object(ready, "error" not in result)  # the ranks start measuring together
         if job is not None and all(ready):
             try:
-                report = job["measure"](job["model"], job["tokenizer"], progress=False, **job["options"])
+                report = run_single(job["model"], job["settings"], tokenizer=job["tokenizer"], progress=False)
                 result["report"] = json_safe(report.to_dict())
             except Exception as exc:  # noqa: BLE001
                 result["error"] = _error(exc)

@@ -181,7 +181,10 @@ class LatencyReport(Report):
         times = [x for _, st, fl, _ in measured for x in (st["median"], st["p99"], r.get(fl))]
         times.append(d.get("tpot_from_ttlt_ms"))
         f = column_formatter([None if v is None else v / 1e3 for v in times])  # one time unit for the table
-        ms = (lambda v: f(None if v is None else v / 1e3))
+
+        def ms(v):
+            return f(None if v is None else v / 1e3)
+
         joules = energy_column([x for _, _, _, ek in measured for x in (e.get(ek), per_seq.get(ek))])
         rows = []
         for title, st, floor, ekey in measured:
@@ -230,6 +233,10 @@ class LatencyReport(Report):
             took = f", compiled in {c['compile_s']:.1f} s before the measurement" if c.get("compile_s") else ""
             lines.append(f"compile: {c['requested']} requested, variant {c['variant']}{took}; the engine that ran:"
                          f" {d['engine']}")
+        check = d.get("prefill_check") or {}
+        if check.get("rel_err") is not None:
+            lines.append(f"prefill: {(d.get('engines') or {}).get('prefill')}, checked against an eager prefill "
+                         f"(relative logit error {check['rel_err']:.2g}, same greedy token)")
         lines += self._device_lines()
         return lines
 
@@ -265,8 +272,10 @@ class LatencyReport(Report):
         label = f"{d['label']} · " if d.get("label") else ""
         gpus = [x for x in d.get("devices") or [] if x.startswith("cuda")]
         where = f"{len(gpus)} GPUs ({d['device_name']}, ...)" if len(gpus) > 1 else d["device_name"]
+        prefill = (d.get("engines") or {}).get("prefill")
+        engines = f"{prefill} prefill · {d['engine']} decode" if prefill else f"{d['engine']} decode"
         return (f"{label}{d['model']} on {where} · batch {d['batch']} · prompt {d['prompt_len']}"
-                f" · gen {d['gen_len']} · {d['engine']} decode")
+                f" · gen {d['gen_len']} · {engines}")
 
     def to_text(self) -> str:
         header, rows = self._table()

@@ -16,6 +16,18 @@ def _value_or_list(values: list[int]):
     return values[0] if len(values) == 1 else values
 
 
+def _settings(args, label: str | None):
+    """The magic's options as one ``LatencySettings`` (checked here, before any model work)."""
+    from ..latency.settings import LatencySettings
+
+    phases = [p for p in ("ttft", "tpot", "ttlt") if getattr(args, p)] or None
+    return LatencySettings(
+        phases=phases, batch=_value_or_list(args.batch), prompt_len=_value_or_list(args.prompt_len),
+        gen_len=_value_or_list(args.gen_len), energy=args.energy, cuda_graph=args.cuda_graph, compile=args.compile,
+        prefill=args.prefill, warmup=args.warmup, repeats=args.repeats, min_time=args.min_time,
+        rounds=args.rounds, label=label, prompt=args.prompt, peak_bw=args.peak_bw, peak_flops=args.peak_flops)
+
+
 @magics_class
 class LatencyMagics(Magics):
     @magic_arguments()
@@ -56,7 +68,17 @@ class LatencyMagics(Magics):
         if args.prompt is not None and any(len(v) > 1 for v in (args.batch, args.prompt_len, args.gen_len)):
             raise UsageError("--prompt sets one prompt length: give one --prompt-len and --batch value with it")
         if len(split_models(args.model)) > 1:
-            return self._paired(args, split_models(args.model))
+            if args.prompt is not None:
+                raise UsageError("paired mode measures random prompts of --prompt-len tokens: drop --prompt")
+            if any(len(v) > 1 for v in (args.batch, args.prompt_len, args.gen_len)):
+                raise UsageError("a paired A/B takes one --batch, --prompt-len and --gen-len value each (a grid takes "
+                                 "one model)")
+        try:
+            settings = _settings(args, label=None if len(split_models(args.model)) > 1 else args.label)
+        except GenerationInputError as exc:
+            raise UsageError(str(exc)) from None
+        if len(split_models(args.model)) > 1:
+            return self._paired(args, split_models(args.model), settings)
         model_expr = args.model
         trust = args.trust_remote_code
         model = resolve_model(self.shell, model_expr, trust_remote_code=trust, quiet=args.quiet)
@@ -76,15 +98,10 @@ class LatencyMagics(Magics):
                 tokenizer = None
         if args.prompt is not None and tokenizer is None:
             raise UsageError("--prompt needs a tokenizer: pass --tokenizer TOK (a tokenizer in the notebook)")
-        phases = [p for p in ("ttft", "tpot", "ttlt") if getattr(args, p)] or ["ttft", "tpot", "ttlt"]
         live = _live_view("elana latency", quiet=args.quiet)
         try:
-            report = measure_latency(
-                model, tokenizer=tokenizer, phases=phases, batch=_value_or_list(args.batch),
-                prompt_len=_value_or_list(args.prompt_len), gen_len=_value_or_list(args.gen_len), energy=args.energy, cuda_graph=args.cuda_graph, warmup=args.warmup,
-                repeats=args.repeats, min_time=args.min_time, label=args.label, prompt=args.prompt,
-                peak_bw=args.peak_bw, peak_flops=args.peak_flops,
-                progress=live if live is not None else not args.quiet, compile=args.compile)
+            report = measure_latency(model, tokenizer, settings=settings,
+                                     progress=live if live is not None else not args.quiet)
         except (GenerationInputError, GenerationOutOfMemory) as exc:
             _drop(live)
             raise UsageError(str(exc)) from None
@@ -94,7 +111,7 @@ class LatencyMagics(Magics):
         except KeyboardInterrupt:
             _drop(live)
             raise UsageError("interrupted: nothing was kept, and the model is as it was") from None
-        except Exception as exc:  # the model itself failed (its forward raised)
+        except Exception as exc:  # noqa: BLE001 - the model itself failed (its forward raised)
             _drop(live)
             raise UsageError(f"the model failed during the measurement ({_one_line(exc)}); nothing was kept, "
                              "the model is as it was") from None
@@ -109,14 +126,12 @@ class LatencyMagics(Magics):
             if live is not None:
                 live.close_widgets()
 
-    def _paired(self, args, exprs: list[str]):
+    def _paired(self, args, exprs: list[str], settings):
         """Several models in alternating rounds: each report joins the history; the comparison is shown."""
         from ..core.history import HISTORY
         from ..latency import measure_paired
         from ..latency.session import GenerationInputError, GenerationOutOfMemory
 
-        if args.prompt is not None:
-            raise UsageError("paired mode measures random prompts of --prompt-len tokens: drop --prompt")
         models = [resolve_model(self.shell, expr, trust_remote_code=args.trust_remote_code, quiet=args.quiet)
                   for expr in exprs]
         if len({id(m) for m in models}) < len(models):
@@ -126,17 +141,10 @@ class LatencyMagics(Magics):
             raise UsageError(f"--label needs one name per model ({len(models)}), comma-separated")
         if len(set(labels)) != len(labels):
             raise UsageError(f"the labels must differ, got {labels}")
-        if any(len(v) > 1 for v in (args.batch, args.prompt_len, args.gen_len)):
-            raise UsageError("a paired A/B takes one --batch, --prompt-len and --gen-len value each (a grid takes one model)")
-        phases = [p for p in ("ttft", "tpot", "ttlt") if getattr(args, p)] or ["ttft", "tpot", "ttlt"]
         live = _live_view("elana latency (paired)", quiet=args.quiet)
         try:
-            comparison = measure_paired(
-                models, labels=labels, rounds=args.rounds, phases=phases, batch=args.batch[0],
-                prompt_len=args.prompt_len[0], gen_len=args.gen_len[0], energy=args.energy, cuda_graph=args.cuda_graph,
-                warmup=args.warmup, repeats=args.repeats, min_time=args.min_time, peak_bw=args.peak_bw,
-                peak_flops=args.peak_flops, progress=live if live is not None else not args.quiet,
-                compile=args.compile)
+            comparison = measure_paired(models, labels=labels, settings=settings,
+                                        progress=live if live is not None else not args.quiet)
         except (GenerationInputError, GenerationOutOfMemory) as exc:
             _drop(live)
             raise UsageError(str(exc)) from None

@@ -104,27 +104,29 @@ def test_the_command_and_magics_take_the_same_values():
 
 def test_defaults_are_the_plain_apis():
     from elana_magic.energy import measure_energy
-    from elana_magic.latency import measure_latency
+    from elana_magic.latency import LatencySettings
     from elana_magic.profile import profile_phase
     from elana_magic.size import measure_size
 
     def api(func, name):
         return inspect.signature(func).parameters[name].default
 
-    for key, func, name in (("batch", measure_latency, "batch"), ("prompt-len", measure_latency, "prompt_len"),
-                            ("gen-len", measure_latency, "gen_len"), ("warmup", measure_latency, "warmup"),
-                            ("repeats", measure_latency, "repeats"), ("min-time", measure_latency, "min_time"),
+    for key, func, name in (("batch", LatencySettings, "batch"), ("prompt-len", LatencySettings, "prompt_len"),
+                            ("gen-len", LatencySettings, "gen_len"), ("warmup", LatencySettings, "warmup"),
+                            ("repeats", LatencySettings, "repeats"), ("min-time", LatencySettings, "min_time"),
+                            ("prefill", LatencySettings, "prefill"), ("ngpus", LatencySettings, "ngpus"),
+                            ("rounds", LatencySettings, "rounds"),
                             ("prompt-len", profile_phase, "prompt_len"), ("gen-len", profile_phase, "gen_len"),
                             ("batch", profile_phase, "batch"), ("phase", profile_phase, "phase"),
                             ("top", profile_phase, "top"), ("energy-min-time", measure_energy, "min_time")):
         assert OPTIONS[key].default == api(func, name), key
     for key, name in (("grid-batch", "batch"), ("grid-prompt-len", "prompt_len"), ("grid-gen-len", "gen_len")):
-        assert OPTIONS[key].default == [api(measure_latency, name)], key
+        assert OPTIONS[key].default == [api(LatencySettings, name)], key
     assert OPTIONS["size-batch"].default == list(api(measure_size, "batch"))
     assert OPTIONS["seq-len"].default == list(api(measure_size, "seq_len"))
     for key in ("energy", "cuda-graph", "no-compile"):  # None: the API decides (sensor present, CUDA)
         assert OPTIONS[key].default is None
-    assert api(measure_latency, "compile") is None and api(measure_latency, "cuda_graph") is None
+    assert api(LatencySettings, "compile") is None and api(LatencySettings, "cuda_graph") is None
 
 
 @pytest.mark.parametrize("argv, message", [

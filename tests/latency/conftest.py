@@ -8,6 +8,7 @@ import pytest
 @pytest.fixture
 def fake_energy(monkeypatch, constant_power):
     """Every meter the latency measurement opens reads the 50 W double; windows of 0.05 s."""
+    from elana_magic.core import defaults
     from elana_magic.energy import EnergyMeter
     from elana_magic.latency import measure
 
@@ -17,4 +18,4 @@ def fake_energy(monkeypatch, constant_power):
         return EnergyMeter(sensors=[constant_power()], measure_idle=False), None
 
     monkeypatch.setattr(measure, "_open_meter", open_meter)
-    monkeypatch.setattr(measure, "DEFAULT_ENERGY_WINDOW_S", 0.05)
+    monkeypatch.setattr(defaults, "ENERGY_WINDOW_S", 0.05)

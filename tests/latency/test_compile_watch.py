@@ -66,3 +66,29 @@ def test_compiled_variant_new_then_reused(tiny_llama, one_variant):
     assert rep.compile["compile_s"] is not None  # compile time, apart from the measured figures
     again = measure_latency(tiny_llama, batch=1, prompt_len=8, gen_len=3, cuda_graph=True, compile="whole", **FAST)
     assert again.engine == "cuda-graph+compile" and again.compile["variant"] == "reused"
+
+
+def test_a_deep_copy_reuses_the_compiled_step_and_says_so(tiny_llama, one_variant):
+    """Done when 3: a copy runs the compiled code without a compile event: "reused", never "fell back"."""
+    import copy
+
+    first = measure_latency(tiny_llama, batch=1, prompt_len=8, gen_len=3, cuda_graph=True, compile="whole", **FAST)
+    assert first.engine == "cuda-graph+compile" and first.compile["variant"] in ("new", "reused")
+    twin = copy.deepcopy(tiny_llama)
+    rep = measure_latency(twin, batch=1, prompt_len=8, gen_len=3, cuda_graph=True, compile="whole", **FAST)
+    assert rep.engine == "cuda-graph+compile" and rep.compile["variant"] == "reused"
+    assert "reason" not in rep.compile and not any("decode step not used" in n for n in rep.notes)
+
+
+def test_paired_model_and_its_deep_copy_carry_no_engine_warning(tiny_llama, one_variant):
+    import copy
+
+    from elana_magic.latency import measure_paired
+
+    twin = copy.deepcopy(tiny_llama)
+    comp = measure_paired([tiny_llama, twin], labels=["model", "copy"], rounds=2, phases=["tpot"], batch=1,
+                          prompt_len=8, gen_len=3, cuda_graph=True, compile="whole", **FAST)
+    a, b = comp.reports
+    assert a.engine == b.engine == "cuda-graph+compile" and a.engines == b.engines
+    assert b.compile["variant"] == "reused"
+    assert not any("engine" in w for w in comp.warnings), comp.warnings
