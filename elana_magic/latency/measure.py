@@ -134,7 +134,8 @@ class Measurement:
                 prompt_len = int(input_ids.shape[1])
                 self.notes.append(f"prompt length {prompt_len} follows the prompt text")
         self.batch, self.prompt_len, self.gen_len = settings.batch, prompt_len, settings.gen_len
-        compile_ = settings.decodes if settings.compile is None else settings.compile
+        # on CUDA both timed steps compile by default: decode's, and the prefill's (a TTFT-only run too)
+        compile_ = True if settings.compile is None else settings.compile
         self.session = GenerationSession(model, batch=settings.batch, prompt_len=prompt_len, gen_len=self.gen_len,
                                          cuda_graph=settings.cuda_graph, input_ids=input_ids, seed=settings.seed,
                                          compile=compile_, prefill=settings.prefill, checked=True)

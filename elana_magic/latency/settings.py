@@ -177,11 +177,6 @@ class LatencySettings:
         return any(len(self.values(n)) > 1 for n in ("batch", "prompt_len", "gen_len"))
 
     @property
-    def decodes(self) -> bool:
-        """Compiling the decode step pays off only where decode steps are timed."""
-        return "tpot" in self.phases or "ttlt" in self.phases
-
-    @property
     def forced_few(self) -> bool:
         """``min_time`` 0: the user asked for exactly ``repeats`` runs, below the sample floor if so."""
         return self.min_time == 0
