@@ -98,7 +98,7 @@ def main() -> None:
                        [["shape", "TPOT (batch 1)", "engines", "MBU"], ["---"] * 4, *decode])
     with open(stem + ".md", "w") as f:
         f.write(f"# Prefill engine vs eager prefill: {card}\n\n`benchmarks/prefill_engine.py`, "
-                f"{env.get('created', '')} torch {env.get('torch')}, transformers {env.get('transformers')}, "
+                f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, torch {env.get('torch')}, transformers {env.get('transformers')}, "
                 f"driver {env.get('driver')}; random bf16 weights, batch 1, prompt {args.prompt_len}; "
                 f"{args.calls} separate calls per setting in one process.\n\n{table}\n\n"
                 f"Decode on the default engine (gen {args.gen_len}):\n\n{dtable}\n")
