@@ -367,9 +367,11 @@ class GenerationSession:
             layer.cumulative_length.sub_(n)
 
     def _reset_static(self) -> None:
-        # Slots past the current length are masked out, so rewinding the length is a fresh cache.
-        for layer in self._static_layers():
-            layer.cumulative_length.zero_()
+        # Slots past the current length are masked out, so rewinding the length is a fresh cache. The
+        # cache's tensors were made in inference mode, which an in-place update needs too.
+        with torch.inference_mode():
+            for layer in self._static_layers():
+                layer.cumulative_length.zero_()
         self.position = 0
         self.steps_done = 0
 
