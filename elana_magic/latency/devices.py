@@ -8,7 +8,8 @@ over a model split across GPUs ends when the last GPU's work ends.
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from typing import Any, Iterator
 
 import torch
 
@@ -84,3 +85,22 @@ def _side_stream(device: torch.device) -> "torch.cuda.Stream":
     if index not in _SIDE_STREAMS:
         _SIDE_STREAMS[index] = torch.cuda.Stream(index)
     return _SIDE_STREAMS[index]
+
+
+@contextlib.contextmanager
+def graph_capture(graph: "torch.cuda.CUDAGraph", device: torch.device, pool: Any = None) -> Iterator[None]:
+    """``torch.cuda.graph``, and after a capture that fails midway (out of memory, an op capture refuses)
+    the device's random generator made usable again: such a capture leaves the generator's in-graph
+    offset set, and every later random op on that GPU (a model's init) then fails with "Offset
+    increment outside graph capture encountered unexpectedly"."""
+    index = torch.device(device).index
+    index = torch.cuda.current_device() if index is None else index
+    state = torch.cuda.get_rng_state(index)
+    try:
+        with torch.cuda.graph(graph, pool=pool):
+            yield
+    except BaseException:
+        fresh = torch.Generator(device=f"cuda:{index}")
+        torch.cuda.default_generators[index].graphsafe_set_state(fresh)
+        torch.cuda.set_rng_state(state, index)
+        raise

@@ -14,7 +14,7 @@ from typing import Any, Callable
 import torch
 
 from .compile_policy import COMPILE_VARIANTS, _recompile_room, compare_logits
-from .devices import _side_stream
+from .devices import _side_stream, graph_capture
 
 
 def setup_prefill(s: Any) -> None:
@@ -61,7 +61,7 @@ def capture_prefill(s: Any, compiled: bool) -> Callable[[], torch.Tensor]:
             s._forward(s.input_ids, s._cache, None, compiled)
     torch.cuda.current_stream(s.device).wait_stream(stream)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, pool=s._graph.pool()):
+    with graph_capture(graph, s.device, pool=s._graph.pool()):
         for layer in layers:
             layer.cumulative_length.zero_()
         logits = s._forward(s.input_ids, s._cache, None, compiled)[:, -1, :]

@@ -46,7 +46,7 @@ from .compile_policy import (COMPILE_MODES, COMPILE_REL_TOL_PER_LAYER, COMPILE_V
                              CompileWatch, _compile_counters, _compiled_layer, _compiled_logits, _layer_forward,
                              _model_logits, _recompile_room, compare_logits, compile_mode, compile_tolerance,
                              regional_compiled, repeated_blocks, step_key, top1_gap_tolerance)
-from .devices import _side_stream, cuda_indices, model_devices
+from .devices import _side_stream, cuda_indices, graph_capture, model_devices
 from .devices import synchronize as synchronize_devices
 from .errors import GenerationInputError, GenerationOutOfMemory  # noqa: F401 - their home before errors.py
 from .inputs import (ModelState, _accepts, _cache_kwarg, check_can_generate, check_lengths,  # noqa: F401
@@ -303,7 +303,7 @@ class GenerationSession:
                 self.compile_reused = self.compile_frames == 0
             torch.cuda.current_stream(self.device).wait_stream(stream)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
+            with graph_capture(graph, self.device):
                 logits = self._forward(self._next, self._cache, self._step_mask(), compiled)
                 self._logits = logits[:, -1, :]
                 self._next.copy_(self._logits.argmax(-1, keepdim=True))

@@ -67,3 +67,19 @@ def test_deep_copy_is_reused_and_pairs_without_an_engine_warning(llama_1b):
     finally:
         del twin
         torch.cuda.empty_cache()
+
+
+def test_a_capture_that_fails_midway_leaves_the_random_generator_usable():
+    """A capture that raised after a random op (as an out-of-memory prefill capture did in the grid's OOM
+    cell) left every later random op on the GPU failing; graph_capture restores the generator."""
+    from elana_magic.latency.devices import graph_capture
+
+    graph = torch.cuda.CUDAGraph()
+    try:
+        with graph_capture(graph, torch.device("cuda")):
+            torch.rand(8, device="cuda")
+            raise torch.OutOfMemoryError("pretend")
+    except torch.OutOfMemoryError:
+        pass
+    assert torch.randn(4, device="cuda").isfinite().all()
+    torch.nn.init.normal_(torch.empty(16, device="cuda"))
