@@ -23,7 +23,7 @@ _COMPILED: dict[str, Any] = {}
 # default of 8 per function is raised to this while our step compiles (``_recompile_room``), as a grid reaches
 # 8 quickly. Past it, dynamo runs the step uncompiled: ``CompileWatch`` sees it and the engine is named for
 # what ran.
-COMPILE_VARIANTS = 64
+COMPILE_VARIANTS = 256   # per code object while we compile: a prefill and a decode variant per model x shape
 
 COMPILE_MODES = ("regional", "whole")
 
@@ -205,8 +205,10 @@ def _recompile_room(n: int):
     import torch._dynamo.config as cfg
 
     name = "recompile_limit" if hasattr(cfg, "recompile_limit") else "cache_size_limit"
-    current = getattr(cfg, name)
-    with cfg.patch(**{name: max(current, n)}):
+    limits = {name: max(getattr(cfg, name), n)}
+    if hasattr(cfg, "accumulated_recompile_limit"):  # the total over every code object (256 by default)
+        limits["accumulated_recompile_limit"] = max(cfg.accumulated_recompile_limit, 4 * n)
+    with cfg.patch(**limits):
         yield
 
 

@@ -14,8 +14,9 @@ P = 512
 
 
 def _captured_vs_eager(s: GenerationSession) -> tuple[torch.Tensor, torch.Tensor]:
-    first = s.prefill().clone()                         # the engine's prefill: the first token ids
-    eager = s._eager_prefill().float()                   # transformers' own, from a fresh cache
+    with torch.inference_mode():
+        first = s.prefill().clone()                      # the engine's prefill: the first token ids
+        eager = s._eager_prefill().float()               # transformers' own, from a fresh cache
     return first, eager
 
 
