@@ -160,6 +160,24 @@ def run_cell(page, i: int, timeout_s: float = 600) -> None:
         arg=cell.element_handle(), timeout=timeout_s * 1000)
 
 
+def run_new_cell(page, code: str, timeout_s: float = 120) -> None:
+    """Add a code cell below the last one, as a user does (select it, press b, type), and run it."""
+    n = cells(page).count()
+    last = cells(page).nth(n - 1)
+    last.scroll_into_view_if_needed()
+    last.locator(".jp-InputPrompt").first.click()
+    page.keyboard.press("Escape")
+    page.keyboard.press("b")
+    page.wait_for_function(f"() => document.querySelectorAll('{CELLS}').length > {n}", timeout=30_000)
+    cell = cells(page).nth(n)
+    cell.locator(".jp-InputArea-editor").first.click()
+    page.keyboard.type(code)
+    page.keyboard.press("Shift+Enter")
+    page.wait_for_function(
+        "cell => { const p = cell.querySelector('.jp-InputArea-prompt'); return p && /\\[\\d+\\]/.test(p.textContent); }",
+        arg=cell.element_handle(), timeout=timeout_s * 1000)
+
+
 def cell_source(page, i: int) -> str:
     return cells(page).nth(i).locator(".jp-InputArea-editor").inner_text()
 

@@ -17,7 +17,7 @@ import pathlib
 import pytest
 
 from live_jupyter import (JupyterServer, cell_errors, cell_source, cells, copy_notebooks, expects_report,
-                           open_notebook, report_kind, run_cell, save_notebook, visible_reports)
+                           open_notebook, report_kind, run_cell, run_new_cell, save_notebook, visible_reports)
 
 pytestmark = pytest.mark.slow
 
@@ -101,8 +101,10 @@ def check_reports_stay(lab, browser, notebook: str, tmp_path: pathlib.Path, scre
                 kinds.add(kind)
         assert not missing, f"{notebook}: no visible report after the cell finished: {missing}"
         assert NOTEBOOKS[notebook] <= kinds, f"{notebook}: saw {sorted(kinds)}"
-        # still there once every cell has run: a widget closed later (when the kernel collects the live
-        # view) hides its output then, after that cell's own check
+        # still there once every cell has run and the kernel has collected its garbage: a live view's
+        # widget closed when Python collects it hides the output it is in, long after that cell's check
+        run_new_cell(page, "import gc; gc.collect()")
+        page.wait_for_timeout(1500)
         later = [i for i in shown_in if not visible_reports(page, i)]
         assert not later, f"{notebook}: the reports of cells {later} vanished while later cells ran"
         # the same notebook saved and opened again: a new kernel, the old widgets gone
