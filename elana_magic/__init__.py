@@ -15,6 +15,7 @@ __all__ = ["__version__", "compare", "history", "load_ipython_extension", "load_
 def history():
     """The reports this kernel's magics produced (``History``: ``[i]``, ``["label"]``, ``save``, ``load``,
     ``to_dataframe``)."""
+    from .reports import KINDS  # noqa: F401 - every kind registered, for --load of saved lines
     from .core.history import history as _history
 
     return _history()
@@ -23,6 +24,7 @@ def history():
 def compare(*items, noise_threshold: float | None = None):
     """Compare reports (or history indices / labels / saved files) with the first: a ``Comparison``.
     A change whose interval reaches inside ±``noise_threshold`` (default 1%) is called noise."""
+    from .reports import KINDS  # noqa: F401 - every kind registered, for saved files among the items
     from .core.compare import compare as _compare
     from .core.history import find_report
     from .core.stats import NOISE_THRESHOLD
@@ -33,6 +35,7 @@ def compare(*items, noise_threshold: float | None = None):
 
 def load_report(path):
     """A report saved with ``report.save(path)`` (or ``to_json()``), as its own class."""
+    from .reports import KINDS  # noqa: F401 - every kind registered
     from .core.envelope import load_report as _load
 
     return _load(path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 def magic_classes() -> list[type]:
     """The Magics classes that ``%load_ext elana_magic`` registers."""
+    from ..reports import KINDS  # noqa: F401 - every kind registered before a saved report is read
     from .compare import CompareMagics
     from .energy import EnergyMagics
     from .latency import LatencyMagics

@@ -89,12 +89,11 @@ def _from_targets(node: ast.ImportFrom, package: str, known: set[str]) -> set[st
 
 
 # core's reaches outward, inside the function only (docs/ARCHITECTURE.md): the fingerprint counts weights, the
-# environment reads NVML, the option spec checks a dtype, and load_report finds the class a saved kind names
+# environment reads NVML, the option spec checks a dtype. The report kinds register themselves
+# (elana_magic.reports imports them all): core imports none of them.
 CORE_REACHES = {("elana_magic.core.fingerprint", "elana_magic.size.weights"),
                 ("elana_magic.core.environment", "elana_magic.energy.nvml"),
-                ("elana_magic.core.options", "elana_magic.size.weights")} | {
-               ("elana_magic.core.envelope", f"elana_magic.{kind}.report") for kind in ("size", "energy", "latency",
-                                                                                    "profile")}
+                ("elana_magic.core.options", "elana_magic.size.weights")}
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -212,3 +211,19 @@ def test_every_module_imports_first_in_a_fresh_interpreter():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240,
                             cwd=str(ROOT.parent))
     assert result.returncode == 0, result.stdout + result.stderr[-2000:]
+
+
+def test_core_reads_a_saved_kind_only_once_its_module_registered_it():
+    """In a fresh interpreter core alone knows no kind (it imports none); elana_magic.load_report registers
+    every kind, the size-fit answer included, before reading."""
+    import subprocess
+    import sys
+
+    code = ("import json, tempfile\n"
+            "from elana_magic.core.envelope import REPORT_KINDS\n"
+            "assert not REPORT_KINDS, REPORT_KINDS\n"
+            "import elana_magic.reports\n"
+            "print(sorted(REPORT_KINDS))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split("\n")[0] == str(sorted(["comparison", "energy", "latency", "profile", "size", "size-fit"]))
