@@ -58,7 +58,9 @@ def resolve_model(shell, expr: str, trust_remote_code: bool = False, quiet: bool
                               with_tokenizer=False).model
         except ModelLoadError as exc:
             raise UsageError(str(exc)) from None
-    return require_module(evaluate(shell, expr, "model"), expr)
+    model = require_module(evaluate(shell, expr, "model"), expr)
+    release_freed_memory()  # before measuring too: what the notebook freed since (a replaced copy) leaves first
+    return model
 
 
 def _top_level_spaces(text: str):
