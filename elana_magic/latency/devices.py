@@ -100,7 +100,14 @@ def graph_capture(graph: "torch.cuda.CUDAGraph", device: torch.device, pool: Any
         with torch.cuda.graph(graph, pool=pool):
             yield
     except BaseException:
-        fresh = torch.Generator(device=f"cuda:{index}")
-        torch.cuda.default_generators[index].graphsafe_set_state(fresh)
-        torch.cuda.set_rng_state(state, index)
+        _fresh_generator_state(index, state)
         raise
+
+
+def _fresh_generator_state(index: int, state: torch.Tensor) -> None:
+    """The device's default generator on a new state (no in-graph offset), at the seed and offset it had."""
+    try:
+        torch.cuda.default_generators[index].graphsafe_set_state(torch.Generator(device=f"cuda:{index}"))
+        torch.cuda.set_rng_state(state, index)
+    except (AttributeError, RuntimeError):  # an older torch without graph-safe states: the capture's error stands
+        pass
