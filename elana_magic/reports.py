@@ -1,6 +1,6 @@
 """Every kind of report, imported so that each registers itself with the envelope (``Report`` subclasses
 register their ``kind`` when their module is imported). What reads saved reports back (``load_report``, the
-history, ``compare``, the magics, the command) imports this first; ``core`` itself knows no kind."""
+history, ``compare``, the magics) imports this first; ``core`` itself knows no kind."""
 
 from __future__ import annotations
 

@@ -2,8 +2,8 @@
 
 On Linux, glibc's allocator keeps freed blocks of its heap for reuse: a measurement's temporaries, or
 a model copy the notebook deleted, stay in the process's resident memory. Under a memory limit (a
-2 GB Binder session) that is what gets the kernel killed, so after each measurement the magics
-collect garbage and ask glibc to return its free pages (``malloc_trim(0)``). Elsewhere this only
+2 GB Binder session) that is what gets the kernel killed, so before and after each measurement the
+magics collect garbage and ask glibc to return its free pages (``malloc_trim(0)``). Elsewhere this only
 collects garbage.
 """
 
