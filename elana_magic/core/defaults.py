@@ -34,19 +34,6 @@ SIZE_BATCH = (1,)
 SIZE_SEQ_LEN = (1024, 2048)
 # measure_energy: a window of repeated calls lasts at least this long (~10 ticks of the NVML counter)
 ENERGY_MIN_TIME_S = 1.0
-# the floor under every phase's median: at least this many samples and seconds, unless the user forces
-# fewer (--min-time 0); a median below it carries a note saying how many samples it rests on
-SAMPLE_FLOOR = 10
-SAMPLE_FLOOR_S = 0.5
-# a phase's energy window lasts at least this long (~30 ticks of the NVML counter)
-ENERGY_WINDOW_S = 3.0
-# stop early once the median's 95% CI is within this fraction of it
-REL_CI = 0.01
-SEED = 0
-# engines: prefill "auto" = a compiled step in a CUDA graph where decode has one, "eager" = plain transformers
-PREFILL = "auto"
-PREFILL_ENGINES = ("auto", "eager")
-NGPUS = 1
 # profile_phase / profile_block
 PROFILE_PHASE = "tpot"
 PROFILE_STEPS = {"ttft": 3, "tpot": 16, "ttlt": 1}

@@ -35,17 +35,7 @@ def _module_level_imports(name: str, path: Path, known: set[str]) -> set[str]:
             if isinstance(node, ast.Import):
                 out.update(a.name for a in node.names if a.name in known)
             elif isinstance(node, ast.ImportFrom):
-                if node.level:
-                    base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
-                    target = f"{base}.{node.module}" if node.module else base
-                else:
-                    target = node.module or ""
-                for alias in node.names:
-                    sub = f"{target}.{alias.name}"
-                    if sub in known:
-                        out.add(sub)
-                    elif target in known:
-                        out.add(target)
+                out.update(_from_targets(node, package, known))
             elif isinstance(node, (ast.If, ast.Try, ast.With)):
                 if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
                     continue
