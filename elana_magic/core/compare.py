@@ -68,6 +68,13 @@ class Ratio:
         return self.withheld is None and beyond_noise(self.ci_low, self.ci_high, self.noise)
 
     @property
+    def table_verdict(self) -> str:
+        """The verdict as a table cell beside its figure: without the figure's name, and for a withheld one
+        without the hint on how to measure again (the warning under the table gives it once)."""
+        text = self.verdict.split("; ", 1)[0] if self.withheld else self.verdict
+        return text[len(self.figure) + 1:] if text.startswith(self.figure + " ") else text
+
+    @property
     def improved(self) -> bool | None:
         """True for a real change for the better, False for the worse, None for noise or no direction."""
         if not self.significant or self.better is None or self.ratio is None:
@@ -399,7 +406,7 @@ class Comparison(Report):
         rows = []
         for r in self.ratios:
             ci = f"{r.ci_low:.3f}-{r.ci_high:.3f}" if r.ci_low is not None else "-"
-            rows.append([r.figure, r.verdict, _format(r.baseline, r.unit), r.label, _format(r.value, r.unit),
+            rows.append([r.figure, r.table_verdict, _format(r.baseline, r.unit), r.label, _format(r.value, r.unit),
                          "-" if r.ratio is None else f"{r.ratio:.3f}", ci])
         return header, rows
 

@@ -213,9 +213,10 @@ class History(Report):
         return df
 
     def _table(self) -> tuple[list[str], list[list[str]]]:
-        header = ["#", "label", "figures", "kind", "model", "fingerprint"]
+        # "model" ends with the fingerprint's short hash (the full one is in to_dataframe / to_dict)
+        header = ["#", "label", "figures", "kind", "model"]
         rows = [[r["index"], r["label"], ", ".join(f"{k} {v}" for k, v in r["figures"].items()), r["kind"],
-                 r["model"], r["fingerprint"] or "-"] for r in (e.row() for e in self.entries)]
+                 r["model"]] for r in (e.row() for e in self.entries)]
         return header, rows
 
     def to_text(self) -> str:

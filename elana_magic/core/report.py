@@ -191,12 +191,13 @@ _CAPTION_STYLE = "caption-side:top;text-align:left;font-weight:600;padding:2px 0
 
 
 def _looks_numeric(cell: Any) -> bool:
-    """Numbers and their placeholders ('-' for none), e.g. '1.5 GB', '= 524 kB', '-3.2%'."""
+    """Numbers and their placeholders ('-' for none), e.g. '1.5 GB', '= 524 kB', '-3.2%', '0 – 270 ms'; not words
+    that start with one ('20% lower (95% CI 10-14%)', a verdict beside its figure)."""
     text = str(cell).strip()
     if text in ("", "-", "—"):
         return True
     text = text.lstrip("=~±<>-+ ")
-    return bool(text) and text[0].isdigit()
+    return bool(text) and text[0].isdigit() and len(text.split()) <= 4
 
 
 def html_table(header: list[str], rows: list[list[Any]], caption: str | None = None) -> str:

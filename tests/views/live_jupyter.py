@@ -89,7 +89,10 @@ class JupyterServer:
             path = settings / name
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(value))
-        env = {**os.environ, "JUPYTERLAB_SETTINGS_DIR": str(settings),
+        # the kernels import this checkout's elana_magic: the venv's editable install may point at another
+        # (a worktree of an old commit checked with this venv would otherwise run the new code)
+        path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+        env = {**os.environ, "JUPYTERLAB_SETTINGS_DIR": str(settings), "PYTHONPATH": path,
                "JUPYTER_CONFIG_DIR": str(self.root / ".jupyter"), "JUPYTER_RUNTIME_DIR": str(self.root / ".runtime")}
         module = "jupyterlab" if self.app == "lab" else "notebook"
         cmd = [sys.executable, "-m", module, "--no-browser", f"--ServerApp.port={self.port}",

@@ -50,8 +50,20 @@ def require(module: str) -> None:
 
 
 def screenshot(rep, kind: str, tmp_path: pathlib.Path) -> None:
+    """The report alone, at the page's 1100 px width. A report taller than the window is shot in a window made
+    tall enough for it (Lab's notebook scrolls inside the page: a taller element would come out clipped, the
+    toolbar drawn over it)."""
     path = tmp_path / f"{kind}.png"
-    rep.screenshot(path=str(path))
+    page, size = rep.page, rep.page.viewport_size
+    height = rep.bounding_box()["height"]
+    if height + 300 > size["height"]:
+        page.set_viewport_size({"width": size["width"], "height": int(height) + 400})
+        page.wait_for_timeout(500)
+    try:
+        rep.scroll_into_view_if_needed()
+        rep.screenshot(path=str(path))
+    finally:
+        page.set_viewport_size(size)
     out = os.environ.get("ELANA_SCREENSHOT_DIR")
     if out:
         pathlib.Path(out).mkdir(parents=True, exist_ok=True)
