@@ -21,6 +21,7 @@ stand. A figure without an interval gets no verdict either: it moved, and no con
 
 from __future__ import annotations
 
+import html
 import math
 import re
 from dataclasses import asdict, dataclass, field
@@ -523,7 +524,7 @@ def _colour(r: Ratio) -> str:
     return {True: BETTER_COLOUR, False: WORSE_COLOUR, None: CHANGED_COLOUR}[r.improved]
 
 
-_WRAP = "white-space:normal;overflow-wrap:anywhere"
+_WRAP = "white-space:normal;overflow-wrap:break-word"  # words broken only when one cannot fit a line
 
 
 def wrapping_table(header: list[str], rows: list[list[Any]], caption: str | None = None) -> str:
@@ -531,7 +532,14 @@ def wrapping_table(header: list[str], rows: list[list[Any]], caption: str | None
     than its container, so a narrow notebook shows every column; numbers stay on one line."""
     out = html_table(header, rows, caption=caption)
     out = out.replace("class='elana-table' style=\"", "class='elana-table' style=\"max-width:100%;table-layout:auto;", 1)
-    return re.sub(r"(<td style='[^']*)white-space:nowrap(;text-align:left')", rf"\g<1>{_WRAP}\g<2>", out)
+
+    def wrap(m: re.Match) -> str:
+        # a long text (a verdict) keeps a readable width: the number columns, which never wrap, would squeeze it
+        # to a word per line
+        wide = ";min-width:14em" if len(html.unescape(m.group(3))) > 40 else ""
+        return f"{m.group(1)}{_WRAP}{wide}{m.group(2)}{m.group(3)}</td>"
+
+    return re.sub(r"(<td style='[^']*)white-space:nowrap(;text-align:left'>)(.*?)</td>", wrap, out)
 
 
 def compare(reports: Sequence[Report], labels: Sequence[str] | None = None,

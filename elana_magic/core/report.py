@@ -186,7 +186,7 @@ _TABLE_STYLE = ("border-collapse:collapse;font-family:system-ui,-apple-system,'S
                 "font-size:13px;margin:4px 0 10px 0;max-width:100%")
 _CELL_STYLE = "padding:2px 8px;border-bottom:1px solid #e4e4e4"
 _NUMBER_STYLE = "white-space:nowrap"
-_WORDS_STYLE = "white-space:normal;overflow-wrap:anywhere;min-width:4em"
+_WORDS_STYLE = "white-space:normal;overflow-wrap:break-word;min-width:4em"
 _CAPTION_STYLE = "caption-side:top;text-align:left;font-weight:600;padding:2px 0 4px 0;white-space:normal"
 
 
