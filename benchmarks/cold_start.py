@@ -23,13 +23,17 @@ on a narrow model of Llama-3.2-1B depth (16 layers, hidden 256, fp32), regional 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+
+try:
+    from _common import card_stem, environment, write_result
+except ImportError:  # run as a module
+    from benchmarks._common import card_stem, environment, write_result
 
 T_PROCESS = time.perf_counter()
 
@@ -128,23 +132,14 @@ def run_child(spec: dict, cache_dir: str, timeout: float) -> dict:
     return {**json.loads(lines[-1]), "wall_s": wall}
 
 
-def environment(cpu: bool = False) -> dict:
+def run_environment(cpu: bool = False) -> dict:
     import platform
 
-    import torch
-    import transformers
+    import torch  # noqa: F401 - capture_environment reads the running torch's version
 
-    env = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-           "card": f"CPU ({os.cpu_count()} cores, {platform.machine()})" if cpu else torch.cuda.get_device_name(0),
-           "torch": torch.__version__, "cuda": torch.version.cuda, "transformers": transformers.__version__}
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        env["driver"] = pynvml.nvmlSystemGetDriverVersion()
-        pynvml.nvmlShutdown()
-    except Exception:  # noqa: BLE001
-        pass
+    env = environment("cpu" if cpu else "cuda:0")
+    if cpu:
+        env["card"] = f"CPU ({os.cpu_count()} cores, {platform.machine()})"
     return env
 
 
@@ -244,7 +239,7 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(json.loads(args.child)), default=str), flush=True)
         return
-    env = environment(args.cpu)
+    env = run_environment(args.cpu)
     root = tempfile.mkdtemp(prefix="elana-cold-")
     plan = [("first_step", "llama-3.1-8b", "regional", "reg8"),
             ("first_step", "llama-3.1-8b", "whole", "whole8"),
@@ -264,13 +259,9 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row, default=str), flush=True)
     result = {"environment": env, "rows": rows, "targets": {} if args.cpu else targets(rows)}
-    os.makedirs(args.out, exist_ok=True)
-    stamp = "cpu" if args.cpu else env["card"].replace(" ", "_")
-    with open(os.path.join(args.out, f"latency_cold_start_{stamp}.json"), "w") as f:
-        json.dump(result, f, indent=2, default=str)
+    stamp = "cpu" if args.cpu else card_stem(env)
     text = cpu_markdown(result) if args.cpu else markdown(result)
-    with open(os.path.join(args.out, f"latency_cold_start_{stamp}.md"), "w") as f:
-        f.write(text)
+    write_result(args.out, f"latency_cold_start_{stamp}", result, text)
     print(text)
 
 

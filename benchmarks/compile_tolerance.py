@@ -15,16 +15,18 @@ from __future__ import annotations
 
 import argparse
 import copy
-import datetime
 import json
-import os
 
 import torch
-import transformers
 
 from elana_magic.latency import GenerationSession
 from elana_magic.latency.session import COMPILE_REL_TOL_PER_LAYER
 from elana_magic.models import default_model, random_model
+
+try:
+    from _common import environment, write_result
+except ImportError:  # run as a module
+    from benchmarks._common import environment, write_result
 
 TEXT = ("The quick brown fox jumps over the lazy dog. Measuring what a language model costs means timing its "
         "prefill and its decode steps, reading the energy counter of the board and sizing the cache. ")
@@ -99,20 +101,7 @@ def main() -> None:
             rows.append(one(model, f"{preset} shape, random weights", torch.bfloat16, None, 1, "regional"))
             del model
             torch.cuda.empty_cache()
-    env = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-           "card": torch.cuda.get_device_name(0), "torch": torch.__version__, "cuda": torch.version.cuda,
-           "transformers": transformers.__version__, "real_weights": real,
-           "tolerance_per_layer": COMPILE_REL_TOL_PER_LAYER}
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        env["driver"] = pynvml.nvmlSystemGetDriverVersion()
-    except Exception:  # noqa: BLE001
-        pass
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "latency_compile_tolerance.json"), "w") as f:
-        json.dump({"environment": env, "rows": rows}, f, indent=2, default=str)
+    env = environment("cuda:0") | {"real_weights": real, "tolerance_per_layer": COMPILE_REL_TOL_PER_LAYER}
     lines = [f"# Compiled decode step vs eager step: relative L2 logit error, {env['card']}", "",
              f"{env['date']}, driver {env.get('driver')}, torch {env['torch']}, transformers {env['transformers']}. "
              f"Prompt 128 tokens, check at the first decode step; `later steps` = 8 further steps (graph vs eager). "
@@ -127,8 +116,7 @@ def main() -> None:
         lines.append(f"| {r['model']} | {r['dtype']} | {r['batch']} | {r['prompt']} | {r['compile']} | {r['engine']} | "
                      f"{g('rel_err')} | {g('per_layer')} | {g('later_rel_err_max')} | {r['tolerance']:.3f} |")
     text = "\n".join(lines) + "\n"
-    with open(os.path.join(args.out, "latency_compile_tolerance.md"), "w") as f:
-        f.write(text)
+    write_result(args.out, "latency_compile_tolerance", {"environment": env, "rows": rows}, text)
     print(text)
 
 

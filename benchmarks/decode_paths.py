@@ -18,35 +18,22 @@ optimum-benchmark method; its step includes generate()'s own per-step Python wor
 from __future__ import annotations
 
 import argparse
-import datetime
 import gc
 import json
-import os
 import statistics
 import time
 
 import torch
-import transformers
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from elana_magic.latency import measure_latency
 from elana_magic.models import random_model
 from elana_magic.latency.session import compile_tolerance
 
-
-def environment() -> dict:
-    env = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-           "card": torch.cuda.get_device_name(0), "torch": torch.__version__,
-           "transformers": transformers.__version__, "cuda": torch.version.cuda}
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        env["driver"] = pynvml.nvmlSystemGetDriverVersion()
-        pynvml.nvmlShutdown()
-    except Exception:  # noqa: BLE001
-        pass
-    return env
+try:
+    from _common import card_stem, environment, write_result
+except ImportError:  # run as a module
+    from benchmarks._common import card_stem, environment, write_result
 
 
 class StepEvents(LogitsProcessor):
@@ -177,10 +164,7 @@ def _ms(value) -> str:
 
 def write(args, env: dict, rows: list[dict], extra: dict) -> str:
     """Save the rows so far (json + markdown table); return the table."""
-    os.makedirs(args.out, exist_ok=True)
-    stamp = env["card"].replace(" ", "_") + args.suffix
-    with open(os.path.join(args.out, f"latency_decode_paths_{stamp}.json"), "w") as f:
-        json.dump({"environment": env, "rows": rows, "time_to_result": extra}, f, indent=2, default=str)
+    stamp = card_stem(env) + args.suffix
     lines = [f"Decode TPOT (median step, ms), prompt {args.prompt_len}, gen {args.gen_len}, bf16 random weights.",
              f"{env['card']}, driver {env.get('driver')}, torch {env['torch']}, transformers {env['transformers']},"
              f" {env['date']}", "",
@@ -202,8 +186,8 @@ def write(args, env: dict, rows: list[dict], extra: dict) -> str:
             lines.append(f"\n{key} ({extra.get('time_to_result_config')}, engine {extra.get('time_to_result_engine')}):"
                          f" {value:.2f}")
     table = "\n".join(lines)
-    with open(os.path.join(args.out, f"latency_decode_paths_{stamp}.md"), "w") as f:
-        f.write(table + "\n")
+    write_result(args.out, f"latency_decode_paths_{stamp}", {"environment": env, "rows": rows, "time_to_result": extra},
+                 table)
     return table
 
 

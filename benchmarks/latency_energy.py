@@ -13,8 +13,6 @@ On a model of Llama-3.2-1B shape (random bf16 weights), prompt 512, gen 128, bat
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 import time
 
@@ -25,9 +23,9 @@ from elana_magic.models import random_model
 from elana_magic.latency.session import GenerationSession
 
 try:
-    from decode_paths import environment
+    from _common import card_stem, environment, write_result
 except ImportError:  # run as a module
-    from benchmarks.decode_paths import environment
+    from benchmarks._common import card_stem, environment, write_result
 
 
 def next_tick(nvml, handle) -> tuple[float, float]:
@@ -113,10 +111,7 @@ def main() -> None:
     print(f"J/token phase {statistics.median(phase_j):.4f} vs 10-s window {truth['j_per_step']:.4f}"
           f" ({result['energy_truth']['relative_difference']:+.2%})", flush=True)
 
-    os.makedirs(args.out, exist_ok=True)
-    stamp = env["card"].replace(" ", "_")
-    with open(os.path.join(args.out, f"latency_energy_{stamp}.json"), "w") as f:
-        json.dump(result, f, indent=2, default=str)
+    stamp = card_stem(env)
     e = rep.energy
     lines = [f"Latency + energy, {args.preset} shape (random bf16), batch {args.batch}, prompt {args.prompt_len},"
              f" gen {args.gen_len}. {env['card']}, driver {env.get('driver')}, torch {env['torch']},"
@@ -131,8 +126,7 @@ def main() -> None:
              f" {rep.ttlt_ms['median']:.1f} ms; J/prompt {e['j_per_prompt']:.4f}, J/token {e['j_per_token']:.4f},"
              f" J/request {e['j_per_request']:.3f}; MBU {rep.roofline['mbu']:.1%}, MFU {rep.roofline['mfu']:.1%}"]
     table = "\n".join(lines)
-    with open(os.path.join(args.out, f"latency_energy_{stamp}.md"), "w") as f:
-        f.write(table + "\n")
+    write_result(args.out, f"latency_energy_{stamp}", result, table)
     print(table)
 
 

@@ -32,9 +32,9 @@ from elana_magic.latency import measure_latency
 from elana_magic.models import random_model, spread_over_gpus
 
 try:
-    from decode_paths import environment
+    from _common import card_stem, environment, write_result
 except ImportError:  # run as a module
-    from benchmarks.decode_paths import environment
+    from benchmarks._common import card_stem, environment, write_result
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -124,10 +124,7 @@ def main() -> None:
     # 3. CUDA_VISIBLE_DEVICES naming the second GPU
     result["visible_second_gpu"] = visible_second_gpu(args.prompt_len, args.gen_len)
 
-    os.makedirs(args.out, exist_ok=True)
-    stamp = env["card"].replace(" ", "_")
-    with open(os.path.join(args.out, f"multigpu_{stamp}.json"), "w") as f:
-        json.dump(result, f, indent=2, default=str)
+    stamp = card_stem(env)
 
     def ms(v):
         return f"{v:.3f}" if v is not None else "-"
@@ -161,8 +158,7 @@ def main() -> None:
              f"CUDA_VISIBLE_DEVICES=<second GPU>: {v.get('visible')} GPU visible, NVML metered the second GPU:"
              f" {v.get('nvml_metered_second_gpu')} (J/token {j(v.get('j_per_token'))})."]
     table = "\n".join(lines)
-    with open(os.path.join(args.out, f"multigpu_{stamp}.md"), "w") as f:
-        f.write(table + "\n")
+    write_result(args.out, f"multigpu_{stamp}", result, table)
     print(table)
 
 

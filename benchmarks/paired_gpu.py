@@ -2,7 +2,10 @@
 
     python benchmarks/paired_gpu.py [--preset llama-3.1-8b] [--rounds 4] [--pairs pruned eager itself]
                                     [--suffix _x] [--out benchmarks/results]
-    python benchmarks/paired_gpu.py --reanalyze benchmarks/results/paired_NVIDIA_H200.json   # verdicts again
+    python benchmarks/paired_gpu.py --reanalyze paired_NVIDIA_H200.json   # verdicts again, from a run's raw JSON
+
+The raw JSON (every step's times, ~1 MB) stays where the run wrote it, out of the tree: benchmarks/results/
+keeps the Markdown table (the H200 run's JSON: ``git show 07436ca:benchmarks/results/paired_NVIDIA_H200.json``).
 
 1. A copy with a quarter of its layers dropped: TPOT and TTFT should be lower, with intervals excluding 1.
 2. A copy in another attention implementation (eager instead of sdpa).

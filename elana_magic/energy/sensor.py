@@ -16,6 +16,7 @@ class Sensor:
 
     name: str = "sensor"
     kind: str = "sensor"                # "gpu", "jetson-rail", "cpu-package", "dram"
+    source: str = ""                    # where the reading comes from, where several are possible ("jtop", "sysfs")
     method: str = ""
     note: str = ""
     has_counter: bool = False           # a cumulative energy counter
@@ -25,3 +26,6 @@ class Sensor:
 
     def read(self) -> Reading:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what the sensor holds (a jtop client); idempotent. Most sensors hold nothing."""

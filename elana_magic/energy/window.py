@@ -222,6 +222,7 @@ def build_report(meter, all_series: list[Series], t0: float, t1: float, label: s
             "counter_delta_j": result["counter_delta_j"],
             "method": result["method"],
             "read_path": getattr(sensor, "read_path", None),
+            "source": sensor.source or None,
             "counter_tick_s": _median_tick(series) if is_coarse_counter(sensor) else None,
             "reads": sum(1 for t in series.t if t0 <= t <= t1),
             "note": sensor.note or None,
@@ -358,10 +359,15 @@ class EnergyMeter:
         self.idle_note = f"measured once over {t1 - t0:.2g} s before the first window, reused"
 
     def close(self) -> None:
-        """Release NVML (idempotent)."""
+        """Release NVML and what the sensors hold (a jtop client); idempotent."""
         if self._closed:
             return
         self._closed = True
+        for sensor in self.sensors:
+            try:
+                sensor.close()
+            except Exception:  # noqa: BLE001 - one sensor's clean-up never stops the others'
+                pass
         if self._nvml is not None:
             from . import nvml
 
