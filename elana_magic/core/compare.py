@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
 
 from .conditions import differences
+from .cost import format_grams, format_usd
 from .conditions import summary as conditions_summary
 from .fingerprint import sameness, short_fingerprint
 from .report import Report, html_table, text_table
@@ -121,6 +122,13 @@ def _latency_figures(d: dict) -> dict[str, _Figure]:
     out["tokens/J"] = _Figure(e.get("tokens_per_j"), "1/J", better="higher")
     out["MBU"] = _Figure(r.get("mbu"), "share", derived_from="1/TPOT", better="higher")
     out["decode bytes/step"] = _Figure(r.get("decode_step_bytes"), "bytes")
+    c = d.get("cost") or {}
+    if c:
+        # GPU time per token: proportional to the timed figure it came from, whose interval it takes
+        out["cost per 1M tokens"] = _Figure(c.get("usd_per_1m_tokens"), "$",
+                                            derived_from="TTLT" if c.get("basis") == "request" else "TPOT")
+        out["energy cost per 1M tokens"] = _Figure(c.get("energy_usd_per_1m_tokens"), "$")
+        out["CO2e per 1M tokens"] = _Figure(c.get("gco2_per_1m_tokens"), "g")
     return out
 
 
@@ -149,7 +157,8 @@ def _format(value: float | None, unit: str) -> str:
     if value is None:
         return "-"
     return {"bytes": lambda v: format_bytes(v), "s": lambda v: format_time(v, digits=4), "J": format_energy,
-            "W": format_power, "count": lambda v: f"{v:,.0f}", "share": lambda v: f"{v:.1%}"}.get(
+            "W": format_power, "count": lambda v: f"{v:,.0f}", "share": lambda v: f"{v:.1%}", "$": format_usd,
+            "g": format_grams}.get(
         unit, lambda v: f"{v:.4g}")(value)
 
 
@@ -223,16 +232,25 @@ def _estimate(a: _Figure, b: _Figure) -> Estimate:
 
 def _derived(a: _Figure, ratio: float, fa: dict[str, _Figure], fb: dict[str, _Figure],
              timed: dict[str, tuple[float, float, float]]) -> tuple[float, float | None, float | None]:
-    """A figure that is (other factors) / TPOT: TPOT's point and interval, inverted and scaled."""
-    name = (a.derived_from or "")[2:]
+    """A figure that is (other factors) / T ("1/T") or (other factors) x T ("T") for a timed figure T: T's
+    point and interval, inverted when divided by, and scaled by the other factors' own ratio."""
+    inverted = (a.derived_from or "").startswith("1/")
+    name = _derived_name(a)
     if name not in timed:
         return ratio, None, None
     point_t, lo_t, hi_t = timed[name]
     plain_t = _ratio(fa[name].value, fb[name].value)
-    factor = None if plain_t is None else ratio * plain_t   # the other factors' own ratio
+    factor = None if plain_t is None else (ratio * plain_t if inverted else ratio / plain_t)
     if factor is None or not factor > 0 or not math.isfinite(factor):
         return ratio, None, None
-    return factor / point_t, factor / hi_t, factor / lo_t
+    if inverted:
+        return factor / point_t, factor / hi_t, factor / lo_t
+    return factor * point_t, factor * lo_t, factor * hi_t
+
+
+def _derived_name(a: _Figure) -> str:
+    """The timed figure ``a`` is derived from ("1/TPOT" -> "TPOT", "TTLT" -> "TTLT")."""
+    return (a.derived_from or "").removeprefix("1/")
 
 
 def _once_verdict(ratio: float | None) -> str:
@@ -271,7 +289,7 @@ def _ratios(base: dict, other: dict, label: str, noise: float = NOISE_THRESHOLD)
             why_none[name] = _no_interval(per_round)
         elif a.derived_from and ratio is not None:
             ratio, low, high = _derived(a, ratio, fa, fb, timed)
-        no_interval = why_none.get(name, why_none.get((a.derived_from or "")[2:], _no_interval(None)))
+        no_interval = why_none.get(name, why_none.get(_derived_name(a), _no_interval(None)))
         verdict = (ratio_verdict(name, ratio, low, high, noise, no_interval) if a.samples or a.derived_from
                    else _once_verdict(ratio))
         rows.append(Ratio(kind, name, label, a.value, b.value, ratio, low, high, verdict, a.unit, noise, per_round,

@@ -94,6 +94,22 @@ def rate(example: str) -> Callable[[str, "Option"], float]:
     return convert
 
 
+def price(example: str, unit: str) -> Callable[[str, "Option"], float]:
+    """A finite number >= 0 in ``unit`` (a price or a carbon intensity)."""
+
+    def convert(text: str, opt: "Option") -> float:
+        try:
+            value = float(text)
+        except (TypeError, ValueError):
+            value = math.nan
+        if not math.isfinite(value) or value < 0:
+            raise OptionError(f"{opt.flag} takes a number >= 0 in {unit}, e.g. {opt.flag} {example}; got {text!r}")
+        return value
+
+    convert.kind = "number"
+    return convert
+
+
 def python_name(text: str, opt: "Option") -> str:
     """A name the notebook can hold: an identifier that is not a keyword, a dunder (``__builtins__``) nor a
     builtin (``print``: the report would hide it for the rest of the session)."""
@@ -302,6 +318,15 @@ OPTIONS: dict[str, Option] = {o.key: o for o in [
            "from a table).", rate("3.35e12 or 3.35TB/s"), metavar="BYTES/S", group="latency"),
     Option("peak-flops", ("--peak-flops",), "Peak FLOP/s for MFU, e.g. 989T (default: the device's, from a "
            "table).", rate("989e12 or 989T"), metavar="FLOP/S", group="latency"),
+    Option("usd-per-gpu-hour", ("--usd-per-gpu-hour",), "Price of one GPU-hour (on a CPU: of the machine) for "
+           "the cost per 1M tokens and per request (default: $ELANA_USD_PER_GPU_HOUR, else no cost shown).",
+           price("2.5", "$ per GPU-hour"), metavar="USD", group="latency"),
+    Option("usd-per-kwh", ("--usd-per-kwh",), "Electricity price for the energy's cost per 1M tokens and per "
+           "request (default: $ELANA_USD_PER_KWH, else none shown).", price("0.15", "$ per kWh"), metavar="USD",
+           group="latency"),
+    Option("gco2-per-kwh", ("--gco2-per-kwh",), "Grid carbon intensity for CO2e per 1M tokens and per request "
+           "(default: $ELANA_GCO2_PER_KWH, else none shown).", price("400", "gCO2e per kWh"), metavar="G",
+           group="latency"),
     Option("ngpus", ("--ngpus",), "Replicas, one per GPU, started through torchrun; the batch is split across "
            f"them (default {defaults.NGPUS}).", whole(1, "2"), defaults.NGPUS, metavar="N", group="latency"),
     # energy
@@ -380,7 +405,8 @@ MAGICS: dict[str, Uses] = {
                         "max-batch", "max-seq-len") + _OUT, unset=("size-batch", "seq-len")),
     "elana_latency": Uses(("model", "tokenizer", "prompt", "ttft", "tpot", "ttlt") + _GRID + (
         "energy", "no-energy", "cuda-graph", "no-cuda-graph", "no-compile", "prefill", "warmup", "repeats", "min-time",
-        "peak-bw", "peak-flops", "label", "trust-remote-code", "rounds") + _OUT),
+        "peak-bw", "peak-flops", "usd-per-gpu-hour", "usd-per-kwh", "gco2-per-kwh", "label", "trust-remote-code",
+        "rounds") + _OUT),
     "elana_history": Uses(("clear", "save", "load") + _OUT),
     "elana_compare": Uses(("items",) + _OUT),
     "elana_energy": Uses(("devices", "label", "no-plot", "energy-min-time") + _OUT),
@@ -395,7 +421,8 @@ _CPU_SIZED = tuple(k for k, o in OPTIONS.items() if o.cpu_default is not None)
 COMMAND = Uses(("command-model", "size", "ttft", "tpot", "ttlt", "torch-profile",
                 "size-batch", "seq-len", "cache-dtype", "gib", "no-check",
                 "tokenizer", "prompt", "grid-prompt-len", "grid-gen-len", "energy", "no-energy", "cuda-graph",
-                "no-cuda-graph", "no-compile", "prefill", "warmup", "repeats", "min-time", "peak-bw", "peak-flops", "ngpus",
+                "no-cuda-graph", "no-compile", "prefill", "warmup", "repeats", "min-time", "peak-bw", "peak-flops",
+                "usd-per-gpu-hour", "usd-per-kwh", "gco2-per-kwh", "ngpus",
                 "phase", "steps", "out", "gzip", "top",
                 "label", "json", "csv", "device-map", "trust-remote-code", "log-level"),
                unset=_CPU_SIZED)

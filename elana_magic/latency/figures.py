@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..core import defaults
+from ..core import cost, defaults
 from ..core.stats import summarize
+from .devices import cuda_indices, model_devices
 from .report import LatencyReport, _ms
 from .settings import PHASES
 
@@ -80,17 +81,24 @@ def build_report(model, results, stops, settings, session, notes, why_no_energy,
                     peak_bw=settings.peak_bw, peak_flops=settings.peak_flops)
     if roof["peak_source"] is None:
         notes.append(f"no peak bandwidth/FLOP figures for {name}: pass --peak-bw/--peak-flops for MBU/MFU")
+    energy = _energy_section(results, batch, tpot_s, why_no_energy)
+    ttlt_s = summarize(ttlt)["median"] if ttlt else None
+    gpus = len(cuda_indices(model_devices(model))) or 1
+    per_seq = energy["per_sequence"]
+    costs = cost.cost_section({k: getattr(settings, k) for k in cost.RATES}, tpot_s=tpot_s, ttlt_s=ttlt_s,
+                              batch=batch, gen_len=gen_len, gpus=gpus, j_per_token_seq=per_seq["j_per_token"],
+                              j_per_request_seq=per_seq["j_per_request"])
     return LatencyReport(
         label=settings.label, model=type(model).__name__, device=str(device), device_name=name, engine=engine,
         cuda_graph=engine.startswith("cuda-graph"), graph_check_max_abs_diff=session.max_abs_diff,
         graph_check_rel_err=session.rel_err, batch=batch, prompt_len=prompt_len, gen_len=gen_len,
         phases=list(settings.phases), ttft_ms=_ms(summarize(ttft)), tpot_ms=_ms(summarize(steps)),
         ttlt_ms=_ms(summarize(ttlt)), tpot_from_ttlt_ms=tpot_from_ttlt, ttlt_split_ms=ttlt_split,
-        stopped=dict(stops), roofline=roof, energy=_energy_section(results, batch, tpot_s, why_no_energy),
+        stopped=dict(stops), roofline=roof, energy=energy,
         notes=notes, ttft_samples_ms=[x * 1e3 for x in ttft], tpot_samples_ms=[x * 1e3 for x in steps],
         ttlt_samples_ms=[x * 1e3 for x in ttlt],
         extra={"round_sizes": _round_sizes(results), "engines": dict(session.engines),
-               "prefill_check": session.prefill_check})
+               "prefill_check": session.prefill_check, **({"cost": costs} if costs else {})})
 
 
 def _round_sizes(results) -> dict[str, list[int]]:

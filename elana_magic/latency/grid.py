@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from ..core.cost import cost_columns, format_usd
 from ..core.report import Report, html_table, text_table
 from ..core.units import bytes_column, column_formatter, energy_column
 from . import measure as runner
@@ -125,7 +126,12 @@ def cell_row(rep) -> dict[str, Any]:
     row["activation_bytes"] = prefill["activation_bytes"] if prefill else None
     row["compile_variant"] = (d.get("compile") or {}).get("variant")
     row["time_to_result_s"] = d.get("time_to_result_s")
+    row.update(cost_columns(d.get("cost")))
     return row
+
+
+def _usd(value: float | None) -> str:
+    return "-" if value is None else format_usd(value)
 
 
 def largest_batches(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -172,7 +178,7 @@ class LatencyGridReport(Report):
 
     def _table(self) -> tuple[list[str], list[list[str]]]:
         header = ["batch", "prompt", "gen", "TTFT", "TPOT", "TTLT", "J/prompt", "J/token", "J/request",
-                  "tokens/s", "tokens/J", "MBU", "MFU", "peak mem", "engine"]
+                  "tokens/s", "tokens/J", "MBU", "MFU", "$/1M tokens", "gCO2e/1M tokens", "peak mem", "engine"]
         ok = [r for r in self.data["cells"] if r["status"] == "ok"]
         units = {key: column_formatter([None if r.get(f"{key}_ms") is None else r[f"{key}_ms"] / 1e3 for r in ok])
                  for key in ("ttft", "tpot", "ttlt")}
@@ -202,10 +208,11 @@ class LatencyGridReport(Report):
             rows.append([r["batch"], r["prompt_len"], r["gen_len"], ci(r, "ttft"), ci(r, "tpot"), ci(r, "ttlt"),
                          joules["j_per_prompt"](r["j_per_prompt"]), joules["j_per_token"](r["j_per_token"]),
                          joules["j_per_request"](r["j_per_request"]), num(r["tokens_per_s"]), num(r["tokens_per_j"]),
-                         num(r["mbu"], "{:.0%}"), num(r["mfu"], "{:.0%}"), peak(r["peak_memory_bytes"]),
-                         r["engine"]])
-        # columns with nothing known (no energy without a sensor, no MBU without a peak) are left out
-        keep = [i for i in range(len(header)) if i < 6 or i >= 13 or any(row[i] not in ("", "-") for row in rows)]
+                         num(r["mbu"], "{:.0%}"), num(r["mfu"], "{:.0%}"), _usd(r.get("usd_per_1m_tokens")),
+                         num(r.get("gco2_per_1m_tokens"), "{:.3g}"), peak(r["peak_memory_bytes"]), r["engine"]])
+        # columns with nothing known (no energy without a sensor, no MBU without a peak, no cost without rates)
+        # are left out
+        keep = [i for i in range(len(header)) if i < 6 or i >= 15 or any(row[i] not in ("", "-") for row in rows)]
         return [header[i] for i in keep], [[row[i] for i in keep] for row in rows]
 
     def _summary_lines(self) -> list[str]:

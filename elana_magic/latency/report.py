@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from ..core.cost import cost_columns, cost_lines, format_usd
 from ..core.report import Report, html_table, text_table
 from ..core.schema import INT, LIST, NUMBERS, OBJECT, STATS, TEXT, optional
 from ..core.units import column_formatter, energy_column, format_bytes, format_energy, format_time
@@ -156,6 +157,9 @@ class LatencyReport(Report):
                 out[name] = format_time(med / 1e3, digits=4)
         if (self.energy or {}).get("j_per_token") is not None:
             out["J/token"] = format_energy(self.energy["j_per_token"])
+        usd = (self.extra.get("cost") or {}).get("usd_per_1m_tokens")
+        if usd is not None:
+            out["$/1M tokens"] = format_usd(usd)
         return out
 
     def _dataframe_rows(self, data: dict[str, Any]) -> list[dict[str, Any]]:
@@ -165,7 +169,8 @@ class LatencyReport(Report):
             if stats.get("n"):
                 rows.append({"label": data.get("label"), "phase": phase[:4], "batch": data["batch"],
                              "prompt_len": data["prompt_len"], "gen_len": data["gen_len"],
-                             "engine": data["engine"], **{f"{k}_ms" if k != "n" else k: v for k, v in stats.items()}})
+                             "engine": data["engine"], **{f"{k}_ms" if k != "n" else k: v for k, v in stats.items()},
+                             **cost_columns(data.get("cost"))})
         return rows
 
     # rows shared by the text and HTML tables
@@ -214,6 +219,7 @@ class LatencyReport(Report):
         if e.get("tokens_per_s") is not None:
             lines.append(f"decode throughput: {e['tokens_per_s']:.4g} tokens/s"
                          + (f", {e['tokens_per_j']:.4g} tokens/J" if e.get("tokens_per_j") else ""))
+        lines += cost_lines(d.get("cost"))
         counter = e.get("request_split_counter_j") or {}
         if counter:
             lines.append(f"request energy from the phase counters: prefill {format_energy(counter['prefill'])}"

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from ..core import defaults
+from ..core import cost, defaults
 from .errors import GenerationInputError
 
 PHASES = ("ttft", "tpot", "ttlt")
@@ -51,6 +51,14 @@ def _rate(name: str, value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         raise GenerationInputError(f"{name} must be a finite number > 0, got {value!r}")
     return float(value)
+
+
+def _cost_rate(name: str, value: Any) -> float | None:
+    """A cost rate given, or the environment's default for it (None: no cost figures)."""
+    try:
+        return cost.check_rate(name, value) if value is not None else cost.rate_from_env(name)
+    except cost.CostRateError as exc:
+        raise GenerationInputError(str(exc)) from None
 
 
 def _flag(name: str, value: Any, tristate: bool = True) -> bool | None:
@@ -126,6 +134,9 @@ class LatencySettings:
     prompt: str | None = None
     peak_bw: float | None = None
     peak_flops: float | None = None
+    usd_per_gpu_hour: float | None = None   # None: the environment's (core.cost.RATE_ENV), else no cost shown
+    usd_per_kwh: float | None = None
+    gco2_per_kwh: float | None = None
 
     def __post_init__(self) -> None:
         checks = {
@@ -153,6 +164,7 @@ class LatencySettings:
             "prompt": _text("prompt", self.prompt),
             "peak_bw": _rate("peak_bw", self.peak_bw),
             "peak_flops": _rate("peak_flops", self.peak_flops),
+            **{name: _cost_rate(name, getattr(self, name)) for name in cost.RATES},
         }
         for name, value in checks.items():
             object.__setattr__(self, name, value)
@@ -218,6 +230,6 @@ def settings_from(kwargs: dict[str, Any]) -> LatencySettings:
     if unknown:
         raise TypeError(f"unexpected latency option {unknown[0]!r}")
     tristate = {"energy", "cuda_graph", "compile", "max_time", "label", "prompt", "peak_bw", "peak_flops",
-                "energy_window_s"}
+                "energy_window_s", *cost.RATES}
     given = {k: v for k, v in kwargs.items() if v is not None or k in tristate}
     return LatencySettings(**{k: _tuple(v) for k, v in given.items()})
