@@ -82,7 +82,9 @@ def default_model():
 
 @pytest.fixture
 def no_nvml(monkeypatch):
-    """No NVML library, no Jetson rails, no RAPL: a machine without any energy sensor."""
+    """No NVML library, no amdsmi, no Jetson rails, no RAPL: a machine without any energy sensor."""
+    import sys
+
     from elana_magic.energy import jetson, nvml, rapl
 
     class NoLibrary:
@@ -90,6 +92,7 @@ def no_nvml(monkeypatch):
             raise OSError("NVML Shared Library Not Found")
 
     monkeypatch.setattr(nvml, "_module", NoLibrary())
+    monkeypatch.setitem(sys.modules, "amdsmi", None)  # `import amdsmi` fails, even where ROCm is installed
     monkeypatch.setattr(jetson, "SYSFS_ROOT", "/nonexistent-sys")
     monkeypatch.setattr(rapl, "POWERCAP_ROOT", "/nonexistent-powercap")
 

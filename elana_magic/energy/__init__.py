@@ -1,4 +1,4 @@
-"""Energy windows over NVIDIA GPUs (NVML), Jetson rails (INA3221) and CPUs (RAPL).
+"""Energy windows over NVIDIA GPUs (NVML), AMD GPUs (amdsmi), Jetson rails (INA3221) and CPUs (RAPL).
 
     from elana_magic.energy import EnergyMeter
     with EnergyMeter() as meter:

@@ -12,7 +12,7 @@ class Reading(NamedTuple):
 
 
 class Sensor:
-    """A source of energy: an NVIDIA GPU, a Jetson rail, a RAPL zone."""
+    """A source of energy: an NVIDIA or AMD GPU, a Jetson rail, a RAPL zone."""
 
     name: str = "sensor"
     kind: str = "sensor"                # "gpu", "jetson-rail", "cpu-package", "dram"

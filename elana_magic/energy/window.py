@@ -6,7 +6,8 @@ How a window's energy is computed, per sensor:
   when it ticks; each tick-to-tick period's energy is exact, and the window takes the periods inside
   it plus its share of the two edge periods (``periods.py``). The window's close waits for the two
   ticks after it (~0.1-0.2 s), since the counter publishes a period's energy when the period ends.
-* fine counter (RAPL): the counter difference between reads taken right at the edges.
+* fine counter (RAPL, AMD GPUs through amdsmi): the counter difference between reads taken right at
+  the edges.
 * power only (Jetson rails, GPUs without the counter): trapezoid integral of the raw samples.
 """
 
@@ -264,8 +265,9 @@ class EnergyMeter:
     """The energy sensors of this machine, measured in windows.
 
     ``devices``: CUDA-visible GPU indices (None = every visible GPU). Without an NVIDIA GPU the meter
-    falls back to Jetson INA3221 rails; RAPL (CPU package, DRAM) is added where readable, reported
-    apart from GPU energy. ``available`` / ``reason`` say whether anything can be measured.
+    takes AMD GPUs through amdsmi (HIP-visible indices), without either it falls back to Jetson
+    INA3221 rails; RAPL (CPU package, DRAM) is added where readable, reported apart from GPU energy.
+    ``available`` / ``reason`` say whether anything can be measured.
     """
 
     def __init__(self, devices: list[int] | None = None, sample_hz: float = 50.0, *, cpu: bool = True,
@@ -278,6 +280,7 @@ class EnergyMeter:
         self.idle_note: str | None = None
         self._idle_measured = False
         self._nvml = None
+        self._amdsmi = None
         self._closed = False
         self.cuda_indices: list[int] | None = None
         if sensors is not None:
@@ -289,12 +292,15 @@ class EnergyMeter:
             self.reason = "no energy sensor"
 
     def _discover(self, devices: list[int] | None, cpu: bool) -> tuple[list[Sensor], str | None]:
-        from . import jetson, nvml, rapl
+        from . import amd, jetson, nvml, rapl
 
         sensors: list[Sensor] = []
         gpus, why_gpu, self._nvml = nvml.discover(devices)
+        why_amd = None
+        if not gpus:  # no NVIDIA GPU: an AMD one through amdsmi (torch on ROCm calls it cuda:N too)
+            gpus, why_amd, self._amdsmi = amd.discover(devices)
         if devices is not None and not gpus:
-            raise ValueError(f"cannot measure GPU(s) {devices}: {why_gpu}")
+            raise ValueError(f"cannot measure GPU(s) {devices}: {why_gpu}; no AMD GPU ({why_amd})")
         sensors += gpus
         self.cuda_indices = [g.cuda_index for g in gpus] if gpus else None
         why_jetson = None
@@ -308,9 +314,16 @@ class EnergyMeter:
             for zone in zones:
                 zone.counted_in_total = not has_main
             sensors += zones
+        amd_failed = why_amd not in (None, amd.NOT_INSTALLED, amd.NO_GPU)
         if any(s.counted_in_total for s in sensors):
+            if amd_failed:  # amdsmi is there but failed: say so beside what was measured instead
+                for s in sensors:
+                    if s.counted_in_total:
+                        s.note = "; ".join(filter(None, [s.note, f"AMD GPU not measured ({why_amd})"]))
             return sensors, None
         why = [f"no NVIDIA GPU ({why_gpu})"]
+        if why_amd:
+            why.append(f"no AMD GPU ({why_amd})")
         if why_jetson:
             why.append(f"{why_jetson} (Jetson)")
         why.append(f"no CPU RAPL ({why_cpu})" if cpu else "CPU RAPL not asked for")
@@ -359,7 +372,7 @@ class EnergyMeter:
         self.idle_note = f"measured once over {t1 - t0:.2g} s before the first window, reused"
 
     def close(self) -> None:
-        """Release NVML and what the sensors hold (a jtop client); idempotent."""
+        """Release NVML or amdsmi and what the sensors hold (a jtop client); idempotent."""
         if self._closed:
             return
         self._closed = True
@@ -373,6 +386,11 @@ class EnergyMeter:
 
             nvml.release()
             self._nvml = None
+        if self._amdsmi is not None:
+            from . import amd
+
+            amd.release()
+            self._amdsmi = None
 
     def __enter__(self) -> "EnergyMeter":
         return self
