@@ -83,11 +83,10 @@ def build_report(model, results, stops, settings, session, notes, why_no_energy,
         notes.append(f"no peak bandwidth/FLOP figures for {name}: pass --peak-bw/--peak-flops for MBU/MFU")
     energy = _energy_section(results, batch, tpot_s, why_no_energy)
     ttlt_s = summarize(ttlt)["median"] if ttlt else None
-    gpus = len(cuda_indices(model_devices(model))) or 1
-    per_seq = energy["per_sequence"]
     costs = cost.cost_section({k: getattr(settings, k) for k in cost.RATES}, tpot_s=tpot_s, ttlt_s=ttlt_s,
-                              batch=batch, gen_len=gen_len, gpus=gpus, j_per_token_seq=per_seq["j_per_token"],
-                              j_per_request_seq=per_seq["j_per_request"])
+                              batch=batch, gen_len=gen_len, gpus=len(cuda_indices(model_devices(model))) or 1,
+                              j_per_token_seq=energy["per_sequence"]["j_per_token"],
+                              j_per_request_seq=energy["per_sequence"]["j_per_request"])
     return LatencyReport(
         label=settings.label, model=type(model).__name__, device=str(device), device_name=name, engine=engine,
         cuda_graph=engine.startswith("cuda-graph"), graph_check_max_abs_diff=session.max_abs_diff,

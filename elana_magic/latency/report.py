@@ -162,6 +162,26 @@ class LatencyReport(Report):
             out["$/1M tokens"] = format_usd(usd)
         return out
 
+    def cost_at(self, usd_per_gpu_hour: float | None = None, usd_per_kwh: float | None = None,
+                gco2_per_kwh: float | None = None) -> dict[str, Any] | None:
+        """This measurement's cost at other rates (the figures ``cost`` holds, without measuring again):
+        ``rep.cost_at(usd_per_gpu_hour=2.5)["usd_per_1m_tokens"]``. None when no rate is given."""
+        from ..core.cost import check_rate, cost_section
+
+        rates = {name: check_rate(name, value) for name, value in (("usd_per_gpu_hour", usd_per_gpu_hour),
+                 ("usd_per_kwh", usd_per_kwh), ("gco2_per_kwh", gco2_per_kwh))}
+        per_seq = (self.energy or {}).get("per_sequence") or {}
+        gpus = sum(str(d).startswith("cuda") for d in self.extra.get("devices") or []) or 1
+
+        def median_s(stats: dict | None) -> float | None:
+            med = (stats or {}).get("median")
+            return None if med is None else med / 1e3
+
+        tpot_s = median_s(self.tpot_ms) or (self.tpot_from_ttlt_ms / 1e3 if self.tpot_from_ttlt_ms else None)
+        return cost_section(rates, tpot_s=tpot_s, ttlt_s=median_s(self.ttlt_ms), batch=self.batch,
+                            gen_len=self.gen_len, gpus=gpus, j_per_token_seq=per_seq.get("j_per_token"),
+                            j_per_request_seq=per_seq.get("j_per_request"))
+
     def _dataframe_rows(self, data: dict[str, Any]) -> list[dict[str, Any]]:
         rows = []
         for phase in ("ttft_ms", "tpot_ms", "ttlt_ms"):

@@ -139,3 +139,18 @@ def test_command_takes_the_rates():
     help_text = subprocess.run([sys.executable, "-m", "elana_magic", "--help"], capture_output=True, text=True,
                                timeout=120).stdout
     assert "--usd-per-gpu-hour" in help_text and "--gco2-per-kwh" in help_text
+
+
+def test_cost_at_other_rates_equals_measuring_with_them(tiny_llama, constant_power, tmp_path):
+    from elana_magic.core.envelope import load_report
+
+    with EnergyMeter(sensors=[constant_power()], measure_idle=False) as meter:
+        rep = measure_latency(tiny_llama, prompt_len=8, gen_len=4, meter=meter, **RATES, **FAST)
+    assert rep.cost_at(**RATES) == rep.cost
+    path = tmp_path / "r.json"
+    rep.save(str(path))
+    again = load_report(str(path)).cost_at(usd_per_gpu_hour=5.0)   # a saved report, another price
+    assert again["usd_per_1m_tokens"] == pytest.approx(2 * rep.cost["usd_per_1m_tokens"])
+    assert rep.cost_at() is None
+    with pytest.raises(ValueError, match="usd_per_kwh must be a number >= 0"):
+        rep.cost_at(usd_per_kwh=-1)
