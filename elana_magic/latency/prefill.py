@@ -55,17 +55,18 @@ def capture_prefill(s: Any, compiled: bool) -> Callable[[], torch.Tensor]:
     stream = _side_stream(s.device)
     stream.wait_stream(torch.cuda.current_stream(s.device))
     room = _recompile_room(COMPILE_VARIANTS + 2 * len(s._blocks or ())) if compiled else contextlib.nullcontext()
-    with torch.cuda.stream(stream), room:
-        for _ in range(2):  # warm-up (the first call compiles the prompt's shape)
-            s._reset_static()
-            s._forward(s.input_ids, s._cache, None, compiled)
-    torch.cuda.current_stream(s.device).wait_stream(stream)
     graph = torch.cuda.CUDAGraph()
-    with graph_capture(graph, s.device, pool=s._graph.pool()):
-        for layer in layers:
-            layer.cumulative_length.zero_()
-        logits = s._forward(s.input_ids, s._cache, None, compiled)[:, -1, :]
-        s._next.copy_(logits.argmax(-1, keepdim=True))
+    with room:  # through the capture as well (see session._setup_graph)
+        with torch.cuda.stream(stream):
+            for _ in range(2):  # warm-up (the first call compiles the prompt's shape)
+                s._reset_static()
+                s._forward(s.input_ids, s._cache, None, compiled)
+        torch.cuda.current_stream(s.device).wait_stream(stream)
+        with graph_capture(graph, s.device, pool=s._graph.pool()):
+            for layer in layers:
+                layer.cumulative_length.zero_()
+            logits = s._forward(s.input_ids, s._cache, None, compiled)[:, -1, :]
+            s._next.copy_(logits.argmax(-1, keepdim=True))
 
     def replay() -> torch.Tensor:
         graph.replay()

@@ -290,23 +290,26 @@ class GenerationSession:
             stream = _side_stream(self.device)
             stream.wait_stream(torch.cuda.current_stream(self.device))
             before = _compile_counters() if compiled else {}
+            # the room holds through the capture too: a compile there past torch's own limit would put the compiled
+            # function in run-only mode for the rest of the process (no later shape compiles)
             room = _recompile_room(COMPILE_VARIANTS + 2 * len(self._blocks or ())) if compiled else contextlib.nullcontext()
-            with torch.cuda.stream(stream), room:
-                for i in range(3):  # warm-up on a side stream, each step rewound so slot P is reused
-                    t0 = time.perf_counter()
-                    self._forward(self._next, self._cache, self._step_mask(), compiled)
-                    self._rewind(1)
-                    if compiled and i == 0:
-                        self.compile_s = time.perf_counter() - t0
-            if compiled and before:
-                self.compile_frames = _compile_counters().get("frames", 0) - before.get("frames", 0)
-                self.compile_reused = self.compile_frames == 0
-            torch.cuda.current_stream(self.device).wait_stream(stream)
-            graph = torch.cuda.CUDAGraph()
-            with graph_capture(graph, self.device):
-                logits = self._forward(self._next, self._cache, self._step_mask(), compiled)
-                self._logits = logits[:, -1, :]
-                self._next.copy_(self._logits.argmax(-1, keepdim=True))
+            with room:
+                with torch.cuda.stream(stream):
+                    for i in range(3):  # warm-up on a side stream, each step rewound so slot P is reused
+                        t0 = time.perf_counter()
+                        self._forward(self._next, self._cache, self._step_mask(), compiled)
+                        self._rewind(1)
+                        if compiled and i == 0:
+                            self.compile_s = time.perf_counter() - t0
+                if compiled and before:
+                    self.compile_frames = _compile_counters().get("frames", 0) - before.get("frames", 0)
+                    self.compile_reused = self.compile_frames == 0
+                torch.cuda.current_stream(self.device).wait_stream(stream)
+                graph = torch.cuda.CUDAGraph()
+                with graph_capture(graph, self.device):
+                    logits = self._forward(self._next, self._cache, self._step_mask(), compiled)
+                    self._logits = logits[:, -1, :]
+                    self._next.copy_(self._logits.argmax(-1, keepdim=True))
             self._graph = graph
             if self.check or compiled:
                 self._check_graph(first, compiled)
