@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
 
 from .conditions import differences
+from .errors import ElanaError
 from .conditions import summary as conditions_summary
 from .fingerprint import sameness, short_fingerprint
 from .report import Report, html_table, text_table
@@ -38,7 +39,7 @@ CLOCK_TOLERANCE = 0.05   # power limits further apart than this make a warning (
 PAIRED_HINT_ROUNDS = 6   # the rounds a withheld verdict suggests: enough for an interval that can be narrow
 
 
-class CompareError(ValueError):
+class CompareError(ElanaError, ValueError):
     """Reports that cannot be compared, or a name that names no report; one line."""
 
 
