@@ -88,7 +88,7 @@ class LatencyMagics(Magics):
         if args.tokenizer is not None:
             if is_quoted(args.tokenizer):
                 with error_boundary():
-                    tokenizer = load_tokenizer(unquote(args.tokenizer), trust_remote_code=trust)
+                    tokenizer = load_tokenizer(unquote(args.tokenizer), download=False, trust_remote_code=trust)
             else:
                 tokenizer = evaluate(self.shell, args.tokenizer, "tokenizer")
         elif args.prompt is not None and is_quoted(model_expr) and not unquote(model_expr).startswith("random:"):
@@ -141,6 +141,6 @@ def _tokenizer_of(spec: str, trust_remote_code: bool):
     from ..loading import ModelLoadError, load_tokenizer
 
     try:
-        return load_tokenizer(spec, trust_remote_code=trust_remote_code)
+        return load_tokenizer(spec, download=False, trust_remote_code=trust_remote_code)
     except ModelLoadError:
         return None
