@@ -30,14 +30,16 @@ import traceback
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from .core.errors import ElanaError, one_line
 from .core.options import (ELANA_DEFAULTS, OPTIONS, OptionError, add_command_options, cpu_sized,
                            flags_text)
 from .core.report import json_safe
+from .loading import load_model, load_tokenizer, single_device
 
 PROG = "elana-magic"
 
 
-class CommandInputError(Exception):
+class CommandInputError(ElanaError):
     """Bad input found after parsing (a model that can't be loaded, a missing tokenizer): exit 2."""
 
 
@@ -63,7 +65,8 @@ class ModelTarget:
     def loaded(self):
         """A ``models.LoadedModel`` (model, tokenizer, label), loaded once, on the GPU when one exists."""
         if self._loaded is None:
-            self._loaded = load_model(self.spec, self.device_map, self.trust_remote_code)
+            self._loaded = load_model(self.spec, download=True, trust_remote_code=self.trust_remote_code,
+                                      device_map=self.device_map)
             if self.device_map is None and _cuda_available():
                 self._loaded.model.to("cuda")
         return self._loaded
@@ -77,101 +80,13 @@ class ModelTarget:
         if self.tokenizer_spec is None:
             return self.loaded.tokenizer
         if self._tokenizer is None:
-            self._tokenizer = load_tokenizer(self.tokenizer_spec, self.trust_remote_code)
+            self._tokenizer = load_tokenizer(self.tokenizer_spec, download=True,
+                                             trust_remote_code=self.trust_remote_code)
         return self._tokenizer
 
     @property
     def is_loaded(self) -> bool:
         return self._loaded is not None
-
-
-def load_model(spec: str | None, device_map: str | None = None, trust_remote_code: bool = False):
-    """The embedded default (None), a random preset (``random:NAME``) or a local folder / hub id."""
-    from .models import PRESETS, LoadedModel, default_model, random_model
-
-    if spec is None or spec.startswith("random:"):
-        device = _single_device(device_map, spec)
-        if spec is None:
-            loaded = default_model()
-            if device is not None:
-                loaded.model.to(device)
-            return loaded
-        name = spec.split(":", 1)[1]
-        if name not in PRESETS:
-            raise CommandInputError(f"unknown preset {name!r}; known: {', '.join(sorted(PRESETS))}")
-        return LoadedModel(random_model(name, device=device).to(device or "cpu"), None,
-                           f"{name} shape, RANDOM weights", True)
-    if _looks_like_path(spec) and not os.path.isdir(os.path.expanduser(spec)):
-        raise CommandInputError(f"no folder {spec!r}: give a local model folder, a hub id or random:PRESET")
-    _check_local_config(spec, trust_remote_code)
-    from transformers import AutoModelForCausalLM
-
-    kwargs = {"trust_remote_code": trust_remote_code}  # explicit: transformers never asks on stdin
-    if device_map is not None:
-        kwargs["device_map"] = device_map
-    try:
-        model = AutoModelForCausalLM.from_pretrained(os.path.expanduser(spec), **kwargs).eval()
-    except Exception as exc:  # a broken config, a hub id without network, an unknown architecture
-        raise CommandInputError(f"could not load {spec!r}: {one_line(exc)}") from exc
-    try:
-        tokenizer = load_tokenizer(spec, trust_remote_code)
-    except CommandInputError:  # a folder without tokenizer files: phases use random token ids
-        tokenizer = None
-    return LoadedModel(model, tokenizer, spec, False)
-
-
-def _check_local_config(spec: str, trust_remote_code: bool) -> None:
-    """A folder's config.json read first: broken, or naming custom code without --trust-remote-code, is one line."""
-    from .models import ModelLoadError, custom_code_note, read_local_config
-
-    from .models import hub_unavailable
-
-    folder = os.path.expanduser(spec)
-    if not os.path.isdir(folder):
-        why = hub_unavailable(spec)
-        if why:
-            raise CommandInputError(f"no folder {spec!r}, and no hub id of that name in the local cache ({why}): "
-                                    "check the path, or download it first")
-        return
-    try:
-        note = custom_code_note(read_local_config(folder), spec, trust_remote_code)
-    except ModelLoadError as exc:
-        raise CommandInputError(str(exc)) from None
-    if note:
-        raise CommandInputError(note)
-
-
-def load_tokenizer(spec: str, trust_remote_code: bool = False):
-    from transformers import AutoTokenizer
-
-    from .models import hub_unavailable
-
-    why = None if os.path.isdir(os.path.expanduser(spec)) else hub_unavailable(spec, "tokenizer_config.json")
-    if why:
-        raise CommandInputError(f"no tokenizer folder {spec!r}, and no hub id of that name in the local cache ({why})")
-    try:
-        return AutoTokenizer.from_pretrained(os.path.expanduser(spec), trust_remote_code=trust_remote_code)
-    except Exception as exc:
-        raise CommandInputError(f"could not load the tokenizer {spec!r}: {one_line(exc)}") from exc
-
-
-def _single_device(device_map: str | None, spec: str | None) -> str | None:
-    """The one device a built-in model goes to (--device_map cpu / cuda:1); a map needs from_pretrained."""
-    if device_map is None:
-        return None
-    import torch
-
-    try:
-        return str(torch.device(device_map))
-    except (RuntimeError, TypeError, ValueError):
-        what = spec or "the embedded default model"
-        raise CommandInputError(f"--device_map {device_map!r} needs a folder or hub id: {what} goes to one "
-                                "device (e.g. --device_map cuda:0)") from None
-
-
-def _looks_like_path(spec: str) -> bool:
-    """A folder rather than a hub id ('org/name')."""
-    return spec.startswith(("/", ".", "~")) or spec.count("/") > 1
 
 
 @dataclass
@@ -250,20 +165,6 @@ _USED_BY = {"seq-len": {"size"}, "grid-prompt-len": _LATENCY | {"torch-profile"}
             "warmup": _LATENCY, "repeats": _LATENCY, "min-time": _LATENCY}  # the phases a CPU-sized option changes
 
 
-def _expected_errors() -> tuple[type[BaseException], ...]:
-    """The measurements' one-line errors for bad input (including out of memory: the input was too big)."""
-    from .latency.session import GenerationInputError, GenerationOutOfMemory
-    from .profile import ProfileError
-    from .size import SizeError
-
-    return (SizeError, GenerationInputError, GenerationOutOfMemory, ProfileError)
-
-
-def one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
-
-
 # --- the command ------------------------------------------------------------------------------
 
 
@@ -298,16 +199,17 @@ def main(argv: list[str] | None = None) -> int:
     debug = args.log_level == "DEBUG"
     try:
         return _run(args)
-    except (CommandInputError, OptionError) as exc:
-        _fail(2, str(exc), exc, debug)
+    except ElanaError as exc:  # bad input (exit 2), or a measurement that could not go on (exit 1)
+        _fail(exc.exit_status, str(exc) if exc.exit_status == 2 else _failed(exc, debug), exc, debug)
     except KeyboardInterrupt:
         parser.exit(130, f"{PROG}: interrupted\n")
     except Exception as exc:  # noqa: BLE001 - one line for the user; DEBUG shows the rest
-        if isinstance(exc, _expected_errors()):
-            _fail(2, str(exc), exc, debug)
-        _fail(1, f"the measurement failed: {one_line(exc)}"
-                 + ("" if debug else " (--log_level DEBUG shows the traceback)"), exc, debug)
+        _fail(1, _failed(exc, debug), exc, debug)
     return 0
+
+
+def _failed(exc: BaseException, debug: bool) -> str:
+    return f"the measurement failed: {one_line(exc)}" + ("" if debug else " (--log_level DEBUG shows the traceback)")
 
 
 def _fail(code: int, message: str, exc: BaseException, debug: bool):
@@ -322,7 +224,7 @@ def _run(args: argparse.Namespace) -> int:
     chosen = [p for p in PHASES if getattr(args, p.dest)] or PHASES
     names = {p.name for p in chosen}
     if args.model is None or args.model.startswith("random:"):
-        _single_device(args.device_map, args.model)  # refused now, not after the first phase
+        single_device(args.device_map, args.model)  # refused now, not after the first phase
     gpu = _cuda_available()
     sized = [o for o in cpu_sized(args, gpu) if names & _USED_BY[o.key]]
     to_stdout = args.json == "-"

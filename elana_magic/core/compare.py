@@ -28,8 +28,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
 
 from .conditions import differences
-from .cost import format_grams, format_usd
 from .conditions import summary as conditions_summary
+from .cost import format_grams, format_usd
+from .errors import ElanaError
 from .fingerprint import sameness, short_fingerprint
 from .report import Report, html_table, text_table
 from .stats import (MIN_ROUNDS, NOISE_THRESHOLD, beyond_noise, change_words, paired_ratio, ratio_of_medians_ci,
@@ -40,7 +41,7 @@ CLOCK_TOLERANCE = 0.05   # power limits further apart than this make a warning (
 PAIRED_HINT_ROUNDS = 6   # the rounds a withheld verdict suggests: enough for an interval that can be narrow
 
 
-class CompareError(ValueError):
+class CompareError(ElanaError, ValueError):
     """Reports that cannot be compared, or a name that names no report; one line."""
 
 

@@ -17,6 +17,8 @@ import math
 import os
 from typing import Any
 
+from .errors import ElanaError
+
 RATES = ("usd_per_gpu_hour", "usd_per_kwh", "gco2_per_kwh")
 RATE_ENV = {"usd_per_gpu_hour": "ELANA_USD_PER_GPU_HOUR", "usd_per_kwh": "ELANA_USD_PER_KWH",
             "gco2_per_kwh": "ELANA_GCO2_PER_KWH"}
@@ -25,7 +27,7 @@ J_PER_KWH = 3.6e6
 PER_TOKENS = 1e6
 
 
-class CostRateError(ValueError):
+class CostRateError(ElanaError, ValueError):
     """A rate that is not a finite number >= 0 (the option's or the environment variable's)."""
 
 

@@ -18,6 +18,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import ElanaError
+
 ENVELOPE_KEYS = ("kind", "format_version", "label", "created", "settings", "fingerprint", "environment", "notes",
                  "warnings")
 
@@ -50,7 +52,7 @@ class Envelope:
                    warnings=list(data.get("envelope_warnings") or []))
 
 
-class ReportFileError(ValueError):
+class ReportFileError(ElanaError, ValueError):
     """A file or dict that is not a saved elana report; the message is one line."""
 
 

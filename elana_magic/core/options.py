@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from . import defaults
+from .errors import ElanaError
 
 
-class OptionError(Exception):
+class OptionError(ElanaError):
     """A bad option value, with the whole line to show (what was given and what to give).
 
     Deliberately not a ValueError: argparse lets it through unchanged, so the message stays ours.

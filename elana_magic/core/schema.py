@@ -11,8 +11,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import ElanaError
 
-class SchemaError(ValueError):
+
+class SchemaError(ElanaError, ValueError):
     """A field is missing or of the wrong type; ``field`` names it."""
 
     def __init__(self, field: str, problem: str):

@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 import torch
 
-from ..core.display import in_widget_frontend
+from ..core.progress import as_progress
 from ..core.threads import cpu_threads
 from . import measure as runner
 from .errors import GenerationInputError
@@ -25,8 +25,9 @@ def measure_latency(model: torch.nn.Module | str, tokenizer: Any = None, *, sett
     ``options``: the fields of ``LatencySettings`` (phases, batch, prompt_len, gen_len, warmup, repeats,
     min_time, energy, energy_window_s, cuda_graph, compile, prefill, ngpus, label, prompt, peak_bw,
     peak_flops, ...), or ``settings=`` one made already; every value is checked before any model work.
-    ``meter``: an open ``EnergyMeter`` to reuse (left open). ``progress``: True = a tqdm bar in a terminal,
-    a live view in a notebook; a ``core.live.LiveView`` to report into; False = none.
+    ``meter``: an open ``EnergyMeter`` to reuse (left open). ``progress``: True = a tqdm bar in a terminal
+    (none in a notebook); a ``core.progress.Progress`` to report into (the magics pass their live view,
+    ``core.live.LiveView``); False = none.
 
     Lists of ``batch`` / ``prompt_len`` / ``gen_len``: every cell of the grid (a ``LatencyGridReport``).
     ``ngpus=N`` (N > 1): N replicas through torchrun, the batch split across them (``model`` may then be a
@@ -75,6 +76,7 @@ def measure_paired(models: Sequence[torch.nn.Module], labels: Sequence[str] | No
     why = None
     if own_meter:
         meter, why = runner._open_meter(settings.energy, devices, [])
+    progress = as_progress(progress)  # one reporter for every model
     runs = [runner.Measurement(m, settings.replace(label=lab), meter=meter, progress=progress, rounds=rounds,
                                open_meter=False) for m, lab in zip(models, labels)]
     for run in runs:
@@ -82,7 +84,7 @@ def measure_paired(models: Sequence[torch.nn.Module], labels: Sequence[str] | No
             run.notes.append(why)
             run.why_no_energy = why
     try:
-        order = _alternate(runs, labels, rounds, progress)
+        order = _alternate(runs, labels, rounds)
     finally:
         if own_meter and meter is not None:
             meter.close()
@@ -111,30 +113,19 @@ def _paired_models(models, labels, settings: LatencySettings) -> tuple[list, lis
     return models, labels
 
 
-def _alternate(runs: list, labels: list[str], rounds: int, progress: Any) -> list[str]:
+def _alternate(runs: list, labels: list[str], rounds: int) -> list[str]:
     """Every model keeps its session open; the order rotates each round (A B, B A, ...) so that no model
     always runs after another. Returns the order that ran."""
     order: list[str] = []
-    own_live = None
-    if progress is True and in_widget_frontend():  # a notebook: the live view, not a tqdm widget
-        from ..core.live import LiveView
-
-        own_live = LiveView("elana latency (paired)").start()
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(cpu_threads([run.device for run in runs]))   # one thread choice for every model
         for run in runs:
-            run.progress = own_live
-    try:
-        with contextlib.ExitStack() as stack:
-            stack.enter_context(cpu_threads([run.device for run in runs]))   # one thread choice for every model
-            for run in runs:
-                stack.enter_context(run)
-            for i in range(rounds):
-                turn = i % len(runs)
-                for run, lab in list(zip(runs, labels))[turn:] + list(zip(runs, labels))[:turn]:
-                    run.run_round()
-                    order.append(lab)
-    finally:
-        if own_live is not None:
-            own_live.clear()
+            stack.enter_context(run)
+        for i in range(rounds):
+            turn = i % len(runs)
+            for run, lab in list(zip(runs, labels))[turn:] + list(zip(runs, labels))[:turn]:
+                run.run_round()
+                order.append(lab)
     return order
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from ..core.cost import cost_columns, format_usd
+from ..core.progress import terminal_bar
 from ..core.report import Report, html_table, text_table
 from ..core.units import bytes_column, column_formatter, energy_column
 from . import measure as runner
@@ -29,15 +30,9 @@ _FIGURES = re.compile(r"\d[\d.,]*")
 
 
 def _bar(total: int, progress: Any):
-    """A terminal bar over the cells; none in a notebook (the live view shows each cell's phases, and a
-    notebook bar would stay in the saved output as a stale "0/4" line) or when progress is off."""
-    if not progress or hasattr(progress, "phase"):
-        return None
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover - tqdm comes with transformers
-        return None
-    return tqdm(total=total, desc="elana grid", unit="cell", leave=False)
+    """A terminal bar over the cells where ``progress`` is True (the terminal's default); none for a reporter
+    passed in (the magics' live view shows each cell's phases) or when progress is off."""
+    return terminal_bar("elana grid", "cell", total=total) if progress is True else None
 
 
 def run_grid(model: torch.nn.Module, settings: LatencySettings, *, tokenizer: Any = None, meter: Any = None,

@@ -25,7 +25,7 @@ from typing import Any, Callable
 import torch
 
 from ..core import defaults
-from ..core.display import in_widget_frontend
+from ..core.progress import Progress, as_progress
 from ..core.stats import StoppingRule
 from ..core.threads import cpu_threads
 from .clock import Clock, timed_run
@@ -43,24 +43,17 @@ __all__ = ["PHASES", "Measurement", "run_single"]
 
 
 # -- repetition ------------------------------------------------------------------------------------
-def _progress(desc: str, progress: Any, window: Any = None):
-    """What counts the repetitions: the live view (notebook), a terminal tqdm bar, or nothing."""
-    if hasattr(progress, "phase"):  # a LiveView
-        return progress.phase(desc.removeprefix("elana "), power=getattr(window, "power_so_far", None))
-    if not progress:
-        return None
-    try:
-        from tqdm import tqdm  # the terminal bar; in a notebook the magic passes a LiveView instead
-    except ImportError:  # pragma: no cover - tqdm comes with transformers
-        return None
-    return tqdm(desc=desc, unit="run", delay=2.0, leave=False)
+def _progress(name: str, progress: Progress | None, window: Any = None) -> Progress | None:
+    """``progress`` told that phase ``name`` starts (with the window's power so far), or None."""
+    if progress is not None:
+        progress.phase(name, power=getattr(window, "power_so_far", None))
+    return progress
 
 
 def _repeat(name: str, run_once: Callable[[], dict], rule: StoppingRule, key: str, warmup: int,
-            meter, progress: bool) -> tuple[list[dict], Any]:
+            meter, progress: Progress | None) -> tuple[list[dict], Any]:
     """Warm up, then run ``run_once`` inside one energy window until ``rule`` says done."""
-    if hasattr(progress, "phase"):
-        progress.phase(f"{name} warm-up")
+    _progress(f"{name} warm-up", progress)
     for _ in range(warmup):
         run_once()
     results: list[dict] = []
@@ -69,7 +62,7 @@ def _repeat(name: str, run_once: Callable[[], dict], rule: StoppingRule, key: st
     bar = None
     try:
         with window as win:
-            bar = _progress(f"elana {name}", progress, win)
+            bar = _progress(name, progress, win)
             t0 = time.perf_counter()
             while True:
                 res = run_once()
@@ -124,7 +117,8 @@ class Measurement:
     def __init__(self, model: torch.nn.Module, settings: LatencySettings, *, tokenizer: Any = None,
                  meter: Any = None, progress: Any = True, rounds: int = 1, open_meter: bool = True):
         self.settings, self.planned_rounds = settings, rounds
-        self.phases, self.model, self.progress, self.label = settings.phases, model, progress, settings.label
+        self.phases, self.model, self.label = settings.phases, model, settings.label
+        self.progress = as_progress(progress)
         self.notes: list[str] = []
         input_ids = None
         prompt_len = settings.prompt_len
@@ -318,7 +312,7 @@ def _shared_phases(run: Measurement, warmup: int) -> tuple[dict[str, Any], dict[
     rules = {p: run._rule(steps if p == "tpot" else 1) for p in phases}
     samples: dict[str, list[float]] = {p: [] for p in phases}
     reqs: list[dict] = []
-    bar = _progress("elana " + "+".join(p.upper() for p in phases), run.progress)
+    bar = _progress("+".join(p.upper() for p in phases), run.progress)
 
     def loop() -> None:
         t0 = time.perf_counter()
@@ -353,17 +347,8 @@ def _shared_phases(run: Measurement, warmup: int) -> tuple[dict[str, Any], dict[
 
 def run_single(model: torch.nn.Module, settings: LatencySettings, *, tokenizer: Any = None, meter: Any = None,
                progress: Any = True) -> LatencyReport:
-    """One model, one cell, one round: the report."""
-    own_live = None
-    if progress is True and in_widget_frontend():  # a notebook: the live view, not a tqdm widget
-        from ..core.live import LiveView
-
-        progress = own_live = LiveView("elana latency").start()
+    """One model, one cell, one round: the report. ``progress``: see ``core.progress``."""
     run = Measurement(model, settings, tokenizer=tokenizer, meter=meter, progress=progress)
-    try:
-        with cpu_threads(run.device), run:   # threads chosen from the free cores (core.threads)
-            run.run_round()
-    finally:
-        if own_live is not None:
-            own_live.clear()
+    with cpu_threads(run.device), run:   # threads chosen from the free cores (core.threads)
+        run.run_round()
     return run.report()

@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 
+from ..core.errors import ElanaError
 from ..core.report import html_table, json_safe, text_table
 from ..core.units import format_bytes, format_energy, format_time
 from .report import LatencyReport
@@ -49,8 +50,10 @@ OTHER_RANK_FAILED = "another rank failed before measuring"
 STOP_GRACE_S = 20.0  # torchrun's shutdown of its workers after SIGTERM
 
 
-class ReplicaError(RuntimeError):
-    """A replica failed (one line: the rank and its error)."""
+class ReplicaError(ElanaError, RuntimeError):
+    """A replica failed (one line: the rank and its error); for the command a failed measurement (exit 1)."""
+
+    exit_status = 1
 
 
 # -- the caller's side ------------------------------------------------------------------------------

@@ -6,11 +6,51 @@ No measurement happens here; the magics stay a thin layer over the plain Python 
 from __future__ import annotations
 
 import ast
-from typing import Any
+import contextlib
+from typing import Any, Iterator
 
 from IPython.core.error import UsageError
 
+from ..core.errors import ElanaError, one_line
 from ..core.heap import release_freed_memory
+
+FAILED = "the model failed during the measurement ({error}); nothing was kept"
+INTERRUPTED = "interrupted: nothing was kept"
+
+
+@contextlib.contextmanager
+def error_boundary(live: Any = None, *, failed: str = FAILED, interrupted: str = INTERRUPTED) -> Iterator[None]:
+    """Every way the block can fail, as one ``UsageError`` line, the live view (if any) emptied first.
+
+    An ``ElanaError`` (bad input, out of memory: every error a user can cause) says its own line; Ctrl-C says
+    ``interrupted``; any other exception (the model's own, raised in its forward) says ``failed``, where
+    ``{error}`` is its type and first line. A ``UsageError`` passes unchanged; SystemExit and the like too.
+    """
+    try:
+        yield
+    except BaseException as exc:
+        _drop(live)
+        usage = _as_usage_error(exc, failed, interrupted)
+        if usage is None:
+            raise
+        raise usage from None
+
+
+def literal(text: str) -> str:
+    """``text`` as a part of an ``error_boundary`` message template (its braces doubled)."""
+    return text.replace("{", "{{").replace("}", "}}")
+
+
+def _as_usage_error(exc: BaseException, failed: str, interrupted: str) -> UsageError | None:
+    if isinstance(exc, UsageError):
+        return None
+    if isinstance(exc, ElanaError):
+        return UsageError(" ".join(str(exc).split()))
+    if isinstance(exc, KeyboardInterrupt):
+        return UsageError(interrupted)
+    if isinstance(exc, Exception):
+        return UsageError(failed.format(error=one_line(exc)))
+    return None
 
 
 def is_quoted(expr: str) -> bool:
@@ -49,15 +89,15 @@ def require_module(obj: Any, expr: str):
 
 def resolve_model(shell, expr: str, trust_remote_code: bool = False, quiet: bool = False):
     """A model from the notebook (a name or expression) or, when quoted, loaded: "random:PRESET", a local
-    folder or a cached hub id (``models.load_model``: no custom code without ``trust_remote_code``)."""
-    from ..models import ModelLoadError, load_model
+    folder or a cached hub id (``loading.load_model``: no download, no custom code without
+    ``trust_remote_code``)."""
+    from ..loading import load_model
 
     if is_quoted(expr):
-        try:
-            return load_model(unquote(expr), trust_remote_code=trust_remote_code, quiet=quiet,
+        with error_boundary(failed=literal(f"could not load {expr}: ") + "{error}",
+                            interrupted="interrupted while loading the model"):
+            return load_model(unquote(expr), download=False, trust_remote_code=trust_remote_code, quiet=quiet,
                               with_tokenizer=False).model
-        except ModelLoadError as exc:
-            raise UsageError(str(exc)) from None
     model = require_module(evaluate(shell, expr, "model"), expr)
     release_freed_memory()  # before measuring too: what the notebook freed since (a replaced copy) leaves first
     return model
@@ -199,8 +239,3 @@ def with_article(noun: str) -> str:
     """'int' -> 'an int', 'str' -> 'a str' (by the first letter, which is right for type names)."""
     return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
 
-
-def _one_line(exc: BaseException) -> str:
-    from ..models import one_line
-
-    return one_line(exc)

@@ -12,12 +12,11 @@ from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import magic_arguments
 
 from ..core.options import magic_options
-from ._common import deliver, parse_line, unquote
+from ._common import deliver, error_boundary, literal, parse_line, unquote
 
 
 def _resolve_item(shell, token: str):
     """A report from a notebook variable, a history index (3, #3, -1) or label, or a saved file."""
-    from ..core.envelope import ReportFileError
     from ..core.history import find_report
     from ..core.report import Report
 
@@ -26,7 +25,7 @@ def _resolve_item(shell, token: str):
         return shell.user_ns[text]
     try:
         return find_report(text)
-    except (KeyError, TypeError, ReportFileError) as exc:
+    except (KeyError, TypeError) as exc:
         raise UsageError(str(exc.args[0] if isinstance(exc, KeyError) else exc)) from None
 
 
@@ -65,17 +64,15 @@ class CompareMagics(Magics):
             %elana_history --load runs.jsonl        # in a fresh kernel, or on another machine
             h = %elana_history -o                   # h.to_dataframe(), h[3], h["baseline"]
         """
-        from ..core.envelope import ReportFileError
         from ..core.history import HISTORY
 
         args = parse_line(self.elana_history, line)
         if args.clear:
             HISTORY.clear()
         if args.load:
-            try:
+            with error_boundary(failed=literal(f"could not load {unquote(args.load)!r}: ") + "{error}",
+                                interrupted="interrupted: nothing was loaded"):
                 loaded = HISTORY.load(unquote(args.load))
-            except ReportFileError as exc:
-                raise UsageError(str(exc)) from None
             if not args.quiet:
                 print(f"loaded {len(loaded.added)} report(s) from {unquote(args.load)}")
                 for refused in loaded.refused:
@@ -106,17 +103,15 @@ class CompareMagics(Magics):
             %elana_compare rep_a "runs/b.json"       # a variable and a file written by rep.save(...)
             c = %elana_compare -2 -1 -o              # c.to_dataframe(), c.verdicts(), c.figure()
         """
-        from ..core.compare import CompareError, compare
+        from ..core.compare import compare
 
         args = parse_line(self.elana_compare, line)
         tokens = [t for item in args.items for t in _split(item)]
         if len(tokens) < 2:
             raise UsageError("%elana_compare needs at least two reports: history indices, labels, variables or "
                              "files (see %elana_history)")
-        reports = [_resolve_item(self.shell, t) for t in tokens]
-        _refuse_repeats(tokens, reports)
-        try:
+        with error_boundary(failed="could not compare these reports ({error})", interrupted="interrupted"):
+            reports = [_resolve_item(self.shell, t) for t in tokens]
+            _refuse_repeats(tokens, reports)
             comparison = compare(reports)
-        except CompareError as exc:
-            raise UsageError(str(exc)) from None
         return deliver(self.shell, comparison, args, record=False)

@@ -20,7 +20,8 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class, needs_loca
 from IPython.core.magic_arguments import magic_arguments
 
 from ..core.options import magic_flags, magic_options
-from ._common import _drop, _live_view, deliver, parse_line, unquote
+from ..core.errors import one_line
+from ._common import _live_view, deliver, error_boundary, parse_line, unquote
 
 _meters: dict[tuple[int, ...] | None, Any] = {}  # one meter per device set: idle power measured once
 _VALUED, _FLAGS = magic_flags("elana_energy")  # for splitting the statement off the options
@@ -103,7 +104,9 @@ class EnergyMagics(Magics):
         meter = meter_for(args.devices)
         namespace = local_ns if local_ns is not None else self.shell.user_ns
         live = _live_view("elana energy" + (f" - {args.label}" if args.label else ""), quiet=args.quiet)
-        try:
+        failed = ("the statement raised {error}; no energy report" if cell is None
+                  else "the energy measurement failed ({error}); no report")
+        with error_boundary(live, failed=failed, interrupted="interrupted: the energy window was closed, no report"):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", category=_short_window_warning())
                 if cell is None:
@@ -113,9 +116,6 @@ class EnergyMagics(Magics):
                     value = None
                 else:
                     report, value = self._measure_cell(cell, namespace, meter, args, live)
-        except BaseException:
-            _drop(live)
-            raise
         if live is not None:
             live.stop()
         report.show_plot = not args.no_plot
@@ -162,7 +162,7 @@ class EnergyMagics(Magics):
             error = result.error_in_exec
             if isinstance(error, KeyboardInterrupt):
                 raise UsageError("interrupted: the energy window was closed, no report") from None
-            raise UsageError(f"the cell raised {_one_line(error)} (shown above); no energy report") from None
+            raise UsageError(f"the cell raised {one_line(error)} (shown above); no energy report") from None
         if window.report is None:  # the shell runs nothing for a blank cell
             raise UsageError("the cell is empty: put the code to measure below %%elana_energy")
         if cell.rstrip().endswith(";"):
@@ -234,12 +234,6 @@ class _WrapInWindow(ast.NodeTransformer):
                            body=body or [ast.Pass()])
         node.body = [wrapped]
         return ast.fix_missing_locations(ast.copy_location(node, node))
-
-
-def _one_line(exc: BaseException) -> str:
-    from ..models import one_line
-
-    return one_line(exc)
 
 
 def _short_window_warning():

@@ -7,8 +7,13 @@ from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import magic_arguments
 
 from ..core.options import magic_options
-from ._common import (split_models, _drop, _live_view, _one_line, deliver, evaluate, is_quoted, parse_with_model, resolve_model,
-                      unquote)
+from ._common import (_live_view, deliver, error_boundary, evaluate, is_quoted, parse_with_model, resolve_model,
+                      split_models, unquote)
+
+_FAILED = "the model failed during the measurement ({error}); nothing was kept, the model is as it was"
+_INTERRUPTED = "interrupted: nothing was kept, and the model is as it was"
+_FAILED_PAIRED = "a model failed during the measurement ({error}); nothing was kept, the models are as they were"
+_INTERRUPTED_PAIRED = "interrupted: nothing was kept, and the models are as they were"
 
 
 def _value_or_list(values: list[int]):
@@ -58,8 +63,7 @@ class LatencyMagics(Magics):
             %elana_latency model pruned --tpot --rounds 6
         """
         from ..latency import measure_latency
-        from ..latency.session import GenerationInputError, GenerationOutOfMemory
-        from ..models import ModelLoadError, load_tokenizer
+        from ..loading import load_tokenizer
 
         args = parse_with_model(self.elana_latency, line)
         if args.prompt is not None:
@@ -74,10 +78,8 @@ class LatencyMagics(Magics):
             if any(len(v) > 1 for v in (args.batch, args.prompt_len, args.gen_len)):
                 raise UsageError("a paired A/B takes one --batch, --prompt-len and --gen-len value each (a grid takes "
                                  "one model)")
-        try:
+        with error_boundary():
             settings = _settings(args, label=None if len(split_models(args.model)) > 1 else args.label)
-        except GenerationInputError as exc:
-            raise UsageError(str(exc)) from None
         if len(split_models(args.model)) > 1:
             return self._paired(args, split_models(args.model), settings)
         model_expr = args.model
@@ -86,39 +88,18 @@ class LatencyMagics(Magics):
         tokenizer = None
         if args.tokenizer is not None:
             if is_quoted(args.tokenizer):
-                try:
-                    tokenizer = load_tokenizer(unquote(args.tokenizer), trust_remote_code=trust)
-                except ModelLoadError as exc:
-                    raise UsageError(str(exc)) from None
+                with error_boundary():
+                    tokenizer = load_tokenizer(unquote(args.tokenizer), download=False, trust_remote_code=trust)
             else:
                 tokenizer = evaluate(self.shell, args.tokenizer, "tokenizer")
         elif args.prompt is not None and is_quoted(model_expr) and not unquote(model_expr).startswith("random:"):
-            try:
-                tokenizer = load_tokenizer(unquote(model_expr), trust_remote_code=trust)
-            except ModelLoadError:  # then the missing tokenizer is reported below
-                tokenizer = None
+            tokenizer = _tokenizer_of(unquote(model_expr), trust)  # None: the missing tokenizer is said below
         if args.prompt is not None and tokenizer is None:
             raise UsageError("--prompt needs a tokenizer: pass --tokenizer TOK (a tokenizer in the notebook)")
         live = _live_view("elana latency", quiet=args.quiet)
-        try:
+        with error_boundary(live, failed=_FAILED, interrupted=_INTERRUPTED):
             report = measure_latency(model, tokenizer, settings=settings,
                                      progress=live if live is not None else not args.quiet)
-        except (GenerationInputError, GenerationOutOfMemory) as exc:
-            _drop(live)
-            raise UsageError(str(exc)) from None
-        except UsageError:
-            _drop(live)
-            raise
-        except KeyboardInterrupt:
-            _drop(live)
-            raise UsageError("interrupted: nothing was kept, and the model is as it was") from None
-        except Exception as exc:  # noqa: BLE001 - the model itself failed (its forward raised)
-            _drop(live)
-            raise UsageError(f"the model failed during the measurement ({_one_line(exc)}); nothing was kept, "
-                             "the model is as it was") from None
-        except BaseException:
-            _drop(live)
-            raise
         if live is not None:
             live.stop()
         try:
@@ -131,7 +112,6 @@ class LatencyMagics(Magics):
         """Several models in alternating rounds: each report joins the history; the comparison is shown."""
         from ..core.history import HISTORY
         from ..latency import measure_paired
-        from ..latency.session import GenerationInputError, GenerationOutOfMemory
 
         models = [resolve_model(self.shell, expr, trust_remote_code=args.trust_remote_code, quiet=args.quiet)
                   for expr in exprs]
@@ -143,18 +123,9 @@ class LatencyMagics(Magics):
         if len(set(labels)) != len(labels):
             raise UsageError(f"the labels must differ, got {labels}")
         live = _live_view("elana latency (paired)", quiet=args.quiet)
-        try:
+        with error_boundary(live, failed=_FAILED_PAIRED, interrupted=_INTERRUPTED_PAIRED):
             comparison = measure_paired(models, labels=labels, settings=settings,
                                         progress=live if live is not None else not args.quiet)
-        except (GenerationInputError, GenerationOutOfMemory) as exc:
-            _drop(live)
-            raise UsageError(str(exc)) from None
-        except KeyboardInterrupt:
-            _drop(live)
-            raise UsageError("interrupted: nothing was kept, and the models are as they were") from None
-        except BaseException:
-            _drop(live)
-            raise
         if live is not None:
             live.stop()
         for report in comparison.reports:
@@ -164,3 +135,13 @@ class LatencyMagics(Magics):
         finally:
             if live is not None:
                 live.close_widgets()
+
+
+def _tokenizer_of(spec: str, trust_remote_code: bool):
+    """The tokenizer a quoted model folder or hub id ships with, or None."""
+    from ..loading import ModelLoadError, load_tokenizer
+
+    try:
+        return load_tokenizer(spec, download=False, trust_remote_code=trust_remote_code)
+    except ModelLoadError:
+        return None

@@ -8,7 +8,8 @@ from IPython.core.magic_arguments import magic_arguments
 
 from ..core import defaults
 from ..core.options import magic_options
-from ._common import _one_line, deliver, is_quoted, parse_line, parse_with_model, resolve_model, unquote
+from ..core.errors import one_line
+from ._common import deliver, error_boundary, is_quoted, parse_line, parse_with_model, resolve_model, unquote
 
 _PHASE_ONLY = ("phase", "batch", "prompt_len", "gen_len", "steps", "cuda_graph")
 
@@ -49,8 +50,6 @@ class ProfileMagics(Magics):
             raise UsageError("%elana_profile needs a model: `%elana_profile model --phase tpot` "
                              "(or use %%elana_profile to profile a cell)")
         model = resolve_model(self.shell, args.model, trust_remote_code=args.trust_remote_code, quiet=args.quiet)
-        from ..latency.session import GenerationInputError, GenerationOutOfMemory
-
         phase = args.phase or defaults.PROFILE_PHASE
         label = args.label or (f"{args.model}-{phase}" if args.model.isidentifier() else None)
         if label is None and is_quoted(args.model):
@@ -58,17 +57,13 @@ class ProfileMagics(Magics):
         kwargs = dict(phase=phase, batch=args.batch or defaults.BATCH, prompt_len=args.prompt_len or defaults.PROMPT_LEN,
                       gen_len=args.gen_len or defaults.GEN_LEN, steps=args.steps, out=args.out, label=label,
                       gzip=args.gzip, cuda_graph=args.cuda_graph, top=args.top)
-        try:
-            return prof.profile_phase(model, **kwargs)
-        except (prof.ProfileError, GenerationInputError, GenerationOutOfMemory) as exc:
-            raise UsageError(str(exc)) from None
-        except prof.ProfileInterrupted as exc:
-            raise UsageError(f"interrupted while reading the trace back: the trace is complete and kept at {exc.path!r}; "
-                             "the model is as it was") from None
-        except KeyboardInterrupt:
-            raise UsageError("interrupted: the profiler was stopped, no trace written, the model is as it was") from None
-        except Exception as exc:  # noqa: BLE001 - the model failed under the profiler
-            raise UsageError(f"the model failed under the profiler ({_one_line(exc)}); no trace written") from None
+        with error_boundary(failed="the model failed under the profiler ({error}); no trace written",
+                            interrupted="interrupted: the profiler was stopped, no trace written, the model is as it was"):
+            try:
+                return prof.profile_phase(model, **kwargs)
+            except prof.ProfileInterrupted as exc:
+                raise UsageError(f"interrupted while reading the trace back: the trace is complete and kept at "
+                                 f"{exc.path!r}; the model is as it was") from None
 
     def _profile_cell(self, args, cell: str, prof):
         given = [f"--{n.replace('_', '-')}" for n in _PHASE_ONLY if getattr(args, n) is not None]
@@ -78,23 +73,25 @@ class ProfileMagics(Magics):
                              "use the line magic `%elana_profile MODEL --phase ...` for a phase")
         if not cell.strip():
             raise UsageError("the cell is empty: put the code to profile below %%elana_profile")
-        try:
-            with prof.profile_block(out=args.out, label=args.label or "cell", gzip=args.gzip, top=args.top) as handle:
-                result = self.shell.run_cell(cell, store_history=False)
-                if result.error_before_exec is not None or result.error_in_exec is not None:
-                    raise _CellFailed(result.error_before_exec or result.error_in_exec)
-        except prof.ProfileError as exc:
-            raise UsageError(str(exc)) from None
-        except prof.ProfileInterrupted as exc:
-            raise UsageError(f"interrupted while reading the trace back: the trace is complete and kept at {exc.path!r}") from None
-        except _CellFailed as failed:
-            if isinstance(failed.error, KeyboardInterrupt):
-                raise UsageError("interrupted: the profiler was stopped and no trace was written") from None
-            raise UsageError(f"the cell raised {_one_line(failed.error)} (shown above); no trace written") from None
+        with error_boundary(failed="the profiler failed ({error}); no trace written",
+                            interrupted="interrupted: the profiler was stopped and no trace was written"):
+            try:
+                with prof.profile_block(out=args.out, label=args.label or "cell", gzip=args.gzip,
+                                        top=args.top) as handle:
+                    result = self.shell.run_cell(cell, store_history=False)
+                    if result.error_before_exec is not None or result.error_in_exec is not None:
+                        raise _CellFailed(result.error_before_exec or result.error_in_exec)
+            except prof.ProfileInterrupted as exc:
+                raise UsageError(f"interrupted while reading the trace back: the trace is complete and kept at "
+                                 f"{exc.path!r}") from None
+            except _CellFailed as failed:
+                if isinstance(failed.error, KeyboardInterrupt):
+                    raise KeyboardInterrupt from None
+                raise UsageError(f"the cell raised {one_line(failed.error)} (shown above); no trace written") from None
         return handle.report
 
 
-class _CellFailed(Exception):
+class _CellFailed(Exception):  # internal: the cell's own error, already shown by run_cell
     def __init__(self, error: BaseException):
         super().__init__(str(error))
         self.error = error

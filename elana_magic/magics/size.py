@@ -8,7 +8,10 @@ from IPython.core.magic_arguments import magic_arguments
 
 from ..core import defaults
 from ..core.options import magic_options
-from ._common import deliver, evaluate, is_quoted, parse_with_model, require_module, unquote
+from ._common import deliver, error_boundary, evaluate, is_quoted, parse_with_model, require_module, unquote
+
+_FAILED = "the model failed while it was sized ({error}); nothing was kept"
+_INTERRUPTED = "interrupted: nothing was sized"
 
 
 @magics_class
@@ -28,7 +31,7 @@ class SizeMagics(Magics):
             %elana_size model --max-batch --seq-len 4096  # the largest batch that fits the free memory
             %elana_size model --max-seq-len --batch 8     # the largest length that fits
         """
-        from ..size import SizeError, measure_size
+        from ..size import measure_size
 
         args = _parse(self.elana_size, line)
         if args.max_batch or args.max_seq_len:
@@ -37,18 +40,16 @@ class SizeMagics(Magics):
             evaluate(self.shell, args.model, "model"), args.model)
         batch = args.batch or list(defaults.SIZE_BATCH)  # unset in the spec: --max-batch tells given from not
         seq_len = args.seq_len or list(defaults.SIZE_SEQ_LEN)
-        try:
+        with error_boundary(failed=_FAILED, interrupted=_INTERRUPTED):
             report = measure_size(target, batch=batch, seq_len=seq_len, cache_dtype=args.cache_dtype,
                                   binary=args.gib, cross_check=not args.no_check,
                                   label=None if is_quoted(args.model) else args.model,
                                   trust_remote_code=args.trust_remote_code)
-        except SizeError as exc:
-            raise UsageError(str(exc)) from None
         return deliver(self.shell, report, args)
 
 
     def _fit(self, args):
-        from ..size import SizeError, largest_fit
+        from ..size import largest_fit
 
         if args.max_batch and args.max_seq_len:
             raise UsageError("--max-batch and --max-seq-len ask different questions: pass one")
@@ -67,10 +68,8 @@ class SizeMagics(Magics):
             at = {"batch": batches[0]}
         target = unquote(args.model) if is_quoted(args.model) else require_module(
             evaluate(self.shell, args.model, "model"), args.model)
-        try:
+        with error_boundary(failed=_FAILED, interrupted=_INTERRUPTED):
             return largest_fit(target, cache_dtype=args.cache_dtype, **at)
-        except SizeError as exc:
-            raise UsageError(str(exc)) from None
 
 
 def _parse(magic, line: str):

@@ -20,6 +20,7 @@ import warnings
 from typing import Any, Callable, Iterator
 
 from ..core import defaults
+from ..core.errors import ElanaError
 from .analyze import analyze_trace
 from .report import ProfileReport
 from .trace import ANNOTATION_PREFIX
@@ -29,7 +30,7 @@ PHASES = ("ttft", "tpot", "ttlt")
 DEFAULT_STEPS = defaults.PROFILE_STEPS
 
 
-class ProfileError(ValueError):
+class ProfileError(ElanaError, ValueError):
     """Bad input or a failed capture, in one line (the magic shows it as a UsageError)."""
 
 

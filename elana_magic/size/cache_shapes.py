@@ -11,6 +11,8 @@ import functools
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from ..core.errors import one_line
+
 MAMBA1_TYPES = {"mamba", "falcon_mamba", "jamba"}
 MAMBA2_TYPES = {"mamba2", "bamba", "falcon_h1", "nemotron_h", "granitemoehybrid", "zamba2"}
 _ATTENTION = {"full_attention": None, "sliding_attention": "window", "chunked_attention": "window",
@@ -60,11 +62,6 @@ def _first(cfg, *names, default=None):
         if value is not None:
             return value
     return default
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
 def _layer_types(cfg) -> tuple[list[str], list[int | None]]:
@@ -187,7 +184,7 @@ def cache_layout(config) -> CacheLayout:
     try:
         types, windows = _layer_types(cfg)
     except Exception as exc:  # noqa: BLE001 - an unknown architecture: the layout says so
-        return CacheLayout(arch, [], False, [f"cache layout of {arch!r} unknown ({_one_line(exc)})"])
+        return CacheLayout(arch, [], False, [f"cache layout of {arch!r} unknown ({one_line(exc)})"])
     dims = _LayerDims(cfg)
     layers: list[LayerCache] = []
     unknown: set[str] = set()

@@ -18,15 +18,16 @@ from __future__ import annotations
 
 import inspect
 import os
-import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 # the analytic cache and the report have their own modules; their names stay importable from here
-from .cache_shapes import MAMBA1_TYPES, MAMBA2_TYPES, CacheLayout, LayerCache, _one_line, cache_layout  # noqa: F401
+from .cache_shapes import MAMBA1_TYPES, MAMBA2_TYPES, CacheLayout, LayerCache, cache_layout  # noqa: F401
 from ..core import defaults
+from ..core.errors import one_line
+from ..loading import ModelLoadError, load_config
 from .report import SizeReport
 from .weights import SizeError, WeightBytes, count_weights, dtype_name, parse_dtype, tensor_storages  # noqa: F401
 
@@ -130,10 +131,6 @@ def measure_cache(model, batch: int, seq_len: int) -> tuple[list[tuple[int, int]
 # loading configs and meta models
 
 
-def _looks_like_path(target: str) -> bool:
-    return target.startswith(("/", ".", "~")) or target.count("/") > 1 or "\\" in target or os.path.exists(target)
-
-
 _SAFETENSORS_BYTES = {"F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2, "I16": 2,
                       "U16": 2, "I8": 1, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1}
 
@@ -158,95 +155,6 @@ def checkpoint_bytes(folder: str) -> dict[str, Any] | None:
             start, end = info["data_offsets"]
             by_dtype[info["dtype"]] += end - start
     return {"files": len(files), "bytes": sum(by_dtype.values()), "dtypes": dict(by_dtype)}
-
-
-def load_config(target: str, trust_remote_code: bool = False):
-    """A transformers config from a local folder (config.json), a ``random:PRESET`` or a hub id.
-
-    Custom code (``auto_map``) is never run, and nothing prompts, unless ``trust_remote_code``."""
-    from transformers import AutoConfig
-
-    from ..models import ModelLoadError, custom_code_note, read_local_config
-
-    target = os.path.expanduser(target)
-    if target.startswith("random:"):
-        from ..models import PRESETS, preset_config
-
-        name = target.split(":", 1)[1]
-        if name not in PRESETS:
-            raise SizeError(f"unknown preset {name!r}: use one of {', '.join(sorted(PRESETS))}")
-        return preset_config(name)
-    if os.path.isdir(target):
-        try:
-            note = custom_code_note(read_local_config(target), target, trust_remote_code)
-        except ModelLoadError as exc:
-            raise SizeError(str(exc)) from None
-        if note:
-            raise SizeError(note)
-        return _auto_config(AutoConfig, target, trust_remote_code=trust_remote_code)
-    if _looks_like_path(target) or not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", target):
-        raise SizeError(f"no folder {target!r}: check the path (a hub id looks like 'org/name')")
-    return _hub_config(AutoConfig, target, trust_remote_code)
-
-
-def _auto_config(auto, target: str, **kwargs):
-    try:
-        return auto.from_pretrained(target, **kwargs)
-    except (OSError, ValueError, TypeError, KeyError) as exc:  # unrecognized model_type, bad values
-        raise SizeError(f"transformers can't read the config in {target!r}: {_one_line(exc)}") from None
-
-
-def _hub_config(auto, repo_id: str, trust_remote_code: bool = False):
-    try:  # the local hub cache first: works offline
-        return auto.from_pretrained(repo_id, local_files_only=True, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError):
-        pass
-    if _hub_offline():
-        raise SizeError(f"hub id {repo_id!r} is not in the local cache and the Hub is offline "
-                        "(HF_HUB_OFFLINE): pass a local folder with config.json")
-    endpoint = _hub_endpoint()
-    if not _reachable(endpoint):
-        raise SizeError(f"can't reach {endpoint} to fetch {repo_id!r} (no network): "
-                        "pass a local folder with config.json")
-    try:
-        return auto.from_pretrained(repo_id, trust_remote_code=trust_remote_code)
-    except Exception as exc:  # noqa: BLE001 - the Hub and transformers raise many kinds; one line
-        raise SizeError(f"could not get the config of {repo_id!r} from the Hub: {_one_line(exc)}") from None
-
-
-def _hub_offline() -> bool:
-    truthy = {"1", "true", "yes", "on"}
-    if any(os.environ.get(v, "").lower() in truthy for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")):
-        return True
-    try:
-        from huggingface_hub import constants
-
-        return bool(constants.HF_HUB_OFFLINE)
-    except ImportError:  # pragma: no cover
-        return False
-
-
-def _hub_endpoint() -> str:
-    try:
-        from huggingface_hub import constants
-
-        return constants.ENDPOINT
-    except ImportError:  # pragma: no cover
-        return "https://huggingface.co"
-
-
-def _reachable(url: str, timeout: float = 3.0) -> bool:
-    """A quick TCP connect, so that a machine without network answers at once instead of retrying."""
-    import socket
-    from urllib.parse import urlparse
-
-    parsed = urlparse(url)
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    try:
-        with socket.create_connection((parsed.hostname, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 def meta_model(config, trust_remote_code: bool = False):
@@ -298,7 +206,10 @@ def _resolve(target, trust_remote_code: bool = False) -> tuple[Any, Any, str, st
         return target, config, type(target).__name__, "module"
     if isinstance(target, (str, os.PathLike)):
         text = os.fspath(target)
-        config = load_config(text, trust_remote_code)
+        try:
+            config = load_config(text, trust_remote_code)
+        except ModelLoadError as exc:
+            raise SizeError(str(exc)) from None
         model = meta_model(config, trust_remote_code)
         kind = "preset, random shape" if text.startswith("random:") else (
             "folder" if os.path.isdir(os.path.expanduser(text)) else "hub id")
@@ -488,7 +399,7 @@ def _try_measure(model, batch: int, seq_len: int, notes: list[str]):
     try:
         return measure_cache(model, batch, seq_len)
     except Exception as exc:  # noqa: BLE001 - out of memory, an unusual forward: the analytic figure stands
-        note = f"measured cross-check failed at batch {batch}, seq_len {seq_len}: {_one_line(exc)}"
+        note = f"measured cross-check failed at batch {batch}, seq_len {seq_len}: {one_line(exc)}"
         if note not in notes:
             notes.append(note)
         _free_cuda()

@@ -6,8 +6,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..core.errors import ElanaError
 
-class SizeError(ValueError):
+
+class SizeError(ElanaError, ValueError):
     """A bad input to ``measure_size``; the message is one line saying what to do."""
 
 

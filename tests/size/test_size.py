@@ -325,7 +325,7 @@ def test_hub_id_offline_and_unreachable(monkeypatch):
         measure_size("no-such-org/no-such-model")
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
-    monkeypatch.setattr("elana_magic.size.measure._reachable", lambda url, timeout=3.0: False)
+    monkeypatch.setattr("elana_magic.loading.reachable", lambda url, timeout=3.0: False)
     with pytest.raises(SizeError, match="can't reach .*no network"):
         measure_size("no-such-org/no-such-model")
 
