@@ -56,16 +56,17 @@ def capture_prefill(s: Any, compiled: bool) -> Callable[[], torch.Tensor]:
     stream.wait_stream(torch.cuda.current_stream(s.device))
     room = _recompile_room(COMPILE_VARIANTS + 2 * len(s._blocks or ())) if compiled else contextlib.nullcontext()
     graph = torch.cuda.CUDAGraph()
+    mask = prefill_mask(s)
     with room:  # through the capture as well (see session._setup_graph)
         with torch.cuda.stream(stream):
             for _ in range(2):  # warm-up (the first call compiles the prompt's shape)
                 s._reset_static()
-                s._forward(s.input_ids, s._cache, None, compiled)
+                s._forward(s.input_ids, s._cache, mask, compiled)
         torch.cuda.current_stream(s.device).wait_stream(stream)
         with graph_capture(graph, s.device, pool=s._graph.pool()):
             for layer in layers:
                 layer.cumulative_length.zero_()
-            logits = s._forward(s.input_ids, s._cache, None, compiled)[:, -1, :]
+            logits = s._forward(s.input_ids, s._cache, mask, compiled)[:, -1, :]
             s._next.copy_(logits.argmax(-1, keepdim=True))
 
     def replay() -> torch.Tensor:
@@ -74,3 +75,23 @@ def capture_prefill(s: Any, compiled: bool) -> Callable[[], torch.Tensor]:
 
     s._prefill_graph = graph  # kept alive with the session
     return replay
+
+
+def prefill_mask(s: Any) -> torch.Tensor | None:
+    """The prefill's additive causal mask over the static cache (batch x 1 x prompt x slots: 0 where a position may
+    attend, the dtype's min after it), given in the warm-up and in the capture alike.
+
+    While a CUDA graph is captured, transformers builds this mask itself (it may not read the cache's tensor offset
+    then), while outside a capture it passes none (SDPA's ``is_causal``): the compiled block saw other arguments in
+    the capture than in its warm-up and compiled again inside the capture, which breaks it. None for caches with
+    sliding-window or other special layers, whose masks only transformers builds."""
+    layers = s._static_layers()
+    if any(getattr(layer, "is_sliding", False) for layer in layers) or len(layers) != len(s._cache.layers):
+        return None
+    embed = getattr(s.model, "get_input_embeddings", lambda: None)()
+    dtype = getattr(getattr(embed, "weight", None), "dtype", s.dtype)
+    dtype = dtype if dtype.is_floating_point else s.dtype
+    slots = torch.arange(s.prompt_len + s.gen_len, device=s.device).view(1, 1, 1, -1)
+    rows = torch.arange(s.prompt_len, device=s.device).view(1, 1, -1, 1)
+    mask = torch.where(slots <= rows, 0.0, torch.finfo(dtype).min).to(dtype)
+    return mask.expand(s.batch, 1, s.prompt_len, slots.shape[-1])
