@@ -323,3 +323,20 @@ def test_energy_blank_cell_is_one_line(shell, cell):
                                                ("elana_size", "m --cache-dtype 'fp8", None)])
 def test_an_unbalanced_quote_is_one_line(shell, magic, line, cell):
     assert "No closing quotation" in one_usage_line(shell, magic, line, cell)
+
+
+# -- issue 22: the rest of the new user's list -----------------------------------------------------------
+
+BOTH_QUOTES = [r'''"it's \"x\""''', r"""'it'\''s "x"'"""]  # as a shell takes them: it's "x"
+
+
+@pytest.mark.parametrize("label", BOTH_QUOTES)
+def test_a_label_with_both_quote_characters_is_read_as_a_shell_reads_it(shell, label):
+    rep = shell.run_line_magic("elana_latency", f"m --label {label} {LATENCY_FAST} -o")
+    assert rep.label == """it's "x\""""
+    rep = shell.run_cell_magic("elana_energy", f"--label {label} --min-time 0.001 -q -o", "y = 1")
+    assert rep.label == """it's "x\""""
+    assert shell.user_ns["y"] == 1
+    shell.user_ns["ys"] = []
+    rep = shell.run_line_magic("elana_energy", f"--label {label} --min-time 0.001 -q -o ys.append(2)")
+    assert rep.label == """it's "x\"""" and shell.user_ns["ys"][:1] == [2]
