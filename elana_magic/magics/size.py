@@ -68,7 +68,7 @@ class SizeMagics(Magics):
         target = unquote(args.model) if is_quoted(args.model) else require_module(
             evaluate(self.shell, args.model, "model"), args.model)
         try:
-            return largest_fit(target, cache_dtype=args.cache_dtype, **at)
+            return largest_fit(target, cache_dtype=args.cache_dtype, binary=args.gib, **at)
         except SizeError as exc:
             raise UsageError(str(exc)) from None
 
