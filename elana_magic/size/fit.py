@@ -30,6 +30,12 @@ def available_memory(device=None) -> dict[str, Any]:
     if gpu is not None:
         return {"bytes": gpu["free_bytes"], "where": f"free memory of {gpu['name']} (cuda:{gpu['index']})",
                 "gpu": True, "total_bytes": gpu["total_bytes"]}
+    mem = system_memory()
+    return {**mem, "where": f"no GPU: {mem['where']}", "gpu": False}
+
+
+def system_memory() -> dict[str, Any]:
+    """The system memory available now (MemAvailable): bytes, total_bytes and where it was read."""
     try:
         import psutil
 
@@ -42,8 +48,7 @@ def available_memory(device=None) -> dict[str, Any]:
                 key, value = line.split(":", 1)
                 info[key] = int(value.split()[0]) * 1024
         free, total, source = info["MemAvailable"], info["MemTotal"], "/proc/meminfo"
-    return {"bytes": free, "where": f"no GPU: system memory available ({source} MemAvailable)", "gpu": False,
-            "total_bytes": total}
+    return {"bytes": free, "where": f"system memory available ({source} MemAvailable)", "total_bytes": total}
 
 
 def _measured_activation(model, on_gpu: bool) -> dict[str, Any] | None:
