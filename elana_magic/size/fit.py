@@ -3,7 +3,7 @@
 ``largest_fit(model, seq_len=4096) -> FitReport`` (the largest batch) or ``largest_fit(model, batch=8)``
 (the largest context length). The memory needed is the analytic size (model + cache, from the
 config), plus the activation peak measured by a latency measurement of this model in this process
-when there is one (``latency.memory.PEAKS``; scaled with batch x length from the measured prefill),
+when there is one (``latency.memory.ACTIVATION_PEAKS``; scaled with batch x length from the measured prefill),
 and the analytic size alone otherwise: the report says which. With a GPU, the answer is for the
 GPU's free memory (a model already on the GPU holds its share: only the cache and activations are
 added); without one, for the system memory available (MemAvailable), and the report says so.
@@ -52,9 +52,9 @@ def system_memory() -> dict[str, Any]:
 
 
 def _measured_activation(model, on_gpu: bool) -> dict[str, Any] | None:
-    from ..latency.memory import PEAKS, model_fingerprint
+    from ..latency.memory import ACTIVATION_PEAKS, peaks_key
 
-    peak = PEAKS.get(model_fingerprint(model))
+    peak = ACTIVATION_PEAKS.get(peaks_key(model))
     if peak is None or (peak["kind"] == "allocated") != on_gpu:
         return None
     return peak
