@@ -244,7 +244,8 @@ OPTIONS: dict[str, Option] = {o.key: o for o in [
            "every value, the profile uses the first).", whole(1, "1 8"), list(defaults.SIZE_BATCH), nargs="+", metavar="B",
            elana=("--batch_size",), group="size", dest="batch"),
     Option("seq-len", ("--seq-len",), f"Sequence lengths: the context the cache holds (default "
-           f"{_fmt(defaults.SIZE_SEQ_LEN)}).", whole(1, "1024 8192"), list(defaults.SIZE_SEQ_LEN), nargs="+",
+           f"{_fmt(defaults.SIZE_SEQ_LEN)}; the command: the --prompt-len values when only they are given).",
+           whole(1, "1024 8192"), list(defaults.SIZE_SEQ_LEN), nargs="+",
            metavar="L", group="size", cpu_default=[defaults.SIZE_SEQ_LEN[0]]),
     Option("cache-dtype", ("--cache-dtype",), "KV/conv cache dtype (e.g. bfloat16, float16, fp8); default: the "
            "model's dtype.", dtype, metavar="DT", group="size"),
