@@ -141,7 +141,8 @@ def _one_or_all(values: list[int]):
 def run_profile(target: ModelTarget, args: argparse.Namespace, names: list[str]):
     from .profile import profile_phase
 
-    return profile_phase(target.model, args.phase, batch=args.batch[0], prompt_len=args.prompt_len[0],
+    batch = max(1, args.batch[0] // args.ngpus)  # with --ngpus (every phase): rank 0's share, as the note says
+    return profile_phase(target.model, args.phase, batch=batch, prompt_len=args.prompt_len[0],
                          gen_len=args.gen_len[0], steps=args.steps, out=args.out, label=args.label,
                          gzip=args.gzip, cuda_graph=args.cuda_graph, top=args.top)
 
@@ -221,8 +222,14 @@ def _fail(code: int, message: str, exc: BaseException, debug: bool):
 
 def _run(args: argparse.Namespace) -> int:
     _check_outputs(args)
-    chosen = [p for p in PHASES if getattr(args, p.dest)] or PHASES
+    given = [p for p in PHASES if getattr(args, p.dest)]
+    chosen = given or PHASES
     names = {p.name for p in chosen}
+    if args.ngpus > 1 and "torch-profile" in {p.name for p in given}:
+        raise CommandInputError(f"--torch-profile profiles one process, not {args.ngpus} replicas: drop --ngpus "
+                                f"{args.ngpus}, or run --ttft --tpot --ttlt with it")
+    if args.seq_len is None and args.prompt_len is not None:
+        args.seq_len = list(args.prompt_len)  # ELANA sizes the cache at the prompt length given
     if args.model is None or args.model.startswith("random:"):
         single_device(args.device_map, args.model)  # refused now, not after the first phase
     gpu = _cuda_available()
@@ -241,6 +248,9 @@ def _run(args: argparse.Namespace) -> int:
     target = ModelTarget(args.model, args.device_map, args.tokenizer, args.trust_remote_code)
     results: dict[str, Any] = {}
     for key, phases in groups.items():
+        if key == "torch-profile" and args.ngpus > 1:
+            print(f"note: --torch-profile profiles one process: rank 0's share of the batch ({args.batch[0]} / "
+                  f"{args.ngpus}) on one device", file=sys.stderr if to_stdout else sys.stdout)
         report = phases[0].run(target, args, [p.name for p in phases])
         results[key] = report
         if not to_stdout:
@@ -269,9 +279,18 @@ def _check_outputs(args: argparse.Namespace) -> None:
     for flag, path in (("--json", args.json), ("--csv", args.csv)):
         if path in (None, "-"):
             continue
-        folder = os.path.dirname(os.path.abspath(os.path.expanduser(path)))
-        if os.path.isdir(path) or not os.path.isdir(folder):
+        full = os.path.abspath(os.path.expanduser(path))
+        if os.path.isdir(full) or not os.path.isdir(os.path.dirname(full)):
             raise CommandInputError(f"{flag} {path!r}: give a file in an existing folder")
+        existed = os.path.exists(full)
+        try:
+            with open(full, "a", encoding="utf-8"):
+                pass
+        except OSError as exc:
+            raise CommandInputError(f"{flag} {path!r} cannot be written ({exc.strerror or exc}): give a file in a "
+                                    "folder you can write") from None
+        if not existed:
+            os.remove(full)  # made only to try: the run writes it at the end
     if args.csv is not None:
         try:
             import pandas  # noqa: F401

@@ -323,3 +323,36 @@ def test_energy_blank_cell_is_one_line(shell, cell):
                                                ("elana_size", "m --cache-dtype 'fp8", None)])
 def test_an_unbalanced_quote_is_one_line(shell, magic, line, cell):
     assert "No closing quotation" in one_usage_line(shell, magic, line, cell)
+
+
+# -- issue 22: the rest of the new user's list -----------------------------------------------------------
+
+BOTH_QUOTES = [r'''"it's \"x\""''', r"""'it'\''s "x"'"""]  # as a shell takes them: it's "x"
+
+
+@pytest.mark.parametrize("label", BOTH_QUOTES)
+def test_a_label_with_both_quote_characters_is_read_as_a_shell_reads_it(shell, label):
+    rep = shell.run_line_magic("elana_latency", f"m --label {label} {LATENCY_FAST} -o")
+    assert rep.label == """it's "x\""""
+    rep = shell.run_cell_magic("elana_energy", f"--label {label} --min-time 0.001 -q -o", "y = 1")
+    assert rep.label == """it's "x\""""
+    assert shell.user_ns["y"] == 1
+    shell.user_ns["ys"] = []
+    rep = shell.run_line_magic("elana_energy", f"--label {label} --min-time 0.001 -q -o ys.append(2)")
+    assert rep.label == """it's "x\"""" and shell.user_ns["ys"][:1] == [2]
+
+
+def test_a_batch_too_big_for_the_cpus_memory_is_refused_before_allocating(shell, monkeypatch):
+    """The cache and activation estimate is checked against the memory available first: one line, nothing run."""
+    from elana_magic.size import fit
+
+    monkeypatch.setattr(fit, "system_memory", lambda: {"bytes": 10**6, "where": "a test budget"})
+    calls = []
+    monkeypatch.setattr(shell.user_ns["m"], "forward", lambda *a, **k: calls.append(1))
+    text = one_usage_line(shell, "elana_latency", f"m --batch 64 {LATENCY_FAST.replace('--prompt-len 4', '--prompt-len 512')}")
+    assert text.startswith("out of memory on cpu") and "estimated" in text and "1.000 MB available" in text
+    assert calls == []
+    done = run_command("random:tiny-llama", "--ttft", "--batch_size", "1000000000", "--prompt_len", "8",
+                       "--gen_len", "2")
+    assert done.returncode == 2 and error_lines(done.stderr)[0].startswith("elana-magic: out of memory on cpu")
+    assert "estimated" in done.stderr

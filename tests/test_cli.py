@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -196,3 +197,37 @@ def test_a_busy_cpu_gets_a_hint(monkeypatch):
     assert "load 12.0 on 2 cores" in cli._busy_cpu_note() and "OMP_NUM_THREADS=1" in cli._busy_cpu_note()
     monkeypatch.setattr(cli.os, "getloadavg", lambda: (1.0, 1.0, 1.0))
     assert cli._busy_cpu_note() is None
+
+
+# -- issue 22: the rest of the new user's list ------------------------------------------------------
+
+
+def test_size_with_elanas_prompt_len_sizes_the_cache_at_it(tmp_path, capsys):
+    """ELANA reports the cache for the batch and prompt length given: so does --size with --prompt_len."""
+    path = tmp_path / "run.json"
+    assert cli.main(["random:tiny-llama", "--size", "--batch_size", "1", "--prompt_len", "512", "--json",
+                     str(path)]) == 0
+    rows = json.loads(path.read_text())["size"]["rows"]
+    assert [(r["batch"], r["seq_len"]) for r in rows] == [(1, 512)]
+    assert cli.main(["random:tiny-llama", "--size", "--prompt_len", "512", "--seq-len", "64", "--json",
+                     str(path)]) == 0  # --seq-len, when given, wins
+    assert {r["seq_len"] for r in json.loads(path.read_text())["size"]["rows"]} == {64}
+
+
+def test_torch_profile_with_several_gpus_is_refused_in_one_line(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["random:tiny-llama", "--torch-profile", "--ngpus", "2", "--batch_size", "2"])
+    assert exc.value.code == 2
+    assert "--torch-profile profiles one process" in _one_error_line(capsys)
+
+
+@pytest.mark.parametrize("flag", ["--json", "--csv"])
+def test_an_output_that_cannot_be_written_is_refused_before_measuring(flag, tmp_path, capsys, monkeypatch):
+    ran = []
+    monkeypatch.setattr(cli, "run_size", lambda *a: ran.append(1))
+    for path in ("/proc/elana-magic-run.out", str(tmp_path)):  # a folder no file can be made in; a folder
+        with pytest.raises(SystemExit) as exc:
+            cli.main(["random:tiny-llama", "--size", flag, path])
+        assert exc.value.code == 2
+        assert f"{flag} {path!r}" in _one_error_line(capsys)
+    assert ran == [] and not os.path.exists("/proc/elana-magic-run.out")

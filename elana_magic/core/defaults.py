@@ -29,6 +29,7 @@ PREFILL_ENGINES = ("auto", "eager")
 NGPUS = 1
 # measure_paired: alternating rounds per model
 PAIRED_ROUNDS = 4
+MAX_PAIRED_ROUNDS = 1000  # each round runs every model: more is a typo, not a measurement
 # measure_size: the grid
 SIZE_BATCH = (1,)
 SIZE_SEQ_LEN = (1024, 2048)

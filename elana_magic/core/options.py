@@ -40,17 +40,18 @@ def _count_word(n: int) -> str:
     return "a whole number" if n == 1 else "whole numbers"
 
 
-def whole(low: int, example: str) -> Callable[[str, "Option"], int]:
-    """An int >= ``low``; ``example`` is what to type, e.g. "128 512"."""
+def whole(low: int, example: str, high: int | None = None) -> Callable[[str, "Option"], int]:
+    """An int >= ``low`` (and <= ``high`` when given); ``example`` is what to type, e.g. "128 512"."""
 
     def convert(text: str, opt: "Option") -> int:
         try:
             value = int(text)
         except (TypeError, ValueError):
             value = None
-        if value is None or value < low:
+        if value is None or value < low or (high is not None and value > high):
             many = opt.nargs in ("+", "*")
-            raise OptionError(f"{opt.flag} takes {_count_word(2 if many else 1)} >= {low}, "
+            bound = f">= {low}" if high is None else f"from {low} to {high}"
+            raise OptionError(f"{opt.flag} takes {_count_word(2 if many else 1)} {bound}, "
                               f"e.g. {opt.flag} {example}; got {text!r}")
         return value
 
@@ -260,7 +261,8 @@ OPTIONS: dict[str, Option] = {o.key: o for o in [
            "every value, the profile uses the first).", whole(1, "1 8"), list(defaults.SIZE_BATCH), nargs="+", metavar="B",
            elana=("--batch_size",), group="size", dest="batch"),
     Option("seq-len", ("--seq-len",), f"Sequence lengths: the context the cache holds (default "
-           f"{_fmt(defaults.SIZE_SEQ_LEN)}).", whole(1, "1024 8192"), list(defaults.SIZE_SEQ_LEN), nargs="+",
+           f"{_fmt(defaults.SIZE_SEQ_LEN)}; the command: the --prompt-len values when only they are given).",
+           whole(1, "1024 8192"), list(defaults.SIZE_SEQ_LEN), nargs="+",
            metavar="L", group="size", cpu_default=[defaults.SIZE_SEQ_LEN[0]]),
     Option("cache-dtype", ("--cache-dtype",), "KV/conv cache dtype (e.g. bfloat16, float16, fp8); default: the "
            "model's dtype.", dtype, metavar="DT", group="size"),
@@ -355,7 +357,8 @@ OPTIONS: dict[str, Option] = {o.key: o for o in [
            "config.json) when loading it; off by default.", action="store_true", group="output"),
     # every magic; the command's output
     Option("rounds", ("--rounds",), f"Paired A/B (two or more models): alternating rounds, --repeats and "
-           f"--min-time per model spread over them (default {defaults.PAIRED_ROUNDS}).", whole(1, "6"),
+           f"--min-time per model spread over them (default {defaults.PAIRED_ROUNDS}, at most "
+           f"{defaults.MAX_PAIRED_ROUNDS}).", whole(1, "6", defaults.MAX_PAIRED_ROUNDS),
            defaults.PAIRED_ROUNDS, metavar="N", group="latency"),
     # history and comparison
     Option("clear", ("--clear",), "Forget every report in the history.", action="store_true"),

@@ -17,7 +17,9 @@ import torch
 
 from ..core.cost import cost_columns, format_usd
 from ..core.progress import terminal_bar
+from ..core.envelope import ENVELOPE_KEYS, FORMAT_VERSION
 from ..core.report import Report, html_table, text_table
+from ..core.schema import NUMBER, OBJECTS, TEXT, Field
 from ..core.units import bytes_column, column_formatter, energy_column
 from . import measure as runner
 from .devices import model_devices
@@ -26,6 +28,8 @@ from .inputs import check_lengths, model_device
 from .settings import LatencySettings
 
 OUT_OF_MEMORY = "out of memory"
+INTS = Field("a list of integers", lambda v: isinstance(v, list) and all(isinstance(x, int) and not isinstance(x, bool)
+                                                                     for x in v))
 _FIGURES = re.compile(r"\d[\d.,]*")
 
 
@@ -85,7 +89,12 @@ def run_grid(model: torch.nn.Module, settings: LatencySettings, *, tokenizer: An
         "time_to_result_s": time.perf_counter() - t0,
         "notes": notes + _grid_notes(reports),
     }
-    return LatencyGridReport(data, reports)
+    grid = LatencyGridReport(data, reports)
+    grid.stamp(settings=settings.to_dict())
+    if first is not None:  # the model's fingerprint and where it ran: the first cell's (one model, one machine)
+        grid.envelope.fingerprint = first.envelope.fingerprint
+        grid.envelope.environment = first.envelope.environment
+    return grid
 
 
 def _grid_notes(reports) -> list[str]:
@@ -144,6 +153,12 @@ def largest_batches(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 class LatencyGridReport(Report):
     """One row per cell (``cells``); each cell's ``LatencyReport`` in ``reports`` (None: out of memory)."""
 
+    kind = "latency-grid"
+    schema = {"model": TEXT, "device_name": TEXT, "batch": INTS, "prompt_len": INTS, "gen_len": INTS,
+              "cells": OBJECTS, "largest_batch_that_fit": OBJECTS, "time_to_result_s": NUMBER,
+              "reports": Field("a list of saved latency reports or nulls",
+                               lambda v: isinstance(v, list) and all(r is None or isinstance(r, dict) for r in v))}
+
     def __init__(self, data: dict[str, Any], reports: list[Any]):
         self.data = data
         self.reports = reports
@@ -158,7 +173,23 @@ class LatencyGridReport(Report):
         return len(self.data["cells"])
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.data, "reports": [None if r is None else r.to_dict() for r in self.reports]}
+        """The envelope (kind, format version, settings, the model's fingerprint, environment), the grid's figures,
+        then each cell's saved report (None where it ran out of memory)."""
+        env = self.envelope
+        head = {"kind": self.kind, "format_version": FORMAT_VERSION, "label": self.data.get("label"),
+                "created": env.created, "settings": env.settings, "fingerprint": env.fingerprint,
+                "environment": env.environment, "notes": list(self.data.get("notes") or []),
+                "warnings": list(env.warnings)}
+        return {**head, **{k: v for k, v in self.data.items() if k not in ENVELOPE_KEYS},
+                "reports": [None if r is None else r.to_dict() for r in self.reports]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "LatencyGridReport":
+        from ..core.envelope import report_from_dict
+
+        reports = [None if r is None else report_from_dict(r) for r in data["reports"]]
+        kept = {k: v for k, v in data.items() if k not in ENVELOPE_KEYS and k != "reports"}
+        return cls({"label": data.get("label"), **kept, "notes": list(data.get("notes") or [])}, reports)
 
     def _dataframe_rows(self, data: dict[str, Any]) -> list[dict[str, Any]]:
         return [dict(row) for row in data["cells"]]

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from .errors import GenerationInputError
+from .errors import GenerationInputError, GenerationOutOfMemory
 
 def model_device(model: torch.nn.Module) -> torch.device:
     for p in model.parameters():
@@ -74,6 +74,50 @@ def check_lengths(model: torch.nn.Module, batch: int, prompt_len: int, gen_len: 
             f"prompt length {prompt_len} + generated length {gen_len} = {prompt_len + gen_len} exceeds the "
             f"model's maximum of {limit} positions: shorten --prompt-len or --gen-len"
         )
+
+
+def memory_estimate(model: torch.nn.Module, batch: int, prompt_len: int, gen_len: int) -> dict[str, int] | None:
+    """A floor of what a request allocates beside the weights: the cache (analytic, ``size.cache_shapes``), the
+    prompt's ids, the prefill's hidden states and MLP activations, the last position's logits. None: unknown."""
+    config = getattr(model, "config", None)
+    if config is None:
+        return None
+    try:
+        from ..size.cache_shapes import cache_layout
+
+        text = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+        hidden = int(getattr(text, "hidden_size", 0) or 0)
+        inter = int(getattr(text, "intermediate_size", 0) or 0) or 4 * hidden
+        itemsize = model_dtype(model).itemsize
+        layout = cache_layout(config)
+        cache = sum(kv + ssm for kv, ssm in layout.layer_bytes(batch, prompt_len + gen_len, itemsize, 4)) \
+            if layout.known else 0
+        tokens = batch * prompt_len
+        activations = tokens * 8 + tokens * (2 * hidden + inter) * itemsize + batch * vocab_size(model) * 4
+    except Exception:  # noqa: BLE001 - an estimate for a check: a config it can't read is not checked
+        return None
+    return {"cache_bytes": int(cache), "activation_bytes": int(activations), "bytes": int(cache + activations)}
+
+
+def check_cpu_memory(model: torch.nn.Module, batch: int, prompt_len: int, gen_len: int) -> None:
+    """On the CPU, refuse before allocating a request whose estimated cache and activations exceed the memory
+    available (an allocation that size is not refused by Linux: the machine swaps or the process is killed)."""
+    from ..core.units import format_bytes
+    from ..size.fit import system_memory
+
+    need = memory_estimate(model, batch, prompt_len, gen_len)
+    if need is None:
+        return
+    try:
+        available = system_memory()
+    except (OSError, KeyError, ValueError):
+        return
+    if need["bytes"] > available["bytes"]:
+        raise GenerationOutOfMemory(
+            f"{out_of_memory_message(batch, prompt_len, gen_len, 'cpu').split(': try')[0]}: about "
+            f"{format_bytes(need['bytes'])} needed (cache {format_bytes(need['cache_bytes'])} + activations "
+            f"{format_bytes(need['activation_bytes'])}, estimated before allocating), "
+            f"{format_bytes(available['bytes'])} available: try a smaller --batch, --prompt-len or --gen-len")
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

@@ -9,7 +9,8 @@
   (psutil when installed, else ``/proc/self/statm``) every millisecond. The report says which. The
   weights were resident before the phase, so the growth is compared with the cache the phase builds.
 
-``PEAKS`` keeps the activation peaks measured in this process, keyed by the model's fingerprint, so that
+``ACTIVATION_PEAKS`` keeps the activation peaks measured in this process, keyed by ``peaks_key`` (the model
+object; not ``core.fingerprint.model_fingerprint``, which names what the model is), so that
 ``size.fit`` can add them to the analytic size when it answers the largest batch or length that fits.
 """
 
@@ -206,10 +207,10 @@ def phase_entry(model, part: str, measured: dict[str, Any], batch: int, prompt_l
 
 
 # -- measured activation peaks of this process, for size.fit -------------------------------------
-PEAKS: dict[str, dict[str, Any]] = {}
+ACTIVATION_PEAKS: dict[str, dict[str, Any]] = {}
 
 
-def model_fingerprint(model: torch.nn.Module) -> str:
+def peaks_key(model: torch.nn.Module) -> str:
     """The model object in this process plus its class and config (a reloaded model is a new entry)."""
     config = getattr(model, "config", None)
     shape = ""
@@ -225,10 +226,10 @@ def remember_peaks(model: torch.nn.Module, device: torch.device, batch: int, pro
     prefill = next((p for p in phases if p["phase"] == "prefill" and p["activation_bytes"] is not None), None)
     if prefill is None:
         return
-    key = model_fingerprint(model)
+    key = peaks_key(model)
     tokens = batch * prompt_len
-    old = PEAKS.get(key)
+    old = ACTIVATION_PEAKS.get(key)
     if old is None or tokens >= old["tokens"]:
-        PEAKS[key] = {"device": str(device), "batch": batch, "prompt_len": prompt_len, "gen_len": gen_len,
+        ACTIVATION_PEAKS[key] = {"device": str(device), "batch": batch, "prompt_len": prompt_len, "gen_len": gen_len,
                       "tokens": tokens, "activation_bytes": max(0, prefill["activation_bytes"]),
                       "kind": prefill["measured_kind"]}

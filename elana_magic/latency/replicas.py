@@ -17,7 +17,8 @@ decode step or request of the global batch. CPU replicas share one CPU package, 
 split per process, so they measure no energy (a note says so).
 
 A model object is saved (``save_pretrained``, safetensors) to a temporary folder that every rank
-loads; a model path is loaded as is. The folder and the processes are removed on any error or Ctrl-C.
+loads; a model path is loaded as is. torchrun and the ranks take their temporary files (torchrun's
+``torchelastic_*`` folder) inside it too. The folder and the processes are removed on any error or Ctrl-C.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -89,15 +91,34 @@ def _save(model: torch.nn.Module, tokenizer: Any, folder: str) -> str:
     return path
 
 
-def _child_env() -> dict[str, str]:
-    """The caller's environment (CUDA_VISIBLE_DEVICES included), with this package first on the path."""
+def _child_env(tmp: str | None = None) -> dict[str, str]:
+    """The caller's environment (CUDA_VISIBLE_DEVICES included), with this package first on the path.
+
+    ``tmp``: the temporary folder of torchrun and its ranks (TMPDIR), inside the replicas' folder so that
+    torchrun's ``torchelastic_*`` folder goes with it, Ctrl-C included; Inductor keeps the caller's cache."""
     env = dict(os.environ)
+    if tmp is not None:
+        env.setdefault("TORCHINDUCTOR_CACHE_DIR", _inductor_cache_dir())
+        env["TMPDIR"] = tmp
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     # The ranks only gather a few small objects: NVLink multicast (NVLS) buys nothing, so keep it off.
     env.setdefault("NCCL_NVLS_ENABLE", "0")
     return env  # torchrun sets OMP_NUM_THREADS=1 per worker unless it is set
+
+
+def _inductor_cache_dir() -> str:
+    """Where Inductor caches compiled code for the caller (under the caller's temp folder by default)."""
+    try:
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+        return default_cache_dir()
+    except Exception:  # noqa: BLE001 - a torch without it: the same rule, written out
+        import getpass
+
+        user = re.sub(r'[\\/:*?"<>|]', "_", getpass.getuser())
+        return os.path.join(tempfile.gettempdir(), f"torchinductor_{user}")
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -167,7 +188,9 @@ def measure_replicas(model: torch.nn.Module | str, settings: LatencySettings, *,
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1",
                "--nproc-per-node", str(ngpus), "-m", "elana_magic.latency.replicas",
                "--model", path, "--options", os.path.join(folder, "options.json"), "--out", out]
-        env = _child_env()
+        tmp = os.path.join(folder, "tmp")  # torchrun's torchelastic_* folder goes with ours
+        os.makedirs(tmp)
+        env = _child_env(tmp)
         with open(log, "w") as log_file:
             proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env,
                                     start_new_session=True)  # Ctrl-C reaches us; we stop it

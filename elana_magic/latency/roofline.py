@@ -33,7 +33,7 @@ class Peak:
 
 
 # Ordered: the first whose every keyword is in the (lower-cased) device name wins.
-PEAKS: list[tuple[tuple[str, ...], Peak]] = [
+DEVICE_PEAKS: list[tuple[tuple[str, ...], Peak]] = [
     (("h200",), Peak("H200", 4.8e12, 989e12)),
     (("h100", "pcie"), Peak("H100 PCIe", 2.0e12, 756e12)),
     (("h100", "nvl"), Peak("H100 NVL", 3.9e12, 835e12)),
@@ -57,7 +57,7 @@ def lookup_peak(device_name: str | None) -> Peak | None:
     if not device_name:
         return None
     name = device_name.lower()
-    for keys, peak in PEAKS:
+    for keys, peak in DEVICE_PEAKS:
         if all(k in name for k in keys):
             return peak
     return None

@@ -49,7 +49,7 @@ from .compile_policy import (COMPILE_MODES, COMPILE_REL_TOL_PER_LAYER, COMPILE_V
 from .devices import _side_stream, cuda_indices, graph_capture, model_devices
 from .devices import synchronize as synchronize_devices
 from .errors import GenerationInputError, GenerationOutOfMemory  # noqa: F401 - their home before errors.py
-from .inputs import (ModelState, _accepts, _cache_kwarg, check_can_generate, check_lengths,  # noqa: F401
+from .inputs import (ModelState, _accepts, _cache_kwarg, check_can_generate, check_cpu_memory, check_lengths,  # noqa: F401
                      is_out_of_memory, max_positions, model_device, model_dtype, out_of_memory_message, random_prompt,
                      vocab_size)
 from .prefill import capture_prefill, setup_prefill
@@ -93,6 +93,8 @@ class GenerationSession:
         if not checked:
             check_request(batch, prompt_len, gen_len)
         check_lengths(model, batch, prompt_len, gen_len)
+        if all(d.type == "cpu" for d in model_devices(model)):
+            check_cpu_memory(model, batch, prompt_len, gen_len)
         self.model = model
         self.batch, self.prompt_len, self.gen_len = batch, prompt_len, gen_len
         self.device = model_device(model)   # where the inputs go (the first module's device)

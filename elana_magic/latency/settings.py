@@ -21,9 +21,10 @@ COMPILE_MODES = ("regional", "whole")
 Lengths = int | tuple[int, ...]
 
 
-def _whole(name: str, value: Any, low: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        what = "a positive integer" if low == 1 else f"an integer >= {low}"
+def _whole(name: str, value: Any, low: int, high: int | None = None) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < low or (high is not None and value > high):
+        what = (f"an integer from {low} to {high}" if high is not None else
+                "a positive integer" if low == 1 else f"an integer >= {low}")
         raise GenerationInputError(f"{name} must be {what}, got {value!r}")
     return value
 
@@ -156,7 +157,7 @@ class LatencySettings:
             "compile": _compile(self.compile),
             "prefill": _prefill(self.prefill),
             "ngpus": _whole("ngpus", self.ngpus, 1),
-            "rounds": _whole("rounds", self.rounds, 1),
+            "rounds": _whole("rounds", self.rounds, 1, defaults.MAX_PAIRED_ROUNDS),
             "shared_runs": _flag("shared_runs", self.shared_runs, tristate=False),
             "memory": _flag("memory", self.memory, tristate=False),
             "seed": _whole("seed", self.seed, 0),

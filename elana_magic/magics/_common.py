@@ -138,14 +138,41 @@ def split_model(line: str) -> tuple[str, str]:
 
 
 def parse_line(magic, line: str):
-    """``parse_argstring``, with an unbalanced quote a one-line UsageError (IPython raises ValueError)."""
-    from IPython.core.magic_arguments import parse_argstring
+    """``parse_argstring``, with an unbalanced quote a one-line UsageError (IPython raises ValueError).
+
+    IPython splits a line keeping each value's quotes (the magics unquote the values that take text);
+    a backslash before a quote (``--label "it's \\"x\\""``, ``'it'\\''s'``) is read as a shell reads it."""
+    from IPython.utils.process import arg_split
 
     try:
-        return parse_argstring(magic, line)
+        argv = shell_words(line) if ("\\'" in line or '\\"' in line) else arg_split(line)
     except ValueError as exc:  # shlex: "No closing quotation"
         raise UsageError(f"{exc} in {line.strip()!r}: close the quote, or quote the value with the other quote "
                          "character") from None
+    return magic.parser.parse_args(argv)
+
+
+def shell_words(line: str) -> list[str]:
+    """A line split as a POSIX shell splits it; a word that held quotes comes back wrapped in double quotes
+    (only the first and last character: ``unquote`` gives the shell's value back), as IPython keeps them."""
+    import shlex
+
+    lex = shlex.shlex(line, posix=True)
+    lex.whitespace_split, lex.commenters = True, ""
+    words = []
+    while True:
+        start = lex.instream.tell() if hasattr(lex.instream, "tell") else None
+        word = lex.get_token()
+        if word is None:
+            break
+        raw = line[start:lex.instream.tell()] if start is not None else word
+        quoted = "'" in raw or '"' in raw
+        flag, eq, value = word.partition("=")
+        if quoted and word.startswith("--") and eq and not any(q in raw.split("=", 1)[0] for q in "'\""):
+            words.append(f'{flag}="{value}"')  # --label="a b": the value keeps the quotes
+        else:
+            words.append(f'"{word}"' if quoted else word)
+    return words
 
 
 def parse_with_model(magic, line: str):

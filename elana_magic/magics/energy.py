@@ -46,6 +46,10 @@ def close_meters() -> None:
         _meters.popitem()[1].close()
 
 
+# one shell word: quoted parts ("a \\"b\\"" with escapes, 'a'), escaped characters and plain ones, run together
+_WORD = r"""((?:"(?:\\.|[^"\\])*"|'[^']*'|\\.|[^\s'"\\])+(?=\s|$)|\S+)\s*"""
+
+
 def split_options(line: str) -> tuple[str, str]:
     """'--label x -o f(a, "b c")' -> ('--label x -o', 'f(a, "b c")'): the statement keeps its quoting."""
     rest, opts = line.strip(), []
@@ -59,7 +63,7 @@ def split_options(line: str) -> tuple[str, str]:
             opts.append(name)
             rest = after
         elif name in _VALUED:
-            value = re.match(r"(\"[^\"]*\"|'[^']*'|\S+)\s*", after)
+            value = re.match(_WORD, after)
             if value is None:
                 opts.append(name)
                 rest = ""

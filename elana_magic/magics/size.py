@@ -69,7 +69,7 @@ class SizeMagics(Magics):
         target = unquote(args.model) if is_quoted(args.model) else require_module(
             evaluate(self.shell, args.model, "model"), args.model)
         with error_boundary(failed=_FAILED, interrupted=_INTERRUPTED):
-            return largest_fit(target, cache_dtype=args.cache_dtype, **at)
+            return largest_fit(target, cache_dtype=args.cache_dtype, binary=args.gib, **at)
 
 
 def _parse(magic, line: str):

@@ -425,6 +425,8 @@ def profile_phase(model, phase: str = defaults.PROFILE_PHASE, batch: int = defau
     baseline), then once under the profiler. The model's state is restored afterwards.
     ``graph_warmup``: start CUPTI before the CUDA graph is captured (None: only where CUDA < 12.6 needs it).
     """
+    from ..latency.errors import GenerationOutOfMemory
+    from ..latency.inputs import is_out_of_memory, out_of_memory_message
     from ..latency.session import GenerationSession
 
     steps = check_phase_args(phase, steps, gen_len)
@@ -436,23 +438,36 @@ def profile_phase(model, phase: str = defaults.PROFILE_PHASE, batch: int = defau
     if graph_warmup and not prepare_cuda_graph_visibility():
         graph_warmup = False
     session = GenerationSession(model, batch=batch, prompt_len=prompt_len, gen_len=gen_len, cuda_graph=cuda_graph)
-    with session:
-        notes = [session.note] if session.note else []
-        # warm-up: one prefill and a few decode steps, then the same work as the capture, unprofiled
-        session.prefill()
-        for _ in range(min(2, session.steps_left)):
-            session.decode_step()
-        unprofiled = _timed(session, phase, steps, lambda: _run_phase(session, phase, steps, annotate=False))
-        if phase == "tpot":
+    out_of_memory = False
+    try:
+        with session:
+            notes = [session.note] if session.note else []
+            # warm-up: one prefill and a few decode steps, then the same work as the capture, unprofiled
             session.prefill()
-            session.synchronize()
-        path = new_trace_path(folder, label, gzip)
-        with capture(cuda=session.device.type == "cuda") as prof:
-            t0 = time.perf_counter()
-            _run_phase(session, phase, steps, annotate=True)
-            session.synchronize()
-            profiled = time.perf_counter() - t0
-        engine, device = session.engine, str(session.device)
+            for _ in range(min(2, session.steps_left)):
+                session.decode_step()
+            unprofiled = _timed(session, phase, steps, lambda: _run_phase(session, phase, steps, annotate=False))
+            if phase == "tpot":
+                session.prefill()
+                session.synchronize()
+            path = new_trace_path(folder, label, gzip)
+            with capture(cuda=session.device.type == "cuda") as prof:
+                t0 = time.perf_counter()
+                _run_phase(session, phase, steps, annotate=True)
+                session.synchronize()
+                profiled = time.perf_counter() - t0
+            engine, device = session.engine, str(session.device)
+    except RuntimeError as exc:  # torch.OutOfMemoryError too
+        if not is_out_of_memory(exc):
+            raise
+        out_of_memory = True  # raised below, once the traceback (and the tensors its frames hold) is gone
+    if out_of_memory:
+        if session.device.type == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()
+        raise GenerationOutOfMemory(out_of_memory_message(session.batch, session.prompt_len, session.gen_len,
+                                                          session.device))
     path = export_trace(prof, path)
     overhead = {"unprofiled_s": unprofiled, "profiled_s": profiled,
                 "overhead": profiled / unprofiled - 1 if unprofiled > 0 else None,

@@ -3,7 +3,7 @@
 ``largest_fit(model, seq_len=4096) -> FitReport`` (the largest batch) or ``largest_fit(model, batch=8)``
 (the largest context length). The memory needed is the analytic size (model + cache, from the
 config), plus the activation peak measured by a latency measurement of this model in this process
-when there is one (``latency.memory.PEAKS``; scaled with batch x length from the measured prefill),
+when there is one (``latency.memory.ACTIVATION_PEAKS``; scaled with batch x length from the measured prefill),
 and the analytic size alone otherwise: the report says which. With a GPU, the answer is for the
 GPU's free memory (a model already on the GPU holds its share: only the cache and activations are
 added); without one, for the system memory available (MemAvailable), and the report says so.
@@ -30,6 +30,12 @@ def available_memory(device=None) -> dict[str, Any]:
     if gpu is not None:
         return {"bytes": gpu["free_bytes"], "where": f"free memory of {gpu['name']} (cuda:{gpu['index']})",
                 "gpu": True, "total_bytes": gpu["total_bytes"]}
+    mem = system_memory()
+    return {**mem, "where": f"no GPU: {mem['where']}", "gpu": False}
+
+
+def system_memory() -> dict[str, Any]:
+    """The system memory available now (MemAvailable): bytes, total_bytes and where it was read."""
     try:
         import psutil
 
@@ -42,23 +48,24 @@ def available_memory(device=None) -> dict[str, Any]:
                 key, value = line.split(":", 1)
                 info[key] = int(value.split()[0]) * 1024
         free, total, source = info["MemAvailable"], info["MemTotal"], "/proc/meminfo"
-    return {"bytes": free, "where": f"no GPU: system memory available ({source} MemAvailable)", "gpu": False,
-            "total_bytes": total}
+    return {"bytes": free, "where": f"system memory available ({source} MemAvailable)", "total_bytes": total}
 
 
 def _measured_activation(model, on_gpu: bool) -> dict[str, Any] | None:
-    from ..latency.memory import PEAKS, model_fingerprint
+    from ..latency.memory import ACTIVATION_PEAKS, peaks_key
 
-    peak = PEAKS.get(model_fingerprint(model))
+    peak = ACTIVATION_PEAKS.get(peaks_key(model))
     if peak is None or (peak["kind"] == "allocated") != on_gpu:
         return None
     return peak
 
 
 def largest_fit(target, seq_len: int | None = None, batch: int | None = None, cache_dtype: Any = None,
-                memory: dict[str, Any] | None = None) -> "FitReport":
+                memory: dict[str, Any] | None = None, binary: bool = False) -> "FitReport":
     """Give ``seq_len`` for the largest batch, or ``batch`` for the largest length; ``memory`` overrides the
-    available memory (``{"bytes": N, "where": "...", "gpu": bool}``)."""
+    available memory (``{"bytes": N, "where": "...", "gpu": bool}``). A length is at most the model's
+    positions (``max_position_embeddings``): a longer ``seq_len`` is refused, the largest length capped.
+    ``binary``: GiB (2**30 bytes) in the report instead of GB."""
     import torch
 
     from .cache_shapes import cache_layout
@@ -73,6 +80,12 @@ def largest_fit(target, seq_len: int | None = None, batch: int | None = None, ca
     model, config, label, source = _resolve(target)
     if config is None:
         raise SizeError(f"{type(model).__name__} has no transformers config: its cache can't be sized")
+    text_config = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+    limit = getattr(text_config, "max_position_embeddings", None)
+    limit = limit if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0 else None
+    if seq_len is not None and limit and seq_len > limit:
+        raise SizeError(f"seq_len {seq_len} exceeds the model's maximum of {limit} positions: give --seq-len "
+                        f"{limit} or less")
     layout = cache_layout(config)
     if not layout.known:
         raise SizeError(f"the cache of {layout.arch} is unknown to the analytic path: no answer")
@@ -99,17 +112,17 @@ def largest_fit(target, seq_len: int | None = None, batch: int | None = None, ca
         answer = _largest(lambda b: need(b, seq_len) <= free, MAX_SEARCH_LEN)
         mode, at = "batch", {"seq_len": seq_len}
     else:
-        limit = getattr(config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config,
-                        "max_position_embeddings", None)
         answer = _largest(lambda n: need(batch, n) <= free, MAX_SEARCH_LEN)
         mode, at = "seq_len", {"batch": batch}
         if limit and answer > limit:
             at["max_position_embeddings"] = limit
+            at["memory_would_hold"] = answer
+            answer = limit
     b, n = (answer, seq_len) if mode == "batch" else (batch, answer)
     notes = []
     if peak:
         basis = (f"analytic model + cache, plus the activation peak measured in this process (prefill at batch"
-                 f" {peak['batch']} x prompt {peak['prompt_len']}: {format_bytes(peak['activation_bytes'])},"
+                 f" {peak['batch']} x prompt {peak['prompt_len']}: {format_bytes(peak['activation_bytes'], binary=binary)},"
                  " scaled with batch x length)")
     else:
         basis = "analytic model + cache alone (no latency measurement of this model in this process: activations not counted)"
@@ -117,13 +130,15 @@ def largest_fit(target, seq_len: int | None = None, batch: int | None = None, ca
         notes.append("the model's weights are already in this memory: only the cache (and activations) are added")
     if mode == "seq_len" and need(batch, 2) == need(batch, 1) and answer:
         notes.append("the cache does not grow with length (recurrent state only): any length fits")
-    if mode == "seq_len" and at.get("max_position_embeddings") and answer > at["max_position_embeddings"]:
-        notes.append(f"the model takes at most {at['max_position_embeddings']} positions")
+    if mode == "seq_len" and at.get("max_position_embeddings"):
+        held = "any length" if at["memory_would_hold"] >= MAX_SEARCH_LEN else f"{at['memory_would_hold']} tokens"
+        notes.append(f"the model takes at most {at['max_position_embeddings']} positions (the memory would hold "
+                     f"{held}): the answer is capped there")
     data = {"model": label, "source": source, "mode": mode, **at, "answer": answer,
             "memory_bytes": free, "memory_where": mem["where"], "on_gpu": on_gpu, "basis": basis,
             "measured_activation": peak, "model_bytes": model_bytes, "model_resident": resident,
             "cache_dtype": dtype_name(kv_dtype), "needed_bytes_at_answer": need(b, n) if answer else None,
-            "notes": notes}
+            "binary": bool(binary), "notes": notes}
     return FitReport(data)
 
 
@@ -173,11 +188,12 @@ class FitReport(Report):
         else:
             head = (f"largest seq_len at batch {d['batch']}: {d['answer']}" if d["answer"]
                     else f"not even 1 token fits at batch {d['batch']}")
+        binary = bool(d.get("binary"))
         lines = [f"elana size: {d['model']} · {head}",
-                 f"memory: {format_bytes(d['memory_bytes'])} ({d['memory_where']})",
+                 f"memory: {format_bytes(d['memory_bytes'], binary=binary)} ({d['memory_where']})",
                  f"basis: {d['basis']}"]
         if d.get("needed_bytes_at_answer"):
-            lines.append(f"needed at the answer: {format_bytes(d['needed_bytes_at_answer'])}"
+            lines.append(f"needed at the answer: {format_bytes(d['needed_bytes_at_answer'], binary=binary)}"
                          f" (cache dtype {d['cache_dtype']})")
         return lines + [f"note: {n}" for n in d["notes"]]
 

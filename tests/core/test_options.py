@@ -187,3 +187,20 @@ def test_every_cpu_sized_option_names_the_phases_it_changes():
     """The command's CPU note lists only options the chosen phases use: each CPU-sized option says which."""
     assert set(COMMAND.unset) == set(cli._USED_BY)
     assert all(set(phases) <= {p.name for p in cli.PHASES} for phases in cli._USED_BY.values())
+
+
+def test_rounds_has_an_upper_bound_in_the_one_spec(ip, tiny_llama):
+    """Issue 22: --rounds 10**9 would run for ever; the spec bounds it (one line), and so does the API."""
+    from IPython.core.error import UsageError
+
+    from elana_magic.core import defaults
+    from elana_magic.latency import GenerationInputError, LatencySettings
+
+    ip.user_ns.update(a=tiny_llama, b=tiny_llama)
+    with pytest.raises(UsageError) as err:
+        ip.run_line_magic("elana_latency", "a b --rounds 1000000000")
+    assert str(err.value) == (f"--rounds takes a whole number from 1 to {defaults.MAX_PAIRED_ROUNDS}, e.g. --rounds 6; "
+                              "got '1000000000'")
+    with pytest.raises(GenerationInputError, match=f"rounds must be an integer from 1 to {defaults.MAX_PAIRED_ROUNDS}"):
+        LatencySettings(rounds=defaults.MAX_PAIRED_ROUNDS + 1)
+    assert LatencySettings(rounds=defaults.MAX_PAIRED_ROUNDS).rounds == defaults.MAX_PAIRED_ROUNDS

@@ -149,3 +149,33 @@ def test_grid_bad_input_in_the_magic_is_one_line(ip, tiny_llama):
         ip.run_line_magic("elana_latency", "model --batch 1 0 --no-energy -q")
     with pytest.raises(UsageError, match="--prompt sets one prompt length"):
         ip.run_line_magic("elana_latency", "model --batch 1 2 --prompt 'hi' --no-energy -q")
+
+
+def test_a_grid_saves_and_loads_back_and_its_history_round_trips(ip, tiny_llama, tmp_path):
+    """Issue 22: a grid report had no kind, so a saved grid (report.save, %elana_history --save) could not be
+    read back; now it round-trips, out-of-memory cells included, and each note is shown once."""
+    from elana_magic import load_report
+    from elana_magic.core.history import HISTORY
+
+    double = _OutOfMemoryAtBatch(tiny_llama, batch=4)
+    try:
+        grid = measure_grid(tiny_llama, batch=[1, 4], prompt_len=8, gen_len=3, energy=None, label="g", **FAST)
+    finally:
+        double.handle.remove()
+    d = grid.to_dict()
+    assert list(d)[:3] == ["kind", "format_version", "label"] and d["kind"] == "latency-grid"
+    assert d["fingerprint"]["hash"] == grid.reports[0].fingerprint["hash"] and d["settings"]["batch"] == [1, 4]
+    back = load_report(grid.save(str(tmp_path / "grid.json")))
+    assert isinstance(back, LatencyGridReport) and back.to_text() == grid.to_text()
+    assert back.cells == grid.cells and [r is None for r in back.reports] == [False, True]
+    assert isinstance(back.reports[0], LatencyReport) and back.fingerprint == grid.fingerprint
+    notes = [line for line in grid.to_text().splitlines() if line.startswith("note: ")]
+    assert notes and len(notes) == len(set(notes))  # the grid's energy note and each cell's: once
+    HISTORY.clear()
+    HISTORY.add(grid)
+    path = tmp_path / "runs.jsonl"
+    ip.run_line_magic("elana_history", f"--save {path} -q")
+    ip.run_line_magic("elana_history", "--clear -q")
+    ip.run_line_magic("elana_history", f"--load {path} -q")
+    assert len(HISTORY) == 1 and isinstance(HISTORY[0], LatencyGridReport) and HISTORY[0].cells == grid.cells
+    ip.run_line_magic("elana_history", "")  # the listing reads a grid

@@ -55,3 +55,35 @@ def test_paired_magic(ip, tiny_llama, pruned):
         ip.run_line_magic("elana_latency", "a b --label x --tpot --gen-len 3")
     with pytest.raises(UsageError, match="the same model is given twice"):
         ip.run_line_magic("elana_latency", "a a --tpot --gen-len 3 --no-energy")
+
+
+class FakeMeter:
+    """An energy meter the caller owns: windows that measure nothing, and a count of close() calls."""
+
+    available, reason, cuda_indices = True, None, None
+
+    def __init__(self):
+        self.closed, self.windows = 0, 0
+
+    def window(self, label=None, sync=True):
+        import contextlib
+        import types
+
+        self.windows += 1
+        return contextlib.nullcontext(types.SimpleNamespace(report=None))
+
+    def close(self):
+        self.closed += 1
+
+
+def test_a_meter_the_caller_passed_in_stays_open(tiny_llama, pruned):
+    """Issue 22: measure_paired (and measure_latency, a grid) use a meter given with meter= and leave it open."""
+    from elana_magic.latency import measure_latency
+
+    meter = FakeMeter()
+    fast = {**FAST, "energy": None, "repeats": 2}
+    measure_paired([tiny_llama, pruned], labels=["full", "pruned"], rounds=2, phases=["tpot"], meter=meter, **fast)
+    assert meter.windows > 0 and meter.closed == 0
+    measure_latency(tiny_llama, phases=["ttft"], meter=meter, **fast)
+    measure_latency(tiny_llama, phases=["ttft"], batch=[1, 2], meter=meter, **fast)
+    assert meter.closed == 0

@@ -18,15 +18,22 @@ from elana_magic.latency import replicas
 FAST = dict(prompt_len=8, gen_len=4, warmup=0, repeats=2, min_time=0.0, energy_window_s=0.0, progress=False)
 
 
-def leftover_folders() -> list[str]:
-    return glob.glob(os.path.join(tempfile.gettempdir(), "elana-replicas-*"))
+LEFTOVERS = ("elana-replicas-*", "torchelastic_*")  # ours, and the folder torchrun makes for every launch
+
+
+def leftover_folders(folder: str) -> list[str]:
+    return sorted(p for pattern in LEFTOVERS for p in glob.glob(os.path.join(folder, pattern)))
 
 
 @pytest.fixture
-def no_leftovers():
-    before = set(leftover_folders())
+def no_leftovers(tmp_path_factory, monkeypatch):
+    """A temp folder of the test's own (TMPDIR, inherited by torchrun, the ranks and the command), so that other
+    work on the machine can't add to it: no replica folder and no torchelastic_* folder is left in it."""
+    private = str(tmp_path_factory.mktemp("tmpdir"))
+    monkeypatch.setenv("TMPDIR", private)
+    monkeypatch.setattr(tempfile, "tempdir", private)
     yield
-    assert set(leftover_folders()) == before, "a replica folder was left behind"
+    assert leftover_folders(private) == [], "a temporary folder was left behind"
 
 
 @pytest.mark.slow  # starts torchrun and two ranks (~20 s on 2 cores)

@@ -142,6 +142,9 @@ def test_unwritable_out_is_usage_error(ip, tiny_llama, tmp_path):
 @pytest.mark.parametrize("error, match", [
     (RuntimeError("boom inside the kernel"), "failed under the profiler .*boom inside the kernel"),
     (KeyboardInterrupt(), "interrupted"),
+    (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), "^out of memory on cpu at batch 1 x 136"),
+    (RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you tried to "
+                  "allocate 1073741824 bytes"), "^out of memory on cpu at batch 1 x 136"),
 ])
 def test_failure_under_the_profiler_leaves_nothing(ip, tiny_llama, tmp_path, monkeypatch, error, match):
     # ttft with 1 step: call 1 = warm-up prefill, 2 = the unprofiled prefill, 3 = the profiled prefill

@@ -62,3 +62,20 @@ def test_a_cache_that_does_not_grow_never_answers_the_search_cap(monkeypatch):
     mem = {"bytes": 80 * 10**9, "where": "a test budget", "gpu": True}
     with pytest.raises(SizeError, match="no memory per sequence"):
         largest_fit("random:llama-3.1-8b", seq_len=4096, memory=mem)
+
+
+def test_fit_honours_gib_and_the_models_context_length(ip, tiny_llama):
+    """Issue 22: --max-batch ignored --gib and the model's context length (tiny-llama: 1024 positions)."""
+    mem = {"bytes": 80 * 10**9, "where": "a test budget", "gpu": True}
+    si = largest_fit("random:llama-3.1-8b", seq_len=4096, memory=mem)
+    gib = largest_fit("random:llama-3.1-8b", seq_len=4096, memory=mem, binary=True)
+    assert "80.000 GB" in si.to_text() and "74.506 GiB" in gib.to_text() and "GB " not in gib.to_text()
+    with pytest.raises(SizeError, match="exceeds the model's maximum of 1024 positions"):
+        largest_fit("random:tiny-llama", seq_len=4096, memory=mem)
+    longest = largest_fit("random:tiny-llama", batch=1, memory=mem)
+    assert longest.answer == 1024 and "at most 1024 positions" in longest.to_text()
+    ip.user_ns["model"] = tiny_llama
+    rep = ip.run_line_magic("elana_size", "model --max-batch --seq-len 512 --gib -o -q")
+    assert "GiB" in rep.to_text() or "MiB" in rep.to_text()
+    with pytest.raises(UsageError, match="exceeds the model's maximum of 1024 positions"):
+        ip.run_line_magic("elana_size", "model --max-batch --seq-len 2048 -q")
