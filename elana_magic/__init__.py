@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from ._version import __version__
 
-__all__ = ["__version__", "compare", "history", "load_ipython_extension", "load_report", "unload_ipython_extension"]
+__all__ = ["__version__", "compare", "history", "load_ipython_extension", "load_report", "project",
+           "unload_ipython_extension"]
 
 
 def history():
@@ -39,6 +40,16 @@ def load_report(path):
     from .core.envelope import load_report as _load
 
     return _load(path)
+
+
+def project(report, targets, *, peak_bw=None, peak_flops=None, label=None):
+    """Project a latency report (a report, its dict or a saved file) to other GPUs of the peaks table:
+    ``project("run.json", ["H100", "L4", "Jetson AGX Orin"])`` -> a ``ProjectionReport`` (projections from
+    the measured MBU/MFU, with their range and memory fit, not measurements)."""
+    from .reports import KINDS  # noqa: F401 - every kind registered, for a saved file
+    from .latency.projection import project as _project
+
+    return _project(report, targets, peak_bw=peak_bw, peak_flops=peak_flops, label=label)
 
 
 def load_ipython_extension(ipython) -> None:

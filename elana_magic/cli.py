@@ -6,6 +6,7 @@
                 --batch_size 1 --prompt_len 512 --gen_len 128 --repeats 100      # ELANA's flags
     elana-magic /models/Llama-3.2-1B --tpot --torch-profile --out traces/ --json run.json --csv run.csv
     elana-magic DIR --batch 1 8 --prompt-len 128 512 --json grid.json --csv grid.csv   # a grid: a row per cell
+    elana-magic DIR --tpot --ttft --project H100 L4 "Jetson AGX Orin"   # projected to other GPUs (not measured)
 
 The options come from the one option spec (``core/options.py``), which the magics share; ELANA's
 spellings are accepted beside ours. Without a GPU, the request shape and the repetition rule take
@@ -130,7 +131,28 @@ def run_latency(target: ModelTarget, args: argparse.Namespace, names: list[str])
         prefill=args.prefill, warmup=args.warmup, repeats=args.repeats, min_time=args.min_time, ngpus=args.ngpus,
         peak_bw=args.peak_bw, peak_flops=args.peak_flops, prompt=args.prompt, label=args.label or target.label,
         usd_per_gpu_hour=args.usd_per_gpu_hour, usd_per_kwh=args.usd_per_kwh, gco2_per_kwh=args.gco2_per_kwh)
-    return measure_latency(target.model, tokenizer, settings=settings)
+    if args.project:
+        _check_projection(target, args)
+    report = measure_latency(target.model, tokenizer, settings=settings)
+    if args.project:
+        from .latency.projection import attach_projection
+
+        attach_projection(report, args.project)
+    return report
+
+
+def _check_projection(target: ModelTarget, args: argparse.Namespace) -> None:
+    """--project: known GPU names, one configuration on one GPU, a peak for the measured efficiency."""
+    from .latency.projection import ProjectionError, check_projectable, resolve_targets
+
+    if any(len(v) > 1 for v in (args.batch, args.prompt_len, args.gen_len)) or args.ngpus > 1:
+        raise CommandInputError("--project takes one configuration on one GPU: one --batch, --prompt-len and "
+                                "--gen-len value, --ngpus 1")
+    try:
+        resolve_targets(args.project)
+        check_projectable(target.model, args.peak_bw, args.peak_flops)
+    except ProjectionError as exc:
+        raise CommandInputError(str(exc)) from None
 
 
 def _one_or_all(values: list[int]):
@@ -222,6 +244,13 @@ def _fail(code: int, message: str, exc: BaseException, debug: bool):
 
 def _run(args: argparse.Namespace) -> int:
     _check_outputs(args)
+    if args.project:  # the GPU names, before any phase runs
+        from .latency.projection import ProjectionError, resolve_targets
+
+        try:
+            resolve_targets(args.project)
+        except ProjectionError as exc:
+            raise CommandInputError(str(exc)) from None
     given = [p for p in PHASES if getattr(args, p.dest)]
     chosen = given or PHASES
     names = {p.name for p in chosen}

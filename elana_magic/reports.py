@@ -7,10 +7,11 @@ from __future__ import annotations
 from .core.compare import Comparison
 from .energy.report import EnergyReport
 from .latency.grid import LatencyGridReport
+from .latency.projection import ProjectionReport
 from .latency.report import LatencyReport
 from .profile.report import ProfileReport
 from .size.fit import FitReport
 from .size.report import SizeReport
 
-KINDS = {cls.kind: cls for cls in (SizeReport, FitReport, EnergyReport, LatencyReport, LatencyGridReport, ProfileReport,
-                                          Comparison)}
+KINDS = {cls.kind: cls for cls in (SizeReport, FitReport, EnergyReport, LatencyReport, LatencyGridReport,
+                                   ProjectionReport, ProfileReport, Comparison)}

@@ -112,6 +112,17 @@ def price(example: str, unit: str) -> Callable[[str, "Option"], float]:
     return convert
 
 
+def card_name(text: str, opt: "Option") -> str:
+    """A GPU's name from the peaks table ("H100", "L4", "Jetson AGX Orin"), quotes removed; the name itself is
+    checked by ``latency.projection`` before the measurement (core imports no latency module)."""
+    name = str(text).strip()
+    if len(name) >= 2 and name[0] == name[-1] and name[0] in "'\"":
+        name = name[1:-1].strip()
+    if not name:
+        raise OptionError(f'{opt.flag} takes GPU names, e.g. {opt.flag} H100 L4 "Jetson AGX Orin"; got {text!r}')
+    return name
+
+
 def python_name(text: str, opt: "Option") -> str:
     """A name the notebook can hold: an identifier that is not a keyword, a dunder (``__builtins__``) nor a
     builtin (``print``: the report would hide it for the rest of the session)."""
@@ -330,6 +341,10 @@ OPTIONS: dict[str, Option] = {o.key: o for o in [
     Option("gco2-per-kwh", ("--gco2-per-kwh",), "Grid carbon intensity for CO2e per 1M tokens and per request "
            "(default: $ELANA_GCO2_PER_KWH, else none shown).", price("400", "gCO2e per kWh"), metavar="G",
            group="latency"),
+    Option("project", ("--project",), "Project TPOT, TTFT, tokens/s and TTLT to these GPUs of the peaks table, "
+           'e.g. --project H100 L4 "Jetson AGX Orin" (quote a name with spaces): the measured MBU/MFU carried to each '
+           "card's peaks, with the range from the fastest and slowest measured case and the memory fit; projections, "
+           "not measurements.", card_name, nargs="+", metavar="GPU", group="latency"),
     Option("ngpus", ("--ngpus",), "Replicas, one per GPU, started through torchrun; the batch is split across "
            f"them (default {defaults.NGPUS}).", whole(1, "2"), defaults.NGPUS, metavar="N", group="latency"),
     # energy
@@ -409,8 +424,8 @@ MAGICS: dict[str, Uses] = {
                         "max-batch", "max-seq-len") + _OUT, unset=("size-batch", "seq-len")),
     "elana_latency": Uses(("model", "tokenizer", "prompt", "ttft", "tpot", "ttlt") + _GRID + (
         "energy", "no-energy", "cuda-graph", "no-cuda-graph", "no-compile", "prefill", "warmup", "repeats", "min-time",
-        "peak-bw", "peak-flops", "usd-per-gpu-hour", "usd-per-kwh", "gco2-per-kwh", "label", "trust-remote-code",
-        "rounds") + _OUT),
+        "peak-bw", "peak-flops", "usd-per-gpu-hour", "usd-per-kwh", "gco2-per-kwh", "project", "label",
+        "trust-remote-code", "rounds") + _OUT),
     "elana_history": Uses(("clear", "save", "load") + _OUT),
     "elana_compare": Uses(("items",) + _OUT),
     "elana_energy": Uses(("devices", "label", "no-plot", "energy-min-time") + _OUT),
@@ -426,7 +441,7 @@ COMMAND = Uses(("command-model", "size", "ttft", "tpot", "ttlt", "torch-profile"
                 "size-batch", "seq-len", "cache-dtype", "gib", "no-check",
                 "tokenizer", "prompt", "grid-prompt-len", "grid-gen-len", "energy", "no-energy", "cuda-graph",
                 "no-cuda-graph", "no-compile", "prefill", "warmup", "repeats", "min-time", "peak-bw", "peak-flops",
-                "usd-per-gpu-hour", "usd-per-kwh", "gco2-per-kwh", "ngpus",
+                "usd-per-gpu-hour", "usd-per-kwh", "gco2-per-kwh", "project", "ngpus",
                 "phase", "steps", "out", "gzip", "top",
                 "label", "json", "csv", "device-map", "trust-remote-code", "log-level"),
                unset=_CPU_SIZED)

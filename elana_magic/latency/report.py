@@ -10,6 +10,7 @@ from ..core.cost import cost_columns, cost_lines, format_usd
 from ..core.report import Report, html_table, text_table
 from ..core.schema import INT, LIST, NUMBERS, OBJECT, STATS, TEXT, optional
 from ..core.units import column_formatter, energy_column, format_bytes, format_energy, format_time
+from .projection import projection_html, projection_text
 
 
 RSS_NOISE_BYTES = 1_000_000  # resident growth (or its part beyond the cache) below this is page noise on a CPU
@@ -307,6 +308,7 @@ class LatencyReport(Report):
         header, rows = self._table()
         parts = ["elana latency: " + self.title(), text_table(header, rows) if rows else "(no phase measured)"]
         parts += self._summary_lines()
+        parts += projection_text(self.data.get("projection"))
         parts += [f"note: {n}" for n in self.data.get("notes", [])]
         return "\n".join(parts)
 
@@ -318,7 +320,7 @@ class LatencyReport(Report):
         from ..core.display import notes_html
 
         extra = "".join(f"<div>{html.escape(x)}</div>" for x in self._summary_lines())
-        return body + extra + notes_html(self.data.get("notes", []))
+        return body + extra + projection_html(self.data.get("projection")) + notes_html(self.data.get("notes", []))
 
     def to_html(self) -> str:
         from ..core.display import figure_to_html, html_block

@@ -10,10 +10,11 @@
 * Prefill is compute-bound: 2 FLOPs per non-embedding weight per token, plus causal attention
   (2·L·T²·d per sequence), plus the LM head for the last position. FLOPs / TTFT over the peak = MFU.
 
-Peaks are datasheet figures (dense 16-bit tensor-core FLOP/s, memory bandwidth) looked up by the
-device name; ``peak_bw``/``peak_flops`` override them. CUDA names every Jetson Orin module just
-"Orin", so on Jetson the name is the board's (``/proc/device-tree/model``, e.g. "NVIDIA Jetson Orin
-Nano Developer Kit"); a bare "Orin" gets no peak rather than the wrong module's.
+Peaks are datasheet figures (dense 16-bit tensor-core FLOP/s, memory bandwidth, and memory capacity for
+``latency.projection``'s fit) looked up by the device name; ``peak_bw``/``peak_flops`` override them.
+CUDA names every Jetson Orin module just "Orin", so on Jetson the name is the board's
+(``/proc/device-tree/model``, e.g. "NVIDIA Jetson Orin Nano Developer Kit"); a bare "Orin" gets no peak
+rather than the wrong module's.
 """
 
 from __future__ import annotations
@@ -30,24 +31,29 @@ class Peak:
     bandwidth: float   # bytes/s
     flops: float       # dense bf16/fp16 tensor FLOP/s
     source: str = "datasheet"
+    memory_gb: float | None = None  # datasheet memory capacity (GB; on Jetson shared with the CPU and OS)
 
 
 # Ordered: the first whose every keyword is in the (lower-cased) device name wins.
 DEVICE_PEAKS: list[tuple[tuple[str, ...], Peak]] = [
-    (("h200",), Peak("H200", 4.8e12, 989e12)),
-    (("h100", "pcie"), Peak("H100 PCIe", 2.0e12, 756e12)),
-    (("h100", "nvl"), Peak("H100 NVL", 3.9e12, 835e12)),
-    (("h100",), Peak("H100 SXM", 3.35e12, 989e12)),
-    (("a100", "pcie", "80"), Peak("A100 PCIe 80GB", 1.935e12, 312e12)),
-    (("a100", "80"), Peak("A100 SXM 80GB", 2.039e12, 312e12)),
-    (("a100",), Peak("A100 40GB", 1.555e12, 312e12)),
-    (("a6000",), Peak("RTX A6000", 768e9, 154.8e12)),
-    (("l40s",), Peak("L40S", 864e9, 362e12)),
-    (("l4",), Peak("L4", 300e9, 121e12)),
-    (("thor",), Peak("Jetson AGX Thor", 273e9, 259e12, "datasheet; FLOP/s derived from 2070 FP4 sparse ÷ 8")),
-    (("orin", "nano"), Peak("Jetson Orin Nano", 68e9, 10e12, "datasheet (8GB); FLOP/s derived from 40 INT8 sparse TOPS ÷ 4")),
-    (("orin", "nx"), Peak("Jetson Orin NX", 102.4e9, 25e12, "datasheet (16GB); FLOP/s derived from 100 INT8 sparse TOPS ÷ 4")),
-    (("agx", "orin"), Peak("Jetson AGX Orin 64GB", 204.8e9, 42.5e12, "datasheet; FLOP/s derived from 170 INT8 sparse TOPS ÷ 4")),
+    (("h200",), Peak("H200", 4.8e12, 989e12, memory_gb=141)),
+    (("h100", "pcie"), Peak("H100 PCIe", 2.0e12, 756e12, memory_gb=80)),
+    (("h100", "nvl"), Peak("H100 NVL", 3.9e12, 835e12, memory_gb=94)),
+    (("h100",), Peak("H100 SXM", 3.35e12, 989e12, memory_gb=80)),
+    (("a100", "pcie", "80"), Peak("A100 PCIe 80GB", 1.935e12, 312e12, memory_gb=80)),
+    (("a100", "80"), Peak("A100 SXM 80GB", 2.039e12, 312e12, memory_gb=80)),
+    (("a100",), Peak("A100 40GB", 1.555e12, 312e12, memory_gb=40)),
+    (("a6000",), Peak("RTX A6000", 768e9, 154.8e12, memory_gb=48)),
+    (("l40s",), Peak("L40S", 864e9, 362e12, memory_gb=48)),
+    (("l4",), Peak("L4", 300e9, 121e12, memory_gb=24)),
+    (("thor",), Peak("Jetson AGX Thor", 273e9, 259e12, "datasheet; FLOP/s derived from 2070 FP4 sparse ÷ 8",
+                     memory_gb=128)),
+    (("orin", "nano"), Peak("Jetson Orin Nano", 68e9, 10e12, "datasheet (8GB); FLOP/s derived from 40 INT8 sparse "
+                            "TOPS ÷ 4", memory_gb=8)),
+    (("orin", "nx"), Peak("Jetson Orin NX", 102.4e9, 25e12, "datasheet (16GB); FLOP/s derived from 100 INT8 sparse "
+                          "TOPS ÷ 4", memory_gb=16)),
+    (("agx", "orin"), Peak("Jetson AGX Orin 64GB", 204.8e9, 42.5e12, "datasheet; FLOP/s derived from 170 INT8 sparse "
+                           "TOPS ÷ 4", memory_gb=64)),
 ]
 
 JETSON_MODEL_PATH = "/proc/device-tree/model"

@@ -34,6 +34,21 @@ def _settings(args, label: str | None):
         usd_per_gpu_hour=args.usd_per_gpu_hour, usd_per_kwh=args.usd_per_kwh, gco2_per_kwh=args.gco2_per_kwh)
 
 
+def _check_projection(args) -> None:
+    """--project: known GPU names, one model and one configuration (checked before any measurement)."""
+    from ..latency.projection import ProjectionError, resolve_targets
+
+    try:
+        resolve_targets(args.project)
+    except ProjectionError as exc:
+        raise UsageError(str(exc)) from None
+    if len(split_models(args.model)) > 1:
+        raise UsageError("--project takes one model: project each saved report with elana_magic.project(rep, [...])")
+    if any(len(v) > 1 for v in (args.batch, args.prompt_len, args.gen_len)):
+        raise UsageError("--project takes one configuration: give one --batch, --prompt-len and --gen-len value "
+                         "(a grid's cell projects with elana_magic.project(grid.reports[i], [...]))")
+
+
 @magics_class
 class LatencyMagics(Magics):
     @magic_arguments()
@@ -48,6 +63,7 @@ class LatencyMagics(Magics):
             %elana_latency model --batch 1 --prompt-len 512 --gen-len 128
             %elana_latency model --batch 1 8 32 --prompt-len 128 512 2048 --gen-len 128 256
             %elana_latency model --tokenizer tok --prompt "The capital of France is" --gen-len 32
+            %elana_latency model --project H100 L4 "Jetson AGX Orin"     # projected to other GPUs (not measured)
 
         Two or more models: a paired A/B, measured in alternating rounds (A B, B A, A B, ...) in one call so
         that drifting clocks and temperature fall on all alike; shows (and with -o returns) the
@@ -72,6 +88,8 @@ class LatencyMagics(Magics):
             args.label = unquote(args.label)
         if args.prompt is not None and any(len(v) > 1 for v in (args.batch, args.prompt_len, args.gen_len)):
             raise UsageError("--prompt sets one prompt length: give one --prompt-len and --batch value with it")
+        if args.project:
+            _check_projection(args)
         if len(split_models(args.model)) > 1:
             if args.prompt is not None:
                 raise UsageError("paired mode measures random prompts of --prompt-len tokens: drop --prompt")
@@ -85,6 +103,13 @@ class LatencyMagics(Magics):
         model_expr = args.model
         trust = args.trust_remote_code
         model = resolve_model(self.shell, model_expr, trust_remote_code=trust, quiet=args.quiet)
+        if args.project:
+            from ..latency.projection import ProjectionError, check_projectable
+
+            try:
+                check_projectable(model, args.peak_bw, args.peak_flops)
+            except ProjectionError as exc:
+                raise UsageError(str(exc)) from None
         tokenizer = None
         if args.tokenizer is not None:
             if is_quoted(args.tokenizer):
@@ -102,6 +127,10 @@ class LatencyMagics(Magics):
                                      progress=live if live is not None else not args.quiet)
         if live is not None:
             live.stop()
+        if args.project:
+            from ..latency.projection import attach_projection
+
+            attach_projection(report, args.project)
         try:
             return deliver(self.shell, report, args, live=live)
         finally:

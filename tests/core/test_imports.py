@@ -216,7 +216,7 @@ def test_core_reads_a_saved_kind_only_once_its_module_registered_it():
             "print(sorted(REPORT_KINDS))\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split("\n")[0] == str(sorted(["comparison", "energy", "latency", "latency-grid", "profile",
+    assert done.stdout.split("\n")[0] == str(sorted(["comparison", "energy", "latency", "latency-grid", "profile", "projection",
                                                                 "size", "size-fit"]))
 
 
