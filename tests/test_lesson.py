@@ -102,7 +102,7 @@ def test_custom_hints_and_a_failing_message(capsys):
     assert _say(capsys, "answer_1", 13.6, "not a float")[1] == "could not check answer_1: ValueError"
 
 
-EXPECTED = [13.635708, 11.58426, 2.921374, 0.335488, 122533, 0.0039062, 3.948172, 216.0]
+EXPECTED = [13.635708, 11.58426, 2.921374, 0.335488, 122533, 0.0039062, 3.948172, 216.0, 28.948187]
 MISTAKES = [..., "x", 1.0, -1.0, 0.5, 2.0, 1e3, 1e-3, 1e6, 1e-6]
 
 
@@ -138,7 +138,7 @@ def test_first_length():
 
 def test_solution_blocks_cover_every_exercise():
     blocks = lesson.solution_blocks(SOLUTIONS)
-    assert sorted(blocks) == [1, 2, 3, 4, 5]
+    assert sorted(blocks) == [1, 2, 3, 4, 5, 6]
     for n, block in blocks.items():
         assert re.search(rf"^answer_{n} = ", block, re.MULTILINE), block
         compile(block, f"exercise {n}", "exec")
@@ -184,7 +184,7 @@ def _stdout(cell) -> str:
 def test_committed_notebook_has_blanks_and_no_solutions():
     nb = _notebook()
     answers, checks = _answer_cells(nb), _check_cells(nb)
-    assert sorted(answers) == sorted(checks) == [1, 2, 3, 4, 5]
+    assert sorted(answers) == sorted(checks) == [1, 2, 3, 4, 5, 6]
     for cell in nb.cells:
         assert "solution" not in cell.metadata.get("tags", []), cell.source
         assert not cell.metadata.get("jupyter", {}).get("source_hidden"), cell.source

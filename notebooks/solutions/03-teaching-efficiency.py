@@ -21,3 +21,7 @@ answer_4 = llama8b.model_bytes // kv_per_token + 1
 # exercise 5
 # idle power x time of one token (batch 1)
 answer_5 = e["idle_power_w"] * tpot_h200_s / h200_rep["batch"]
+
+# exercise 6
+# bytes per step / (the efficiency measured on the H100 x the Orin's peak bandwidth), in ms
+answer_6 = roof_h100["decode_step_bytes"] / (roof_h100["mbu"] * orin.bandwidth) * 1e3
