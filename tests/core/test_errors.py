@@ -16,7 +16,8 @@ from elana_magic.core.errors import ElanaError
 ROOT = Path(elana_magic.__file__).parent
 # not errors a user causes: the cell's own error carried out of the profiler (already shown), and Ctrl-C
 # after a complete trace was written (a KeyboardInterrupt that keeps the trace's path)
-NOT_USER_ERRORS = {"elana_magic.magics.profile._CellFailed", "elana_magic.profile.capture.ProfileInterrupted"}
+NOT_USER_ERRORS = {"elana_magic.magics.profile._CellFailed", "elana_magic.profile.capture.ProfileInterrupted",
+                   "elana_magic.energy.jetson.JtopLost"}  # jtop lost mid-run: caught, the rails go on from sysfs
 
 
 def _sources() -> dict[Path, str]:
