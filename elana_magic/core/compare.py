@@ -25,14 +25,15 @@ import html
 import math
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from .conditions import differences
 from .conditions import summary as conditions_summary
 from .cost import format_grams, format_usd
 from .errors import ElanaError
 from .fingerprint import sameness, short_fingerprint
-from .report import Report, html_table, text_table
+from .envelope import REPORT_KINDS
+from .report import Figure, Report, html_table, text_table
 from .stats import (MIN_ROUNDS, NOISE_THRESHOLD, beyond_noise, change_words, paired_ratio, ratio_of_medians_ci,
                     ratio_verdict, round_ratios)
 from .units import format_bytes, format_energy, format_power, format_time
@@ -85,73 +86,10 @@ class Ratio:
         return (self.ratio < 1) == (self.better == "lower")
 
 
-@dataclass
-class _Figure:
-    value: float | None
-    unit: str
-    samples: list[float] | None = None
-    rounds: list[int] | None = None   # samples per round (a paired measurement), in order
-    derived_from: str | None = None   # takes the interval of that timed figure (inverted when "1/")
-    better: str | None = "lower"      # which way the figure improves: "lower", "higher" or None (neither)
-
-
 def _ratio(a: float | None, b: float | None) -> float | None:
     if a is None or b is None or a == 0 or not (math.isfinite(a) and math.isfinite(b)):
         return None
     return b / a
-
-
-# -- the figures of each kind ------------------------------------------------------------------------
-def _size_figures(d: dict) -> dict[str, _Figure]:
-    out = {"parameters": _Figure(d.get("param_count"), "count", better=None), "model bytes": _Figure(d.get("model_bytes"), "bytes")}
-    for r in d.get("rows") or []:
-        out[f"cache B={r['batch']} L={r['seq_len']}"] = _Figure(r.get("cache_bytes"), "bytes")
-    return out
-
-
-def _latency_figures(d: dict) -> dict[str, _Figure]:
-    out: dict[str, _Figure] = {}
-    for name, key in (("TTFT", "ttft"), ("TPOT", "tpot"), ("TTLT", "ttlt")):
-        med = (d.get(f"{key}_ms") or {}).get("median")
-        samples = d.get(f"{key}_samples_ms")
-        if med is not None:
-            out[name] = _Figure(med / 1e3, "s", list(samples or []), (d.get("round_sizes") or {}).get(key))
-    e, r = d.get("energy") or {}, d.get("roofline") or {}
-    for name, key in (("J/prompt", "j_per_prompt"), ("J/token", "j_per_token"), ("J/request", "j_per_request")):
-        out[name] = _Figure(e.get(key), "J")
-    out["tokens/s"] = _Figure(e.get("tokens_per_s"), "1/s", derived_from="1/TPOT", better="higher")
-    out["tokens/J"] = _Figure(e.get("tokens_per_j"), "1/J", better="higher")
-    out["MBU"] = _Figure(r.get("mbu"), "share", derived_from="1/TPOT", better="higher")
-    out["decode bytes/step"] = _Figure(r.get("decode_step_bytes"), "bytes")
-    c = d.get("cost") or {}
-    if c:
-        # GPU time per token: proportional to the timed figure it came from, whose interval it takes
-        out["cost per 1M tokens"] = _Figure(c.get("usd_per_1m_tokens"), "$",
-                                            derived_from="TTLT" if c.get("basis") == "request" else "TPOT")
-        out["energy cost per 1M tokens"] = _Figure(c.get("energy_usd_per_1m_tokens"), "$")
-        out["CO2e per 1M tokens"] = _Figure(c.get("gco2_per_1m_tokens"), "g")
-    return out
-
-
-def _energy_figures(d: dict) -> dict[str, _Figure]:
-    return {"energy": _Figure(d.get("energy_j"), "J"), "power": _Figure(d.get("avg_power_w"), "W", better=None),
-            "duration": _Figure(d.get("duration_s"), "s")}
-
-
-def _profile_figures(d: dict) -> dict[str, _Figure]:
-    basis = "GPU" if "GPU" in str(d.get("breakdown_basis", "")) or (d.get("busy_idle") is not None) else "CPU"
-    out = {f"{basis} time: {r['kind']}": _Figure(r["time_us"] / 1e6, "s") for r in d.get("breakdown") or []}
-    total = sum(r["time_us"] for r in d.get("breakdown") or [])
-    if total:
-        out[f"{basis} time: total"] = _Figure(total / 1e6, "s")
-    st = d.get("step_time") or {}
-    if st.get("gpu_mean_us") is not None:
-        out["GPU time per decode step"] = _Figure(st["gpu_mean_us"] / 1e6, "s")
-    return out
-
-
-FIGURES: dict[str, Callable[[dict], dict[str, _Figure]]] = {
-    "size": _size_figures, "latency": _latency_figures, "energy": _energy_figures, "profile": _profile_figures}
 
 
 def _format(value: float | None, unit: str) -> str:
@@ -221,7 +159,7 @@ def _unique_labels(dicts: list[dict]) -> list[str]:
 Estimate = tuple[float | None, float | None, float | None, list[float] | None]   # point, low, high, per round
 
 
-def _estimate(a: _Figure, b: _Figure) -> Estimate:
+def _estimate(a: Figure, b: Figure) -> Estimate:
     """The ratio and its 95% interval from one estimator: the rounds of a paired measurement (geometric
     mean of the per-round ratios), else the ratio of the samples' medians with its bootstrap interval."""
     per_round = round_ratios(a.samples, b.samples, a.rounds, b.rounds)
@@ -231,7 +169,7 @@ def _estimate(a: _Figure, b: _Figure) -> Estimate:
     return (*ci, None) if ci else (None, None, None, None)
 
 
-def _derived(a: _Figure, ratio: float, fa: dict[str, _Figure], fb: dict[str, _Figure],
+def _derived(a: Figure, ratio: float, fa: dict[str, Figure], fb: dict[str, Figure],
              timed: dict[str, tuple[float, float, float]]) -> tuple[float, float | None, float | None]:
     """A figure that is (other factors) / T ("1/T") or (other factors) x T ("T") for a timed figure T: T's
     point and interval, inverted when divided by, and scaled by the other factors' own ratio."""
@@ -249,7 +187,7 @@ def _derived(a: _Figure, ratio: float, fa: dict[str, _Figure], fb: dict[str, _Fi
     return factor * point_t, factor * lo_t, factor * hi_t
 
 
-def _derived_name(a: _Figure) -> str:
+def _derived_name(a: Figure) -> str:
     """The timed figure ``a`` is derived from ("1/TPOT" -> "TPOT", "TTLT" -> "TTLT")."""
     return (a.derived_from or "").removeprefix("1/")
 
@@ -271,9 +209,10 @@ def _no_interval(per_round: list[float] | None) -> str:
 
 def _ratios(base: dict, other: dict, label: str, noise: float = NOISE_THRESHOLD) -> list[Ratio]:
     kind = base.get("kind")
-    if kind != other.get("kind") or kind not in FIGURES:
+    cls = REPORT_KINDS.get(kind)
+    if kind != other.get("kind") or cls is None:
         return []
-    fa, fb = FIGURES[kind](base), FIGURES[kind](other)
+    fa, fb = cls.comparison_figures(base), cls.comparison_figures(other)   # each kind knows its own figures
     timed: dict[str, tuple[float, float, float]] = {}
     why_none: dict[str, str] = {}
     rows = []
@@ -588,6 +527,8 @@ def compare(reports: Sequence[Report], labels: Sequence[str] | None = None,
         if d.get("kind") == "profile" == dicts[0].get("kind"):
             comp.changed_kernels += _changed_kernels(dicts[0], d, label)
     for lab, d in zip(labels, dicts):
-        if d.get("kind") == "latency" and not d.get("tpot_samples_ms") and not d.get("ttft_samples_ms"):
+        figures = REPORT_KINDS[d["kind"]].comparison_figures(d) if d.get("kind") in REPORT_KINDS else {}
+        timed = [f for f in figures.values() if f.samples is not None]   # figures that keep their samples
+        if timed and not any(f.samples for f in timed):
             comp.notes.append(f"{lab} kept no samples (saved by an older version): no intervals for it")
     return comp

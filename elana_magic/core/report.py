@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import json
 import math
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from .envelope import ENVELOPE_KEYS, FORMAT_VERSION, REPORT_KINDS, Envelope
@@ -32,12 +33,30 @@ def json_safe(value: Any) -> Any:
     return str(value)
 
 
+@dataclass
+class Figure:
+    """One figure two reports of a kind compare: its value and unit, its samples when timed (an interval follows),
+    the timed figure it moves with (``derived_from``), and which way it improves."""
+
+    value: float | None
+    unit: str
+    samples: list[float] | None = None
+    rounds: list[int] | None = None   # samples per round (a paired measurement), in order
+    derived_from: str | None = None   # takes the interval of that timed figure (inverted when "1/")
+    better: str | None = "lower"      # which way the figure improves: "lower", "higher" or None (neither)
+
+
 class Report:
     """A measurement's result. Subclasses set ``kind`` and implement ``_payload``, ``from_dict`` and ``to_text``."""
 
     kind: ClassVar[str] = "report"
     # the fields a saved report of this kind must hold, and their types (``core.schema``)
     schema: ClassVar[dict[str, Any]] = {}
+
+    @classmethod
+    def comparison_figures(cls, data: dict[str, Any]) -> dict[str, "Figure"]:
+        """The figures ``compare`` sets side by side for two reports of this kind, read from ``to_dict()``."""
+        return {}
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -6,7 +6,7 @@ import html as _html
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..core.report import Report, html_table, text_table
+from ..core.report import Figure, Report, html_table, text_table
 from ..core.schema import INT, NUMBER, OBJECT, OBJECTS, optional
 from ..core.units import format_energy, format_power, format_time
 from .sampler import integrate
@@ -35,6 +35,11 @@ class EnergyReport(Report):
     """What one energy window measured. Energy in J, power in W, times in perf_counter seconds."""
 
     kind = "energy"
+
+    @classmethod
+    def comparison_figures(cls, d: dict[str, Any]) -> dict[str, Figure]:
+        return {"energy": Figure(d.get("energy_j"), "J"), "power": Figure(d.get("avg_power_w"), "W", better=None),
+                "duration": Figure(d.get("duration_s"), "s")}
     schema = {"t_start": NUMBER, "t_end": NUMBER, "devices": optional(OBJECTS), "executions": optional(INT),
               "peak_power_w": optional(NUMBER), "timeline": optional(OBJECT)}
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ..core.cost import cost_columns, cost_lines, format_usd
-from ..core.report import Report, html_table, text_table
+from ..core.report import Figure, Report, html_table, text_table
 from ..core.schema import INT, LIST, NUMBERS, OBJECT, STATS, TEXT, optional
 from ..core.units import column_formatter, energy_column, format_bytes, format_energy, format_time
 from .projection import projection_html, projection_text
@@ -82,6 +82,30 @@ class LatencyReport(Report):
     """
 
     kind = "latency"
+
+    @classmethod
+    def comparison_figures(cls, d: dict[str, Any]) -> dict[str, Figure]:
+        out: dict[str, Figure] = {}
+        for name, key in (("TTFT", "ttft"), ("TPOT", "tpot"), ("TTLT", "ttlt")):
+            med = (d.get(f"{key}_ms") or {}).get("median")
+            samples = d.get(f"{key}_samples_ms")
+            if med is not None:
+                out[name] = Figure(med / 1e3, "s", list(samples or []), (d.get("round_sizes") or {}).get(key))
+        e, r = d.get("energy") or {}, d.get("roofline") or {}
+        for name, key in (("J/prompt", "j_per_prompt"), ("J/token", "j_per_token"), ("J/request", "j_per_request")):
+            out[name] = Figure(e.get(key), "J")
+        out["tokens/s"] = Figure(e.get("tokens_per_s"), "1/s", derived_from="1/TPOT", better="higher")
+        out["tokens/J"] = Figure(e.get("tokens_per_j"), "1/J", better="higher")
+        out["MBU"] = Figure(r.get("mbu"), "share", derived_from="1/TPOT", better="higher")
+        out["decode bytes/step"] = Figure(r.get("decode_step_bytes"), "bytes")
+        c = d.get("cost") or {}
+        if c:
+            # GPU time per token: proportional to the timed figure it came from, whose interval it takes
+            out["cost per 1M tokens"] = Figure(c.get("usd_per_1m_tokens"), "$",
+                                               derived_from="TTLT" if c.get("basis") == "request" else "TPOT")
+            out["energy cost per 1M tokens"] = Figure(c.get("energy_usd_per_1m_tokens"), "$")
+            out["CO2e per 1M tokens"] = Figure(c.get("gco2_per_1m_tokens"), "g")
+        return out
     schema = {"model": TEXT, "device": TEXT, "engine": TEXT, "batch": INT, "prompt_len": INT, "gen_len": INT,
               "phases": LIST, "ttft_ms": STATS, "tpot_ms": STATS, "ttlt_ms": STATS, "energy": optional(OBJECT),
               "roofline": optional(OBJECT), "ttft_samples_ms": optional(NUMBERS), "tpot_samples_ms": optional(NUMBERS),

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from ..core.report import Report, html_table, text_table
+from ..core.report import Figure, Report, html_table, text_table
 from ..core.schema import OBJECT, OBJECTS, TEXT, optional
 from ..core.units import format_time
 from .trace import ParsedTrace
@@ -22,6 +22,18 @@ class ProfileReport(Report):
     """What a profile found: where the trace went, the kernel/op tables, breakdown, busy/idle, step times."""
 
     kind = "profile"
+
+    @classmethod
+    def comparison_figures(cls, d: dict[str, Any]) -> dict[str, Figure]:
+        basis = "GPU" if "GPU" in str(d.get("breakdown_basis", "")) or (d.get("busy_idle") is not None) else "CPU"
+        out = {f"{basis} time: {r['kind']}": Figure(r["time_us"] / 1e6, "s") for r in d.get("breakdown") or []}
+        total = sum(r["time_us"] for r in d.get("breakdown") or [])
+        if total:
+            out[f"{basis} time: total"] = Figure(total / 1e6, "s")
+        st = d.get("step_time") or {}
+        if st.get("gpu_mean_us") is not None:
+            out["GPU time per decode step"] = Figure(st["gpu_mean_us"] / 1e6, "s")
+        return out
     schema = {"trace_path": TEXT, "kernel_table": optional(OBJECTS), "op_table": optional(OBJECTS),
               "breakdown": optional(OBJECTS), "steps": optional(OBJECTS), "counts": optional(OBJECT),
               "step_time": optional(OBJECT)}

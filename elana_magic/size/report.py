@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..core.report import Report, html_table, text_table
+from ..core.report import Figure, Report, html_table, text_table
 from ..core.schema import INT, NUMBER, OBJECT, OBJECTS, TEXT, optional
 from ..core.units import format_bytes
 from .weights import WeightBytes
@@ -16,6 +16,14 @@ class SizeReport(Report):
     """Parameters, buffers and the cache for a (batch, seq_len) grid. All sizes in bytes."""
 
     kind = "size"
+
+    @classmethod
+    def comparison_figures(cls, d: dict[str, Any]) -> dict[str, Figure]:
+        out = {"parameters": Figure(d.get("param_count"), "count", better=None),
+               "model bytes": Figure(d.get("model_bytes"), "bytes")}
+        for r in d.get("rows") or []:
+            out[f"cache B={r['batch']} L={r['seq_len']}"] = Figure(r.get("cache_bytes"), "bytes")
+        return out
     schema = {"model": TEXT, "source": TEXT, "params_bytes": INT, "buffers_bytes": INT, "model_bytes": NUMBER,
               "param_count": INT, "trainable_param_count": INT, "buffer_count": INT, "rows": OBJECTS,
               "model_dtype": TEXT, "cache_dtype": TEXT, "ssm_state_dtype": TEXT, "dtypes": optional(OBJECT),

@@ -429,3 +429,19 @@ def test_dataframes_hold_numbers_with_units_in_column_names(tiny_llama):
     cdf = compare([_latency({}, list(rng.lognormal(0, 0.03, 60)), "a"),
                    _latency({}, list(rng.lognormal(-0.2, 0.03, 60)), "b")]).to_dataframe()
     assert all(cdf[c].dtype.kind == "f" for c in ("baseline", "value", "ratio", "ci_low", "ci_high"))
+
+
+def test_each_kind_owns_its_comparison_figures():
+    """Issue 22: core's comparison reads the figures from the report kind's class; it knows no kind's keys."""
+    import inspect
+
+    from elana_magic.core import compare as compare_module
+    from elana_magic.core.envelope import REPORT_KINDS
+
+    source = inspect.getsource(compare_module)
+    for key in ("ttft_ms", "tpot_ms\"", "param_count", "energy_j", "breakdown", "decode_step_bytes", "j_per_token"):
+        assert key not in source, key
+    import elana_magic.reports  # noqa: F401 - every kind registered
+
+    owners = {k for k, cls in REPORT_KINDS.items() if "comparison_figures" in cls.__dict__}
+    assert {"size", "latency", "energy", "profile"} <= owners
