@@ -130,7 +130,8 @@ def run_latency(target: ModelTarget, args: argparse.Namespace, names: list[str])
         gen_len=_one_or_all(args.gen_len), energy=args.energy, cuda_graph=args.cuda_graph, compile=args.compile,
         prefill=args.prefill, warmup=args.warmup, repeats=args.repeats, min_time=args.min_time, ngpus=args.ngpus,
         peak_bw=args.peak_bw, peak_flops=args.peak_flops, prompt=args.prompt, label=args.label or target.label,
-        usd_per_gpu_hour=args.usd_per_gpu_hour, usd_per_kwh=args.usd_per_kwh, gco2_per_kwh=args.gco2_per_kwh)
+        usd_per_gpu_hour=args.usd_per_gpu_hour, usd_per_kwh=args.usd_per_kwh, gco2_per_kwh=args.gco2_per_kwh,
+        cooldown=args.cooldown)
     if args.project:
         _check_projection(target, args)
     report = measure_latency(target.model, tokenizer, settings=settings)

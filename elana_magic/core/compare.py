@@ -27,7 +27,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
-from .conditions import differences
+from .conditions import ROUND_TEMPERATURE_SPREAD_C, differences, round_temperature_spread, rounds_line
 from .conditions import summary as conditions_summary
 from .cost import format_grams, format_usd
 from .errors import ElanaError
@@ -138,7 +138,27 @@ def comparability_warnings(base: dict, other: dict, label: str) -> list[str]:
         a, b = _gpu_start(base).get(key), _gpu_start(other).get(key)
         if a and b and abs(b / a - 1) > CLOCK_TOLERANCE:
             out.append(f"{label}: {what} {b:g} vs {a:g} in the baseline (more than {CLOCK_TOLERANCE:.0%} apart)")
+    if _paired(base, other):
+        out += _round_temperatures(base, other, label)
     return out
+
+
+def _round_temperatures(base: dict, other: dict, label: str) -> list[str]:
+    """Paired rounds of these two that started at GPU temperatures more than ROUND_TEMPERATURE_SPREAD_C apart."""
+    section = base.get("rounds_conditions") or other.get("rounds_conditions")
+    names = {base.get("label"), other.get("label")} - {None}
+    rounds = (section or {}).get("rounds") or []
+    spread = round_temperature_spread(section, names if any(r.get("label") in names for r in rounds) else None)
+    if spread is None:
+        return []
+    apart, cold, hot = spread
+
+    def name(r: dict) -> str:
+        return f"round {r.get('round')}" + (f" ({r['label']})" if r.get("label") else "")
+
+    return [f"{label}: paired rounds started at GPU temperatures {apart:.0f} C apart (more than "
+            f"{ROUND_TEMPERATURE_SPREAD_C:g} C): {name(cold)} at {cold['temperature_c']:.0f} C, {name(hot)} at "
+            f"{hot['temperature_c']:.0f} C; --cooldown auto lets the GPU settle between rounds"]
 
 
 # -- the comparison ------------------------------------------------------------------------------------
@@ -380,6 +400,9 @@ class Comparison(Report):
             lines.append(f"  {same}")
         if self.rounds:
             lines.append(f"  paired rounds: {', '.join(self.rounds)}")
+            steady = rounds_line(self.reports[0].to_dict().get("rounds_conditions")) if self.reports else None
+            if steady:
+                lines.append(f"  {steady}")
         if any(r.round_ratios for r in self.ratios):
             lines.append("  a paired figure's ratio is the geometric mean of its per-round ratios")
         return lines

@@ -19,6 +19,9 @@ Recorded in every report's ``environment["conditions"]`` (JSON values, a few rea
 timing (``LOAD_TOLERANCE_CORES`` busy cores, waits for a core that slow a run by ``WAIT_TOLERANCE``
 more, another thread count on a CPU, GPU clocks or temperature). Off Linux the /proc counters are
 missing: then only the load average is recorded.
+
+``rounds_line`` and ``round_temperature_spread`` read a report's ``rounds_conditions`` (the GPU's power and
+temperature at the start of each paired round or grid cell, and the cooldown waited: ``latency.cooldown``).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ LOAD_TOLERANCE_CORES = 0.5   # other processes' busy cores further apart than th
 WAIT_TOLERANCE = 0.25        # (1 + cpu_wait_ratio) of two runs further apart than this factor
 CLOCK_TOLERANCE = 0.05       # GPU SM clocks further apart than this (at start or at end)
 TEMPERATURE_TOLERANCE_C = 10.0
+ROUND_TEMPERATURE_SPREAD_C = 5.0   # paired rounds that started at GPU temperatures further apart get a warning
 
 
 def usable_cores() -> list[int]:
@@ -206,3 +210,51 @@ def summary(env: dict[str, Any]) -> str:
     if gpu.get("sm_clock_mhz") or gpu.get("temperature_c") is not None:
         parts.append(f"SM {gpu.get('sm_clock_mhz') or '?'} MHz, {gpu.get('temperature_c', '?')} C")
     return ", ".join(parts)
+
+
+def _joined(values: list, fmt: str) -> str:
+    return "/".join("-" if v is None else fmt.format(v) for v in values)
+
+
+def rounds_line(section: dict[str, Any] | None) -> str | None:
+    """One line: the temperature and power each round (or cell) started at and the cooldown waited, or None."""
+    if not section or not section.get("rounds"):
+        return None
+    rounds, unit, setting = section["rounds"], section.get("unit") or "round", section.get("cooldown")
+    starts, waits = [], []
+    temps, powers = [r.get("temperature_c") for r in rounds], [r.get("power_w") for r in rounds]
+    if any(t is not None for t in temps):
+        starts.append(f"{unit}s started at {_joined(temps, '{:.0f}')} C")
+    if any(p is not None for p in powers):
+        starts.append(f"{_joined(powers, '{:.0f}')} W")
+    if setting == "auto":
+        band = section.get("band") or {}
+        capped = [str(r.get(unit)) for r in rounds if r.get("capped")]
+        idle_w, idle_c = section.get("idle_power_w"), section.get("idle_temperature_c")
+        waited = [r.get("waited_s") for r in rounds[1:]]
+        text = f"cooldown auto waited {_joined(waited, '{:.1f}')} s" if waited else "cooldown auto"
+        if idle_w is not None or idle_c is not None:
+            text += (f" (to within {band.get('power_fraction', 0):.0%} or {band.get('power_w', 0):g} W of idle "
+                     f"{_joined([idle_w], '{:.0f}')} W and {band.get('temperature_c', 0):g} C of "
+                     f"{_joined([idle_c], '{:.0f}')} C, at most {band.get('cap_s', 0):g} s)")
+        if capped:
+            text += f"; the cap was reached before {unit} {', '.join(capped)}"
+        waits.append(text)
+    elif setting:
+        waits.append(f"cooldown {setting:g} s before each {unit} after the first")
+    groups = ([", ".join(starts)] if starts else []) + waits
+    return f"steady {unit}s: " + "; ".join(groups) if groups else None
+
+
+def round_temperature_spread(section: dict[str, Any] | None, labels: set[str] | None = None
+                             ) -> tuple[float, dict, dict] | None:
+    """(spread in C, the coldest round's record, the hottest's) over the rounds of ``labels`` (all: None)
+    when it exceeds ``ROUND_TEMPERATURE_SPREAD_C``, else None."""
+    rounds = [r for r in (section or {}).get("rounds") or [] if r.get("temperature_c") is not None
+              and (labels is None or r.get("label") in labels)]
+    if len(rounds) < 2:
+        return None
+    cold = min(rounds, key=lambda r: r["temperature_c"])
+    hot = max(rounds, key=lambda r: r["temperature_c"])
+    spread = hot["temperature_c"] - cold["temperature_c"]
+    return (spread, cold, hot) if spread > ROUND_TEMPERATURE_SPREAD_C else None

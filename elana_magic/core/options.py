@@ -112,6 +112,20 @@ def price(example: str, unit: str) -> Callable[[str, "Option"], float]:
     return convert
 
 
+def cooldown(text: str, opt: "Option") -> float | str:
+    """A number of seconds >= 0, or "auto"."""
+    if str(text).strip().lower() == "auto":
+        return "auto"
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise OptionError(f"{opt.flag} takes a number of seconds >= 0 or auto, e.g. {opt.flag} 10 or {opt.flag} auto; "
+                          f"got {text!r}")
+    return value
+
+
 def card_name(text: str, opt: "Option") -> str:
     """A GPU's name from the peaks table ("H100", "L4", "Jetson AGX Orin"), quotes removed; the name itself is
     checked by ``latency.projection`` before the measurement (core imports no latency module)."""
@@ -345,6 +359,11 @@ OPTIONS: dict[str, Option] = {o.key: o for o in [
            'e.g. --project H100 L4 "Jetson AGX Orin" (quote a name with spaces): the measured MBU/MFU carried to each '
            "card's peaks, with the range from the fastest and slowest measured case and the memory fit; projections, "
            "not measurements.", card_name, nargs="+", metavar="GPU", group="latency"),
+    Option("cooldown", ("--cooldown",), "Before each paired round and grid cell after the first: sleep S seconds, "
+           "or auto: wait until the GPU's power is within 10% (or 15 W, the larger) and its temperature within 3 C "
+           "of the idle read at the start, polled every 0.25 s, at most 60 s (no GPU: no wait). The temperature and "
+           "power each round started at are recorded (default: no wait).", cooldown, metavar="S|auto",
+           group="latency"),
     Option("ngpus", ("--ngpus",), "Replicas, one per GPU, started through torchrun; the batch is split across "
            f"them (default {defaults.NGPUS}).", whole(1, "2"), defaults.NGPUS, metavar="N", group="latency"),
     # energy
@@ -425,7 +444,7 @@ MAGICS: dict[str, Uses] = {
     "elana_latency": Uses(("model", "tokenizer", "prompt", "ttft", "tpot", "ttlt") + _GRID + (
         "energy", "no-energy", "cuda-graph", "no-cuda-graph", "no-compile", "prefill", "warmup", "repeats", "min-time",
         "peak-bw", "peak-flops", "usd-per-gpu-hour", "usd-per-kwh", "gco2-per-kwh", "project", "label",
-        "trust-remote-code", "rounds") + _OUT),
+        "trust-remote-code", "rounds", "cooldown") + _OUT),
     "elana_history": Uses(("clear", "save", "load") + _OUT),
     "elana_compare": Uses(("items",) + _OUT),
     "elana_energy": Uses(("devices", "label", "no-plot", "energy-min-time") + _OUT),
@@ -441,7 +460,7 @@ COMMAND = Uses(("command-model", "size", "ttft", "tpot", "ttlt", "torch-profile"
                 "size-batch", "seq-len", "cache-dtype", "gib", "no-check",
                 "tokenizer", "prompt", "grid-prompt-len", "grid-gen-len", "energy", "no-energy", "cuda-graph",
                 "no-cuda-graph", "no-compile", "prefill", "warmup", "repeats", "min-time", "peak-bw", "peak-flops",
-                "usd-per-gpu-hour", "usd-per-kwh", "gco2-per-kwh", "project", "ngpus",
+                "usd-per-gpu-hour", "usd-per-kwh", "gco2-per-kwh", "project", "cooldown", "ngpus",
                 "phase", "steps", "out", "gzip", "top",
                 "label", "json", "csv", "device-map", "trust-remote-code", "log-level"),
                unset=_CPU_SIZED)

@@ -13,6 +13,8 @@ import torch
 from ..core.progress import as_progress
 from ..core.threads import cpu_threads
 from . import measure as runner
+from .cooldown import Cooldown
+from .devices import cuda_indices
 from .errors import GenerationInputError
 from .inputs import model_device
 from .settings import LatencySettings, settings_from
@@ -77,6 +79,8 @@ def measure_paired(models: Sequence[torch.nn.Module], labels: Sequence[str] | No
     if own_meter:
         meter, why = runner._open_meter(settings.energy, devices, [])
     progress = as_progress(progress)  # one reporter for every model
+    # the idle power and temperature are read now, before any model runs (cooldown="auto" waits back to them)
+    cooldown = Cooldown(settings.cooldown, cuda_indices(devices))
     runs = [runner.Measurement(m, settings.replace(label=lab), meter=meter, progress=progress, rounds=rounds,
                                open_meter=False) for m, lab in zip(models, labels)]
     for run in runs:
@@ -84,13 +88,18 @@ def measure_paired(models: Sequence[torch.nn.Module], labels: Sequence[str] | No
             run.notes.append(why)
             run.why_no_energy = why
     try:
-        order = _alternate(runs, labels, rounds)
+        with cooldown:
+            order = _alternate(runs, labels, rounds, cooldown)
     finally:
         if own_meter and meter is not None:
             meter.close()
     reports = [run.report() for run in runs]
+    section = cooldown.section()
     for rep in reports:
         rep.rounds = list(order)
+        rep.notes.extend(cooldown.notes)
+        if section is not None:
+            rep.extra["rounds_conditions"] = section
         rep.notes.append(f"paired with {', '.join(x for x in labels if x != rep.label)}: "
                          f"{rounds} alternating rounds")
     comparison = compare(reports, labels=labels)
@@ -113,9 +122,10 @@ def _paired_models(models, labels, settings: LatencySettings) -> tuple[list, lis
     return models, labels
 
 
-def _alternate(runs: list, labels: list[str], rounds: int) -> list[str]:
+def _alternate(runs: list, labels: list[str], rounds: int, cooldown: Cooldown) -> list[str]:
     """Every model keeps its session open; the order rotates each round (A B, B A, ...) so that no model
-    always runs after another. Returns the order that ran."""
+    always runs after another; ``cooldown`` waits (and records the GPU's state) before each model's round.
+    Returns the order that ran."""
     order: list[str] = []
     with contextlib.ExitStack() as stack:
         stack.enter_context(cpu_threads([run.device for run in runs]))   # one thread choice for every model
@@ -124,6 +134,7 @@ def _alternate(runs: list, labels: list[str], rounds: int) -> list[str]:
         for i in range(rounds):
             turn = i % len(runs)
             for run, lab in list(zip(runs, labels))[turn:] + list(zip(runs, labels))[:turn]:
+                cooldown.before(label=lab)
                 run.run_round()
                 order.append(lab)
     return order

@@ -15,14 +15,16 @@ from typing import Any
 
 import torch
 
+from ..core.conditions import rounds_line
 from ..core.cost import cost_columns, format_usd
 from ..core.progress import terminal_bar
 from ..core.envelope import ENVELOPE_KEYS, FORMAT_VERSION
 from ..core.report import Report, html_table, text_table
-from ..core.schema import NUMBER, OBJECTS, TEXT, Field
+from ..core.schema import NUMBER, OBJECT, OBJECTS, TEXT, Field, optional
 from ..core.units import bytes_column, column_formatter, energy_column
 from . import measure as runner
-from .devices import model_devices
+from .cooldown import Cooldown
+from .devices import cuda_indices, model_devices
 from .errors import GenerationOutOfMemory
 from .inputs import check_lengths, model_device
 from .settings import LatencySettings
@@ -56,8 +58,10 @@ def run_grid(model: torch.nn.Module, settings: LatencySettings, *, tokenizer: An
     rows: list[dict[str, Any]] = []
     bar = _bar(len(cells), progress)
     t0 = time.perf_counter()
+    cooldown = Cooldown(settings.cooldown, cuda_indices(model_devices(model)), unit="cell")
     try:
         for cell in cells:
+            cooldown.before(cell=f"batch {cell.batch}, prompt {cell.prompt_len}, gen {cell.gen_len}")
             if bar is not None:
                 bar.set_postfix_str(f"batch {cell.batch}, prompt {cell.prompt_len}, gen {cell.gen_len}")
             try:
@@ -72,10 +76,12 @@ def run_grid(model: torch.nn.Module, settings: LatencySettings, *, tokenizer: An
             if bar is not None:
                 bar.update(1)
     finally:
+        cooldown.close()
         if bar is not None:
             bar.close()
         if own_meter and meter is not None:
             meter.close()
+    notes += cooldown.notes
     first = next((r for r in reports if r is not None), None)
     data = {
         "label": settings.label,
@@ -89,6 +95,8 @@ def run_grid(model: torch.nn.Module, settings: LatencySettings, *, tokenizer: An
         "time_to_result_s": time.perf_counter() - t0,
         "notes": notes + _grid_notes(reports),
     }
+    if cooldown.section() is not None:
+        data["rounds_conditions"] = cooldown.section()
     grid = LatencyGridReport(data, reports)
     grid.stamp(settings=settings.to_dict())
     if first is not None:  # the model's fingerprint and where it ran: the first cell's (one model, one machine)
@@ -156,6 +164,7 @@ class LatencyGridReport(Report):
     kind = "latency-grid"
     schema = {"model": TEXT, "device_name": TEXT, "batch": INTS, "prompt_len": INTS, "gen_len": INTS,
               "cells": OBJECTS, "largest_batch_that_fit": OBJECTS, "time_to_result_s": NUMBER,
+              "rounds_conditions": optional(OBJECT),
               "reports": Field("a list of saved latency reports or nulls",
                                lambda v: isinstance(v, list) and all(r is None or isinstance(r, dict) for r in v))}
 
@@ -247,6 +256,9 @@ class LatencyGridReport(Report):
             fit = f"largest batch that fit: {f['largest_batch']}" if f["largest_batch"] else "no batch fit"
             oom = f" (batch {f['smallest_out_of_memory']} ran out of memory)" if f["smallest_out_of_memory"] else ""
             lines.append(f"prompt {f['prompt_len']} + gen {f['gen_len']}: {fit}{oom}")
+        steady = rounds_line(self.data.get("rounds_conditions"))
+        if steady:
+            lines.append(steady)
         kinds = {r.get("peak_memory_kind") for r in self.data["cells"] if r.get("peak_memory_kind")}
         if kinds:
             lines.append("peak mem: " + ("the allocator's peak (allocated)" if kinds == {"allocated"}

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from ..core.conditions import rounds_line
 from ..core.cost import cost_columns, cost_lines, format_usd
 from ..core.report import Figure, Report, html_table, text_table
 from ..core.schema import INT, LIST, NUMBERS, OBJECT, STATS, TEXT, optional
@@ -109,7 +110,8 @@ class LatencyReport(Report):
     schema = {"model": TEXT, "device": TEXT, "engine": TEXT, "batch": INT, "prompt_len": INT, "gen_len": INT,
               "phases": LIST, "ttft_ms": STATS, "tpot_ms": STATS, "ttlt_ms": STATS, "energy": optional(OBJECT),
               "roofline": optional(OBJECT), "ttft_samples_ms": optional(NUMBERS), "tpot_samples_ms": optional(NUMBERS),
-              "ttlt_samples_ms": optional(NUMBERS), "rounds": optional(LIST)}
+              "ttlt_samples_ms": optional(NUMBERS), "rounds": optional(LIST),
+              "rounds_conditions": optional(OBJECT)}
 
     label: str | None
     model: str
@@ -265,6 +267,7 @@ class LatencyReport(Report):
             lines.append(f"decode throughput: {e['tokens_per_s']:.4g} tokens/s"
                          + (f", {e['tokens_per_j']:.4g} tokens/J" if e.get("tokens_per_j") else ""))
         lines += cost_lines(d.get("cost"))
+        lines += [x for x in [rounds_line(d.get("rounds_conditions"))] if x]
         counter = e.get("request_split_counter_j") or {}
         if counter:
             lines.append(f"request energy from the phase counters: prefill {format_energy(counter['prefill'])}"

@@ -62,6 +62,18 @@ def _cost_rate(name: str, value: Any) -> float | None:
         raise GenerationInputError(str(exc)) from None
 
 
+def _cooldown(value: Any) -> float | str | None:
+    """None (no wait), seconds >= 0, or "auto" (until the GPU is back near idle: ``latency.cooldown``)."""
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+    if not ok:
+        raise GenerationInputError(f"cooldown must be a number of seconds >= 0 or 'auto', got {value!r}")
+    return float(value)
+
+
 def _flag(name: str, value: Any, tristate: bool = True) -> bool | None:
     if value is None and tristate:
         return None
@@ -110,7 +122,9 @@ class LatencySettings:
     several (a grid). ``energy``/``cuda_graph``/``compile`` None = the device's default. ``prefill``:
     "auto" (a compiled prefill step in a CUDA graph where decode has one) or "eager" (plain transformers).
     ``energy_window_s``: a phase's energy window lasts at least this long. ``ngpus`` > 1: replicas.
-    ``rounds``: alternating rounds of a paired A/B."""
+    ``rounds``: alternating rounds of a paired A/B. ``cooldown``: before each paired round and grid cell
+    after the first, sleep this many seconds, or "auto": wait until the GPU's power and temperature are
+    back near the idle read at the start (``latency.cooldown``); None: no wait."""
 
     phases: tuple[str, ...] = PHASES
     batch: Lengths = defaults.BATCH
@@ -138,6 +152,7 @@ class LatencySettings:
     usd_per_gpu_hour: float | None = None   # None: the environment's (core.cost.RATE_ENV), else no cost shown
     usd_per_kwh: float | None = None
     gco2_per_kwh: float | None = None
+    cooldown: float | str | None = None
 
     def __post_init__(self) -> None:
         checks = {
@@ -166,6 +181,7 @@ class LatencySettings:
             "peak_bw": _rate("peak_bw", self.peak_bw),
             "peak_flops": _rate("peak_flops", self.peak_flops),
             **{name: _cost_rate(name, getattr(self, name)) for name in cost.RATES},
+            "cooldown": _cooldown(self.cooldown),
         }
         for name, value in checks.items():
             object.__setattr__(self, name, value)
@@ -231,6 +247,6 @@ def settings_from(kwargs: dict[str, Any]) -> LatencySettings:
     if unknown:
         raise TypeError(f"unexpected latency option {unknown[0]!r}")
     tristate = {"energy", "cuda_graph", "compile", "max_time", "label", "prompt", "peak_bw", "peak_flops",
-                "energy_window_s", *cost.RATES}
+                "energy_window_s", "cooldown", *cost.RATES}
     given = {k: v for k, v in kwargs.items() if v is not None or k in tristate}
     return LatencySettings(**{k: _tuple(v) for k, v in given.items()})

@@ -31,7 +31,8 @@ def _settings(args, label: str | None):
         gen_len=_value_or_list(args.gen_len), energy=args.energy, cuda_graph=args.cuda_graph, compile=args.compile,
         prefill=args.prefill, warmup=args.warmup, repeats=args.repeats, min_time=args.min_time,
         rounds=args.rounds, label=label, prompt=args.prompt, peak_bw=args.peak_bw, peak_flops=args.peak_flops,
-        usd_per_gpu_hour=args.usd_per_gpu_hour, usd_per_kwh=args.usd_per_kwh, gco2_per_kwh=args.gco2_per_kwh)
+        usd_per_gpu_hour=args.usd_per_gpu_hour, usd_per_kwh=args.usd_per_kwh, gco2_per_kwh=args.gco2_per_kwh,
+        cooldown=args.cooldown)
 
 
 def _check_projection(args) -> None:
