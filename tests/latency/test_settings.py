@@ -30,7 +30,8 @@ BAD = [
     ("compile", "max-autotune", "compile must be True, False"),
     ("prefill", "graph!", "prefill must be one of auto, eager"),
     ("ngpus", 0, "ngpus must be a positive integer"),
-    ("rounds", 0, "rounds must be a positive integer"),
+    ("rounds", 0, "rounds must be an integer from 1 to 1000"),
+    ("rounds", 1001, "rounds must be an integer from 1 to 1000"),
     ("peak_bw", -3.0, "peak_bw must be a finite number > 0"),
     ("label", 3, "label must be a string"),
 ]
@@ -113,7 +114,7 @@ def test_the_envelope_settings_are_the_settings_and_round_trip(tiny_llama):
 def test_paired_and_grid_refuse_before_model_work():
     from elana_magic.latency import measure_grid, measure_paired
 
-    with pytest.raises(GenerationInputError, match="rounds must be a positive integer"):
+    with pytest.raises(GenerationInputError, match="rounds must be an integer from 1 to 1000"):
         measure_paired([_MustNotRun(), _MustNotRun()], rounds=0, progress=False)
     with pytest.raises(GenerationInputError, match="batch must be a positive integer"):
         measure_grid(_MustNotRun(), batch=[1, 0], progress=False)
