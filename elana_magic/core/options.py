@@ -319,7 +319,8 @@ OPTIONS: dict[str, Option] = {o.key: o for o in [
     Option("grid-gen-len", ("--gen-len",), f"Generated tokens, EOS ignored (default {_G}); several values: a grid.",
            whole(1, "32 128"), [_G], nargs="+", metavar="G", elana=("--gen_len",), group="latency",
            cpu_default=[8], dest="gen_len"),
-    Option("energy", ("--energy",), "Measure energy per phase (default: on when a sensor exists).",
+    Option("energy", ("--energy",), "Measure energy per phase (default: on when a sensor exists: NVIDIA GPUs "
+           "through NVML, AMD GPUs through amdsmi, Jetson rails through jtop or sysfs, CPU RAPL).",
            action="store_const", const=True, dest="energy", group="latency"),
     Option("no-energy", ("--no-energy",), "Do not measure energy.", action="store_const", const=False,
            dest="energy", group="latency"),

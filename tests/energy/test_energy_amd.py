@@ -324,3 +324,12 @@ def test_visible_devices_map_to_amdsmi_handles(amd_machine, monkeypatch):
     monkeypatch.setenv("HIP_VISIBLE_DEVICES", "")
     with EnergyMeter() as meter:
         assert not meter.available and "no HIP-visible AMD GPU" in meter.reason
+
+
+def test_help_names_the_amd_sensor():
+    """The magics' and the command's help come from the one option spec: --energy names every sensor kind."""
+    from elana_magic.cli import build_parser
+    from elana_magic.magics.latency import LatencyMagics
+
+    assert "amdsmi" in " ".join(build_parser().format_help().split())
+    assert "amdsmi" in " ".join(LatencyMagics.elana_latency.__doc__.split())
