@@ -48,7 +48,7 @@ def _device_name(device) -> str | None:
     return platform.processor() or platform.machine() or device.type
 
 
-def _call(nvml, name: str, *args) -> Any:
+def nvml_query(nvml, name: str, *args) -> Any:
     """``nvml.<name>(*args)``, or None where the library lacks it or the GPU doesn't support it."""
     fn = getattr(nvml, name, None)
     if fn is None:
@@ -70,13 +70,13 @@ def gpu_state(cuda_index: int = 0) -> dict[str, Any] | None:
     try:
         handles = nvml_mod.visible_handles(nvml, [cuda_index])
         handle = handles[0][1]
-        state: dict[str, Any] = {"driver": _text(_call(nvml, "nvmlSystemGetDriverVersion"))}
-        limit = _call(nvml, "nvmlDeviceGetPowerManagementLimit", handle)
+        state: dict[str, Any] = {"driver": _text(nvml_query(nvml, "nvmlSystemGetDriverVersion"))}
+        limit = nvml_query(nvml, "nvmlDeviceGetPowerManagementLimit", handle)
         state["power_limit_w"] = limit / 1000 if limit is not None else None
         sm = getattr(nvml, "NVML_CLOCK_SM", 1)
-        state["sm_clock_mhz"] = _call(nvml, "nvmlDeviceGetClockInfo", handle, sm)
-        state["temperature_c"] = _call(nvml, "nvmlDeviceGetTemperature", handle, getattr(nvml, "NVML_TEMPERATURE_GPU", 0))
-        procs = _call(nvml, "nvmlDeviceGetComputeRunningProcesses", handle)
+        state["sm_clock_mhz"] = nvml_query(nvml, "nvmlDeviceGetClockInfo", handle, sm)
+        state["temperature_c"] = nvml_query(nvml, "nvmlDeviceGetTemperature", handle, getattr(nvml, "NVML_TEMPERATURE_GPU", 0))
+        procs = nvml_query(nvml, "nvmlDeviceGetComputeRunningProcesses", handle)
         if procs is not None:
             me = os.getpid()
             state["other_processes"] = [{"pid": p.pid, "used_memory_bytes": getattr(p, "usedGpuMemory", None)}

@@ -244,3 +244,16 @@ def text_table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+class DataReport(Report):
+    """A report whose figures are one dict, ``data``, also read as attributes (``fit.answer``)."""
+
+    def __init__(self, data: dict[str, Any]):
+        self.data = data
+
+    def __getattr__(self, name: str) -> Any:
+        data = self.__dict__.get("data", {})
+        if name in data:
+            return data[name]
+        raise AttributeError(name)

@@ -17,6 +17,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from ..core.environment import nvml_query
+
 POLL_S = 0.25
 CAP_S = 60.0
 POWER_BAND = 0.10
@@ -51,8 +53,8 @@ class _Probe:
             return None, None
         powers, temps = [], []
         for h in self.handles:
-            powers.append(_call(self.nvml, "nvmlDeviceGetPowerUsage", h))
-            temps.append(_call(self.nvml, "nvmlDeviceGetTemperature", h, getattr(self.nvml, "NVML_TEMPERATURE_GPU", 0)))
+            powers.append(nvml_query(self.nvml, "nvmlDeviceGetPowerUsage", h))
+            temps.append(nvml_query(self.nvml, "nvmlDeviceGetTemperature", h, getattr(self.nvml, "NVML_TEMPERATURE_GPU", 0)))
         power = sum(p for p in powers if p is not None) / 1000.0 if any(p is not None for p in powers) else None
         temp = max((t for t in temps if t is not None), default=None)
         return power, None if temp is None else float(temp)
@@ -61,16 +63,6 @@ class _Probe:
         if self.nvml is not None:
             self.nvml = None
             self._mod.release()
-
-
-def _call(nvml, name: str, *args) -> Any:
-    fn = getattr(nvml, name, None)
-    if fn is None:
-        return None
-    try:
-        return fn(*args)
-    except Exception:  # noqa: BLE001 - not supported on this GPU
-        return None
 
 
 class Cooldown:

@@ -19,7 +19,7 @@ from ..core.conditions import rounds_line
 from ..core.cost import cost_columns, format_usd
 from ..core.progress import terminal_bar
 from ..core.envelope import ENVELOPE_KEYS, FORMAT_VERSION
-from ..core.report import Report, html_table, text_table
+from ..core.report import DataReport, html_table, text_table
 from ..core.schema import NUMBER, OBJECT, OBJECTS, TEXT, Field, optional
 from ..core.units import bytes_column, column_formatter, energy_column
 from . import measure as runner
@@ -158,7 +158,7 @@ def largest_batches(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-class LatencyGridReport(Report):
+class LatencyGridReport(DataReport):
     """One row per cell (``cells``); each cell's ``LatencyReport`` in ``reports`` (None: out of memory)."""
 
     kind = "latency-grid"
@@ -169,14 +169,8 @@ class LatencyGridReport(Report):
                                lambda v: isinstance(v, list) and all(r is None or isinstance(r, dict) for r in v))}
 
     def __init__(self, data: dict[str, Any], reports: list[Any]):
-        self.data = data
+        super().__init__(data)
         self.reports = reports
-
-    def __getattr__(self, name: str) -> Any:
-        data = self.__dict__.get("data", {})
-        if name in data:
-            return data[name]
-        raise AttributeError(name)
 
     def __len__(self) -> int:
         return len(self.data["cells"])

@@ -29,7 +29,7 @@ from typing import Any
 
 from ..core.envelope import ENVELOPE_KEYS, Envelope
 from ..core.errors import ElanaError
-from ..core.report import Report, html_table, text_table
+from ..core.report import DataReport, html_table, text_table
 from ..core.schema import OBJECT, OBJECTS, TEXTS
 from ..core.units import bytes_unit, format_time
 from .roofline import DEVICE_PEAKS, Peak, lookup_peak
@@ -377,21 +377,13 @@ def projection_columns(row: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- the report ------------------------------------------------------------------------------------
-class ProjectionReport(Report):
+class ProjectionReport(DataReport):
     """A measured latency report projected to other GPUs: ``source`` (what was measured, its MBU/MFU and
     their range), ``targets`` (one row per card), ``method``, ``assumptions``, ``notes``."""
 
     kind = "projection"
     schema = {"source": OBJECT, "targets": OBJECTS, "assumptions": TEXTS}
 
-    def __init__(self, data: dict[str, Any]):
-        self.data = data
-
-    def __getattr__(self, name: str) -> Any:
-        data = self.__dict__.get("data", {})
-        if name in data:
-            return data[name]
-        raise AttributeError(name)
 
     def _payload(self) -> dict[str, Any]:
         return dict(self.data)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..core.envelope import ENVELOPE_KEYS, FORMAT_VERSION
-from ..core.report import Report
+from ..core.report import DataReport
 from ..core.schema import INT, NUMBER, TEXT, optional
 from ..core.units import format_bytes
 from .weights import SizeError, count_weights, dtype_name, parse_dtype
@@ -156,21 +156,13 @@ def _largest(fits, hi: int) -> int:
     return lo
 
 
-class FitReport(Report):
+class FitReport(DataReport):
     """The largest batch or length that fits, the memory it was answered for, and on what basis."""
 
     kind = "size-fit"
     schema = {"model": TEXT, "mode": TEXT, "answer": optional(INT), "memory_bytes": NUMBER, "memory_where": TEXT,
               "basis": TEXT}
 
-    def __init__(self, data: dict[str, Any]):
-        self.data = data
-
-    def __getattr__(self, name: str) -> Any:
-        data = self.__dict__.get("data", {})
-        if name in data:
-            return data[name]
-        raise AttributeError(name)
 
     def to_dict(self) -> dict[str, Any]:
         """The answer, after its kind, format version and creation time (so a saved history reads it back)."""
