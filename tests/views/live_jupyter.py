@@ -150,17 +150,30 @@ def cells(page):
     return page.locator(CELLS)
 
 
-def run_cell(page, i: int, timeout_s: float = 600) -> None:
-    """Click cell i's prompt (command mode, cell selected), press Shift+Enter, wait until it is done."""
+_STARTED = "cell => { const p = cell.querySelector('.jp-InputArea-prompt'); return p && /\\[(\\*|\\d+)\\]/.test(p.textContent); }"
+_DONE = "cell => { const p = cell.querySelector('.jp-InputArea-prompt'); return p && /\\[\\d+\\]/.test(p.textContent); }"
+
+
+def run_cell(page, i: int, timeout_s: float = 600, tries: int = 3) -> None:
+    """Click cell i's prompt (command mode, cell selected), press Shift+Enter, wait until it is done.
+
+    On a loaded machine the page can miss the click or the key (the cell never starts: its prompt stays
+    "[ ]"); then the user's gesture is made again, as a user would, up to ``tries`` times."""
     cell = cells(page).nth(i)
-    cell.scroll_into_view_if_needed()
-    cell.locator(".jp-InputPrompt").first.click()
-    page.keyboard.press("Shift+Enter")
-    if "jp-CodeCell" not in (cell.get_attribute("class") or ""):
-        return
-    page.wait_for_function(
-        "cell => { const p = cell.querySelector('.jp-InputArea-prompt'); return p && /\\[\\d+\\]/.test(p.textContent); }",
-        arg=cell.element_handle(), timeout=timeout_s * 1000)
+    code = "jp-CodeCell" in (cell.get_attribute("class") or "")
+    for attempt in range(tries):
+        cell.scroll_into_view_if_needed()
+        cell.locator(".jp-InputPrompt").first.click()
+        page.keyboard.press("Shift+Enter")
+        if not code:
+            return
+        try:
+            page.wait_for_function(_STARTED, arg=cell.element_handle(), timeout=60_000)
+            break
+        except Exception:  # noqa: BLE001 - playwright's TimeoutError: the gesture did not reach the cell
+            if attempt == tries - 1:
+                raise
+    page.wait_for_function(_DONE, arg=cell.element_handle(), timeout=timeout_s * 1000)
 
 
 def run_new_cell(page, code: str, timeout_s: float = 120) -> None:
